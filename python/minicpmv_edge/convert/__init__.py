@@ -1,0 +1,97 @@
+"""Original Hugging Face MiniCPM-V checkpoint -> llama.cpp GGUF files (language model + mmproj).
+
+Reads safetensors directly (no model class), one mapping table per part, and writes both files atomically:
+either both appear complete, or neither does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..versions import ModelVersion, version_from_config
+from .gguf_out import FILE_TYPES, GGUFFile
+from .llm import plan_llm, write_llm_kv
+from .mapping import Source
+from .mmproj import plan_mmproj, write_mmproj_kv
+from .safetensors_io import CheckpointError, SafetensorsCheckpoint
+from .vocab import read_vocab, write_vocab
+
+__all__ = ["CheckpointError", "ConvertResult", "convert_checkpoint"]
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    version: ModelVersion
+    model: Path
+    mmproj: Path
+
+
+def _read_config(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return cfg
+
+
+_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+             "rms_norm_eps", "rope_theta", "max_position_embeddings", "query_num", "vision_config")
+_REQUIRED_VISION = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
+                    "image_size")
+
+
+def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "f16",
+                       progress: bool = True) -> ConvertResult:
+    """Write `model-<outtype>.gguf` and `mmproj-model-<outtype>.gguf` into `out_dir`."""
+    if outtype not in FILE_TYPES:
+        raise ValueError(f"unknown --outtype {outtype!r} (choose from {', '.join(FILE_TYPES)})")
+    hf = Path(hf_dir)
+    if not hf.is_dir():
+        raise CheckpointError(f"{hf}: not a directory")
+    cfg = _read_config(hf / "config.json")
+    version = version_from_config(cfg, str(hf / "config.json"))
+    for k in _REQUIRED:
+        if k not in cfg:
+            raise CheckpointError(f"{hf / 'config.json'}: missing key {k!r}")
+    for k in _REQUIRED_VISION:
+        if k not in cfg["vision_config"]:
+            raise CheckpointError(f"{hf / 'config.json'}: missing key 'vision_config.{k}'")
+    pre_path = hf / "preprocessor_config.json"
+    pre = _read_config(pre_path) if pre_path.exists() else {}
+    vocab = read_vocab(hf, version, int(cfg["vocab_size"]))
+    qtype, file_type = FILE_TYPES[outtype]
+    name = Path(str(cfg.get("_name_or_path", hf.name))).name or hf.name
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with SafetensorsCheckpoint(hf) as ckpt:
+        src = Source(ckpt)
+        llm_plan = plan_llm(src, cfg, version, qtype)
+        mm_plan = plan_mmproj(src, cfg, version, qtype)
+        src.check_all_used()  # before anything is written: an unknown layout never yields a file
+
+        model = GGUFFile(out / f"model-{outtype}.gguf", version.llm_arch)
+        mmproj = GGUFFile(out / f"mmproj-model-{outtype}.gguf", "clip")
+        try:
+            write_llm_kv(model.writer, cfg, version, file_type, name)
+            write_vocab(model.writer, vocab, version)
+            write_mmproj_kv(mmproj.writer, cfg, pre, version, file_type, name)
+            with tqdm(total=len(llm_plan) + len(mm_plan), unit="tensor", desc="converting",
+                      disable=not progress or None) as bar:
+                model.write_tensors(llm_plan, lambda: bar.update(1))
+                mmproj.write_tensors(mm_plan, lambda: bar.update(1))
+        except BaseException:
+            model.discard()
+            mmproj.discard()
+            raise
+        model.commit()
+        mmproj.commit()
+    return ConvertResult(version, model.path, mmproj.path)

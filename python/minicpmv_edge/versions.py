@@ -1,0 +1,142 @@
+"""Everything that differs between MiniCPM-V versions, as one table of data.
+
+Source: shared/spec/hf-reference.md §1 (version matrix), §3 (configs, special tokens), §8 (prompt layout) and
+shared/spec/mmproj-format.md §1–2 (llama.cpp's `clip.minicpmv_version` numbers). Code elsewhere reads fields of a
+`ModelVersion`; it never branches on the version name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str  # "2.6", "2.5"
+    display: str  # model family name as users know it
+    llm_arch: str  # llama.cpp architecture of the language model GGUF
+    hf_llm_class: str  # transformers class that runs the original `llm.*` weights
+    tokenizer_pre: str  # llama.cpp pre-tokenizer name (the regex split of the real tokenizer)
+    pretokenize_regex: str  # the same split as a `tokenizers` regex, for the tiny checkpoints
+    add_bos: bool  # whether the tokenizer prepends BOS
+    permute_qk: bool  # llama.cpp's llama arch uses interleaved RoPE pairs: q/k rows are permuted on conversion
+    query_num: int  # resampler queries = LLM tokens per image piece
+    mmproj_version: int  # value of llama.cpp's `clip.minicpmv_version`
+    max_slice_nums: int
+    scale_resolution: int
+    patch_size: int
+    use_image_id: bool  # `<image_id>k</image_id>` before each image
+    bos_token: str
+    eos_token: str  # config.eos_token_id
+    pad_token: str
+    stop_tokens: tuple[str, ...]  # generation stops on any of these
+    special_tokens: tuple[str, ...]  # added tokens, in id order after the BPE vocabulary
+    chat_template: str  # Jinja template as stored in tokenizer_config.json
+
+
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_GROUNDING = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>")
+
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim"
+    " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+    "{% endfor %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+)
+
+VERSIONS: dict[str, ModelVersion] = {
+    "2.6": ModelVersion(
+        name="2.6",
+        display="MiniCPM-V 2.6",
+        llm_arch="qwen2",
+        hf_llm_class="Qwen2ForCausalLM",
+        tokenizer_pre="qwen2",
+        pretokenize_regex=_QWEN2_SPLIT,
+        add_bos=False,
+        permute_qk=False,
+        query_num=64,
+        mmproj_version=3,
+        max_slice_nums=9,
+        scale_resolution=448,
+        patch_size=14,
+        use_image_id=True,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
+        special_tokens=(
+            "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "</image>", *_GROUNDING,
+            "<slice>", "</slice>", "<image_id>", "</image_id>",
+            *(f"<|reserved_special_token_{i}|>" for i in range(6)), "<unk>",
+        ),
+        chat_template=_CHATML_TEMPLATE,
+    ),
+    "2.5": ModelVersion(
+        name="2.5",
+        display="MiniCPM-Llama3-V 2.5",
+        llm_arch="llama",
+        hf_llm_class="LlamaForCausalLM",
+        tokenizer_pre="llama-bpe",
+        pretokenize_regex=_LLAMA3_SPLIT,
+        add_bos=True,
+        permute_qk=True,
+        query_num=96,
+        mmproj_version=2,
+        max_slice_nums=9,
+        scale_resolution=448,
+        patch_size=14,
+        use_image_id=False,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+        pad_token="!",
+        stop_tokens=("<|eot_id|>", "<|end_of_text|>"),
+        special_tokens=(
+            "<|begin_of_text|>", "<|end_of_text|>", "<unk>", "<|reserved_special_token_0|>",
+            "<|reserved_special_token_1|>", "<|reserved_special_token_2|>", "<|start_header_id|>",
+            "<|end_header_id|>", "<|reserved_special_token_3|>", "<|eot_id|>", "<image>", "</image>", *_GROUNDING,
+            "<slice>", "</slice>",
+        ),
+        chat_template=_LLAMA3_TEMPLATE,
+    ),
+}
+
+
+class UnsupportedVersionError(ValueError):
+    """The checkpoint or GGUF names a MiniCPM-V version this runtime does not handle."""
+
+
+def version_from_config(config: dict[str, object], where: str = "config.json") -> ModelVersion:
+    """Resolve the version from an original config.json (`version` is 2.6 as a float, "2.5" as a string)."""
+    if "version" not in config:
+        raise UnsupportedVersionError(
+            f"{where}: no 'version' key; this is MiniCPM-V 2.0 or not a MiniCPM-V checkpoint "
+            f"(supported: {', '.join(sorted(VERSIONS))})"
+        )
+    raw = config["version"]
+    name = f"{float(raw):.1f}" if isinstance(raw, (int, float, str)) and _is_number(raw) else str(raw)
+    if name not in VERSIONS:
+        raise UnsupportedVersionError(
+            f"{where}: unknown MiniCPM-V version {raw!r} (supported: {', '.join(sorted(VERSIONS))})"
+        )
+    return VERSIONS[name]
+
+
+def _is_number(v: object) -> bool:
+    try:
+        float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | setup
+#   demo  - the main job: build, convert and run the tiny MiniCPM-V 2.6 model
+#   test  - the whole test suite (installs the PyTorch reference first)
+# Everything goes into ./.venv. llama-cpp-python is built from source the first time (about 4 minutes on 2 cores);
+# pip caches the wheel, so later set-ups take seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job=${1:-demo}
+shift || true
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+pip_q() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+
+# build tools for our extension (we build without isolation, against the installed llama-cpp-python)
+pip_q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja
+
+# llama-cpp-python, pinned: built from source once into our own wheelhouse, then installed from it.
+# On x86-64 the build excludes ggml's AMX matmul path: its kernels crash or return garbage on some Sapphire
+# Rapids machines (llama.cpp issues #20824 and #16315), this one included; AVX-512/VNNI/BF16 stay on.
+LCP=0.3.36
+wheelhouse="${XDG_CACHE_HOME:-$HOME/.cache}/minicpmv-edge/wheels/llama-cpp-python-$LCP"
+if ! "$VPY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LCP')" 2>/dev/null; then
+  if ! ls "$wheelhouse"/llama_cpp_python-$LCP-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python $LCP from source (about 4 minutes, once)" >&2
+    if [ "$(uname -m)" = "x86_64" ]; then
+      noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+      export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$noamx' -DCMAKE_CXX_FLAGS='$noamx'"
+    fi
+    "$VPY" -m pip wheel --quiet --no-deps --no-cache-dir -w "$wheelhouse" "llama-cpp-python==$LCP"
+  fi
+  pip_q --force-reinstall --no-deps "$wheelhouse"/llama_cpp_python-$LCP-*.whl
+  pip_q "llama-cpp-python==$LCP"   # its dependencies
+fi
+extra=""
+if [ "$job" = "test" ]; then
+  pip_q "torch==2.13.0"   # CPU build, the test reference only
+  extra="[test]"
+fi
+pip_q --no-build-isolation -e ".${extra}"
+"$VPY" -c "import minicpmv_edge._native" || { echo "setup failed: the extension does not import" >&2; exit 1; }
+
+case "$job" in
+  setup) ;;
+  demo) exec .venv/bin/minicpmv-edge demo "$@" ;;
+  test) exec "$VPY" -m pytest "$@" ;;
+  *) echo "usage: scripts/dev.sh demo|test|setup [args]" >&2; exit 2 ;;
+esac

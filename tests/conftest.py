@@ -1,0 +1,35 @@
+"""Shared fixtures: the tiny checkpoints (generated once per session) and their conversions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/reference as `reference`
+
+from minicpmv_edge import recipes
+from minicpmv_edge.convert import ConvertResult, convert_checkpoint
+
+VERSIONS = ["2.6", "2.5"]
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    return {v: recipes.write_checkpoint(f"tiny-{v}", root / f"tiny-{v}") for v in VERSIONS}
+
+
+@pytest.fixture(scope="session")
+def converted(tiny_hf: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """converted(version, outtype) -> ConvertResult, each conversion done once per session."""
+    cache: dict[tuple[str, str], ConvertResult] = {}
+    root = tmp_path_factory.mktemp("gguf")
+
+    def get(version: str, outtype: str = "f32") -> ConvertResult:
+        if (version, outtype) not in cache:
+            cache[version, outtype] = convert_checkpoint(tiny_hf[version], root / version, outtype, progress=False)
+        return cache[version, outtype]
+
+    return get

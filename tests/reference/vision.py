@@ -1,0 +1,101 @@
+"""The vision tower and resampler of MiniCPM-V 2.5/2.6 in PyTorch (hf-reference §4.1, §5.1).
+
+The encoder layers are transformers' `Idefics2VisionTransformer` (the class 2.5 imports and 2.6 copies); position
+ids are computed here so a test can choose the original float32 `bucketize` rule or llama.cpp's exact floor; the
+resampler is `torch.nn.MultiheadAttention` plus the sin-cos formula, written from the spec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers.models.idefics2.configuration_idefics2 import Idefics2VisionConfig
+from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
+
+from .checkpoint import load_config, load_state
+
+
+def position_ids_hf(h: int, w: int, side: int = 70) -> torch.Tensor:
+    """The original float32 op sequence: bucketize(arange(0, 1-1e-6, 1/n), arange(1/side, 1, 1/side), right=True)."""
+    boundaries = torch.arange(1 / side, 1.0, 1 / side)
+    fh = torch.arange(0, 1 - 1e-6, 1 / torch.tensor(h, dtype=torch.int32))
+    fw = torch.arange(0, 1 - 1e-6, 1 / torch.tensor(w, dtype=torch.int32))
+    bh = torch.bucketize(fh, boundaries, right=True)
+    bw = torch.bucketize(fw, boundaries, right=True)
+    return (bh[:, None] * side + bw[None, :]).reshape(-1)
+
+
+def position_ids_floor(h: int, w: int, side: int = 70) -> torch.Tensor:
+    """llama.cpp's rule: floor(side * i / n), exact."""
+    bh = torch.tensor([side * i // h for i in range(h)])
+    bw = torch.tensor([side * j // w for j in range(w)])
+    return (bh[:, None] * side + bw[None, :]).reshape(-1)
+
+
+def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
+    """[h*w, dim], channels [sin col, cos col, sin row, cos row] (spec §5.1), float32 numpy as the original."""
+    omega = np.arange(dim // 4, dtype=np.float32)
+    omega /= dim / 4.0
+    omega = 1.0 / 10000**omega
+
+    def half(pos: np.ndarray) -> np.ndarray:
+        out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float32), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    grid_w, grid_h = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return torch.from_numpy(np.concatenate([half(grid_w), half(grid_h)], axis=1).astype(np.float32))
+
+
+class ReferenceVision(torch.nn.Module):
+    def __init__(self, hf_dir: Path) -> None:
+        super().__init__()
+        cfg = load_config(hf_dir)
+        vc = cfg["vision_config"]
+        n_layers = vc["num_hidden_layers"] - (1 if cfg.get("drop_vision_last_layer", True) else 0)
+        self.vcfg = Idefics2VisionConfig(
+            hidden_size=vc["hidden_size"], intermediate_size=vc["intermediate_size"], num_hidden_layers=n_layers,
+            num_attention_heads=vc["num_attention_heads"], patch_size=vc["patch_size"], image_size=vc["image_size"],
+            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+        self.vcfg._attn_implementation = "eager"
+        self.vpm = Idefics2VisionTransformer(self.vcfg)
+        state = load_state(hf_dir)
+        vpm = {k.removeprefix("vpm."): v for k, v in state.items() if k.startswith("vpm.")}
+        self.vpm.load_state_dict({k: v for k, v in vpm.items() if k in self.vpm.state_dict()}, strict=True)
+        E = cfg["hidden_size"]
+        self.E, self.side = E, vc["image_size"] // vc["patch_size"]
+        self.query = state["resampler.query"]
+        self.kv_proj = state["resampler.kv_proj.weight"]
+        self.attn = torch.nn.MultiheadAttention(E, E // 128)
+        self.attn.load_state_dict({k: state[f"resampler.attn.{k}"] for k in self.attn.state_dict()})
+        self.ln = {n: torch.nn.LayerNorm(E, eps=1e-6) for n in ("ln_q", "ln_kv", "ln_post")}
+        for n, ln in self.ln.items():
+            ln.load_state_dict({"weight": state[f"resampler.{n}.weight"], "bias": state[f"resampler.{n}.bias"]})
+        self.proj = state["resampler.proj"]
+        self.eval()
+
+    @torch.no_grad()
+    def tower(self, pixels: np.ndarray, rule: str = "hf") -> torch.Tensor:
+        """pixels: [3, H, W] normalised float32 -> [(H/14)*(W/14), D] after post-LN."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
+        emb = self.vpm.embeddings.patch_embedding(x)  # [1, D, h, w]
+        h, w = emb.shape[2], emb.shape[3]
+        emb = emb.flatten(2).transpose(1, 2)
+        ids = (position_ids_hf if rule == "hf" else position_ids_floor)(h, w, self.side)
+        emb = emb + self.vpm.embeddings.position_embedding(ids)[None]
+        out = self.vpm.encoder(inputs_embeds=emb, attention_mask=None).last_hidden_state
+        return self.vpm.post_layernorm(out)[0]
+
+    @torch.no_grad()
+    def resample(self, feats: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """feats [h*w, D] -> [Q, E]."""
+        kv = self.ln["ln_kv"](feats @ self.kv_proj.T)  # [L, E]
+        q = self.ln["ln_q"](self.query)  # [Q, E]
+        pos = sincos_2d(self.E, h, w)
+        out, _ = self.attn(q[:, None], (kv + pos)[:, None], kv[:, None], need_weights=False)
+        return self.ln["ln_post"](out[:, 0]) @ self.proj
+
+    def encode(self, pixels: np.ndarray, rule: str = "hf") -> np.ndarray:
+        h, w = pixels.shape[1] // 14, pixels.shape[2] // 14
+        return self.resample(self.tower(pixels, rule), h, w).numpy()
