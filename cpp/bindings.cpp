@@ -1,13 +1,47 @@
 // minicpmv_edge._core: thin pybind11 bindings; all logic lives in the other files of cpp/.
 // std::invalid_argument becomes ValueError and std::runtime_error RuntimeError (pybind11's standard mapping).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "backends.h"
 #include "ggml.h"
 #include "gguf_info.h"
+#include "resize.h"
+#include "slicing.h"
 
 namespace py = pybind11;
+
+namespace {
+
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+// A view on an [H, W, 3] uint8 array (the array must outlive the view).
+mcv::ImageView rgb_view(const U8Array & a) {
+    if (a.ndim() != 3 || a.shape(2) != 3) {
+        throw std::invalid_argument("expected an RGB image array of shape [height, width, 3], got ndim " +
+                                    std::to_string(a.ndim()));
+    }
+    if (a.shape(0) <= 0 || a.shape(1) <= 0 || a.shape(0) > INT32_MAX / 4 || a.shape(1) > INT32_MAX / 4) {
+        throw std::invalid_argument("image size must be positive, got " + std::to_string(a.shape(1)) + "x" +
+                                    std::to_string(a.shape(0)));
+    }
+    return {a.data(), int(a.shape(1)), int(a.shape(0)), size_t(a.strides(0))};
+}
+
+U8Array to_array(const mcv::ImageU8 & img) {
+    U8Array out({py::ssize_t(img.height), py::ssize_t(img.width), py::ssize_t(3)});
+    std::memcpy(out.mutable_data(), img.data.data(), img.data.size());
+    return out;
+}
+
+py::tuple size_tuple(const mcv::Size & s) { return py::make_tuple(s.width, s.height); }
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "minicpmv-edge native core, built on llama-cpp-python's ggml";
@@ -35,6 +69,60 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("file_size", &mcv::GgufInfo::file_size)
         .def_readonly("kv", &mcv::GgufInfo::kv)
         .def_readonly("tensors", &mcv::GgufInfo::tensors);
+
+    py::class_<mcv::SlicePlan>(m, "SlicePlan")
+        .def_readonly("sliced", &mcv::SlicePlan::sliced)
+        .def_property_readonly("grid", [](const mcv::SlicePlan & p) -> py::object {
+            return p.sliced ? py::object(py::make_tuple(p.cols, p.rows)) : py::object(py::none());
+        })
+        .def_property_readonly("overview", [](const mcv::SlicePlan & p) { return size_tuple(p.overview); })
+        .def_property_readonly("refine", [](const mcv::SlicePlan & p) { return size_tuple(p.refine); })
+        .def_property_readonly("cell", [](const mcv::SlicePlan & p) { return size_tuple(p.cell); })
+        .def_property_readonly("pieces", [](const mcv::SlicePlan & p) {
+            py::list out;
+            for (const auto & s : p.pieces()) out.append(size_tuple(s));
+            return out;
+        });
+
+    m.def("plan_slices", [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size) {
+        return mcv::plan_slices(width, height, {max_slice_nums, scale_resolution, patch_size});
+    }, py::arg("width"), py::arg("height"), py::arg("max_slice_nums"), py::arg("scale_resolution"),
+       py::arg("patch_size"), "the slicing plan of a width x height image (sizes only)");
+
+    m.def("resize_bicubic", [](const U8Array & img, int width, int height, int n_threads) {
+        const mcv::ImageView v = rgb_view(img);
+        mcv::ImageU8 out;
+        {
+            py::gil_scoped_release nogil;
+            out = mcv::resize_bicubic(v, width, height, n_threads);
+        }
+        return to_array(out);
+    }, py::arg("image"), py::arg("width"), py::arg("height"), py::arg("n_threads") = 1,
+       "Pillow-exact bicubic resize of an [H, W, 3] uint8 image");
+
+    m.def("slice_pieces", [](const U8Array & img, int max_slice_nums, int scale_resolution, int patch_size,
+                             int n_threads) {
+        const mcv::ImageView v = rgb_view(img);
+        mcv::SlicePlan plan;
+        std::vector<mcv::ImageU8> pieces;
+        {
+            py::gil_scoped_release nogil;
+            plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size});
+            pieces = mcv::make_pieces(v, plan, n_threads);
+        }
+        py::list arrays;
+        for (const auto & p : pieces) arrays.append(to_array(p));
+        return py::make_tuple(plan, arrays);
+    }, py::arg("image"), py::arg("max_slice_nums"), py::arg("scale_resolution"), py::arg("patch_size"),
+       py::arg("n_threads") = 1, "(plan, [uint8 pieces]) of an [H, W, 3] uint8 image: overview, then slices");
+
+    m.def("normalize_chw", [](const U8Array & piece, std::array<float, 3> mean, std::array<float, 3> std) {
+        const mcv::ImageView v = rgb_view(piece);
+        const std::vector<float> out = mcv::normalize_chw(v, mean, std);
+        py::array_t<float> arr({py::ssize_t(3), py::ssize_t(v.height), py::ssize_t(v.width)});
+        std::memcpy(arr.mutable_data(), out.data(), out.size() * sizeof(float));
+        return arr;
+    }, py::arg("piece"), py::arg("mean"), py::arg("std"), "float32 [3, H, W] normalised pixels");
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),

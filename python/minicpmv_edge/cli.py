@@ -46,13 +46,14 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 
 def _commands() -> dict[str, Command]:
-    from . import demo
+    from . import demo, slice_cmd
     from .convert import cli as conv
 
     return {
         "demo": ("build, convert and run the tiny model (the README's main job)", demo.add_args, demo.run),
         "convert": ("convert a Hugging Face checkpoint to GGUF", conv.add_convert_args, conv.run_convert),
         "quantize": ("quantize a language-model GGUF with llama.cpp", conv.add_quantize_args, conv.run_quantize),
+        "slice": ("show how an image is sliced and what it costs in tokens", slice_cmd.add_args, slice_cmd.run),
         "make-model": ("write a deterministic test checkpoint", _make_model_args, _make_model),
         "info": ("ggml devices, and a GGUF file's keys", _info_args, _info),
     }
