@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backends.h"
+#include "encoder.h"
 #include "ggml.h"
 #include "gguf_info.h"
 #include "resize.h"
@@ -123,6 +124,83 @@ PYBIND11_MODULE(_core, m) {
         std::memcpy(arr.mutable_data(), out.data(), out.size() * sizeof(float));
         return arr;
     }, py::arg("piece"), py::arg("mean"), py::arg("std"), "float32 [3, H, W] normalised pixels");
+
+    py::enum_<mcv::PosRule>(m, "PosRule")
+        .value("navit_2d", mcv::PosRule::navit_2d)
+        .value("flat_1d", mcv::PosRule::flat_1d)
+        .value("floor_2d", mcv::PosRule::floor_2d);
+
+    m.def("position_ids", [](int h, int w, int side, mcv::PosRule rule) {
+        const std::vector<int32_t> ids = mcv::position_ids(h, w, side, rule);
+        py::array_t<int32_t> out(py::ssize_t(ids.size()));
+        std::memcpy(out.mutable_data(), ids.data(), ids.size() * sizeof(int32_t));
+        return out;
+    }, py::arg("h"), py::arg("w"), py::arg("side"), py::arg("rule"), "rows of the position table for h x w patches");
+
+    m.def("sincos_2d", [](int dim, int h, int w) {
+        if (dim <= 0 || dim % 4 || h <= 0 || w <= 0) throw std::invalid_argument("sincos_2d: bad sizes");
+        const std::vector<float> v = mcv::sincos_2d(dim, h, w);
+        py::array_t<float> out({py::ssize_t(h) * w, py::ssize_t(dim)});
+        std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+        return out;
+    }, py::arg("dim"), py::arg("h"), py::arg("w"), "the resampler's key position code, [h*w, dim]");
+
+    py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
+        .def(py::init([](const std::string & path, int n_threads, const std::string & device, mcv::PosRule rule,
+                         size_t max_batch_bytes) {
+                 mcv::EncoderOptions opt;
+                 opt.n_threads = n_threads;
+                 opt.device = device;
+                 opt.pos_rule = rule;
+                 opt.max_batch_bytes = max_batch_bytes;
+                 py::gil_scoped_release nogil;
+                 return std::make_unique<mcv::VisionEncoder>(path, opt);
+             }),
+             py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("pos_rule"),
+             py::arg("max_batch_bytes") = size_t(256) << 20)
+        .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
+                                                                                    py::array::forcecast>> & arrays) {
+            std::vector<mcv::Piece> pieces;
+            for (size_t i = 0; i < arrays.size(); ++i) {
+                const auto & a = arrays[i];
+                if (a.ndim() != 3 || a.shape(0) != 3) {
+                    throw std::invalid_argument("piece " + std::to_string(i) + ": expected float32 [3, H, W]");
+                }
+                pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1))});
+            }
+            std::vector<float> out;
+            {
+                py::gil_scoped_release nogil;
+                out = enc.encode(pieces);
+            }
+            const auto & hp = enc.hparams();
+            py::array_t<float> arr({py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
+            std::memcpy(arr.mutable_data(), out.data(), out.size() * sizeof(float));
+            return arr;
+        }, py::arg("pieces"), "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces")
+        .def_property_readonly("hparams", [](const mcv::VisionEncoder & enc) {
+            const auto & h = enc.hparams();
+            py::dict d;
+            d["image_size"] = h.image_size;
+            d["patch_size"] = h.patch_size;
+            d["n_embd"] = h.n_embd;
+            d["n_ff"] = h.n_ff;
+            d["n_head"] = h.n_head;
+            d["n_layer"] = h.n_layer;
+            d["eps"] = h.eps;
+            d["pos_side"] = h.pos_side;
+            d["n_query"] = h.n_query;
+            d["n_out"] = h.n_out;
+            d["mean"] = h.mean;
+            d["std"] = h.std;
+            d["minicpmv_version"] = h.minicpmv_version;
+            return d;
+        })
+        .def_property_readonly("device", &mcv::VisionEncoder::device_name)
+        .def_property_readonly("weights_bytes", &mcv::VisionEncoder::weights_bytes)
+        .def_property_readonly("compute_bytes", &mcv::VisionEncoder::compute_bytes)
+        .def_property_readonly("graph_evaluations", &mcv::VisionEncoder::graph_evaluations)
+        .def_property_readonly("legacy_ffn_names", &mcv::VisionEncoder::legacy_ffn_names);
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),

@@ -140,3 +140,31 @@ def _is_number(v: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class ProjectorVersion:
+    """A value of llama.cpp's `clip.minicpmv_version` in an mmproj file (shared/spec/mmproj-format.md §1)."""
+
+    number: int
+    model: str
+    position_ids: str  # how patches pick position-table rows: "flat_1d" (2.5's original quirk) or "navit_2d"
+
+
+PROJECTORS: dict[int, ProjectorVersion] = {
+    2: ProjectorVersion(2, "MiniCPM-Llama3-V 2.5", "flat_1d"),
+    3: ProjectorVersion(3, "MiniCPM-V 2.6", "navit_2d"),
+    4: ProjectorVersion(4, "MiniCPM-o 2.6", "navit_2d"),
+    5: ProjectorVersion(5, "MiniCPM-V 4.0", "navit_2d"),
+    6: ProjectorVersion(6, "MiniCPM-V 4.5", "navit_2d"),
+}
+DEFAULT_PROJECTOR = 2  # files without the key are 2.5 files (llama.cpp's rule)
+
+
+def projector_version(number: int | None, where: str = "mmproj") -> ProjectorVersion:
+    n = DEFAULT_PROJECTOR if number is None else number
+    if n not in PROJECTORS:
+        raise UnsupportedVersionError(
+            f"{where}: clip.minicpmv_version {n} is not a supported resampler MiniCPM-V "
+            f"(supported: {', '.join(str(k) for k in sorted(PROJECTORS))})")
+    return PROJECTORS[n]

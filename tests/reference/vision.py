@@ -34,6 +34,13 @@ def position_ids_floor(h: int, w: int, side: int = 70) -> torch.Tensor:
     return (bh[:, None] * side + bw[None, :]).reshape(-1)
 
 
+def reshape_by_patch(image: torch.Tensor, patch: int) -> torch.Tensor:
+    """[3, H, W] -> [3, patch, L * patch]: patches side by side in row-major order, as the original processor."""
+    patches = torch.nn.functional.unfold(image, (patch, patch), stride=(patch, patch))
+    patches = patches.reshape(image.size(0), patch, patch, -1)
+    return patches.permute(0, 1, 3, 2).reshape(image.size(0), patch, -1)
+
+
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
     """[h*w, dim], channels [sin col, cos col, sin row, cos row] (spec §5.1), float32 numpy as the original."""
     omega = np.arange(dim // 4, dtype=np.float32)
@@ -77,13 +84,24 @@ class ReferenceVision(torch.nn.Module):
 
     @torch.no_grad()
     def tower(self, pixels: np.ndarray, rule: str = "hf") -> torch.Tensor:
-        """pixels: [3, H, W] normalised float32 -> [(H/14)*(W/14), D] after post-LN."""
+        """pixels: [3, H, W] normalised float32 -> [(H/14)*(W/14), D] after post-LN.
+
+        rule "hf": 2.6, transformers' own embeddings on the 2-D piece with an all-true (1, h, w) mask;
+        "flat": 2.5's original quirk, the piece as a patch strip with a (1, 1, L) mask (hf-reference §4.2);
+        "floor": llama.cpp's exact floor(70 i / n) ids.
+        """
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
-        emb = self.vpm.embeddings.patch_embedding(x)  # [1, D, h, w]
-        h, w = emb.shape[2], emb.shape[3]
-        emb = emb.flatten(2).transpose(1, 2)
-        ids = (position_ids_hf if rule == "hf" else position_ids_floor)(h, w, self.side)
-        emb = emb + self.vpm.embeddings.position_embedding(ids)[None]
+        p = self.vcfg.patch_size
+        h, w = x.shape[2] // p, x.shape[3] // p
+        if rule == "hf":
+            emb = self.vpm.embeddings(pixel_values=x, patch_attention_mask=torch.ones(1, h, w, dtype=torch.bool))
+        elif rule == "flat":
+            strip = reshape_by_patch(x[0], p)[None]  # [1, 3, p, h*w*p]
+            emb = self.vpm.embeddings(pixel_values=strip,
+                                      patch_attention_mask=torch.ones(1, 1, h * w, dtype=torch.bool))
+        else:
+            emb = self.vpm.embeddings.patch_embedding(x).flatten(2).transpose(1, 2)
+            emb = emb + self.vpm.embeddings.position_embedding(position_ids_floor(h, w, self.side))[None]
         out = self.vpm.encoder(inputs_embeds=emb, attention_mask=None).last_hidden_state
         return self.vpm.post_layernorm(out)[0]
 

@@ -1,0 +1,153 @@
+#include "encoder.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+
+namespace mcv {
+namespace {
+
+constexpr size_t kGraphNodes = 8192;
+
+ggml_backend_dev_t pick_device(const std::string & name) {
+    if (name == "cpu") return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (name == "auto") {
+        if (auto * d = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU)) return d;
+        if (auto * d = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU)) return d;
+        return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    }
+    if (auto * d = ggml_backend_dev_by_name(name.c_str())) return d;
+    std::string known;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        known += (i ? ", " : "") + std::string(ggml_backend_dev_name(ggml_backend_dev_get(i)));
+    }
+    throw std::invalid_argument("unknown device '" + name + "' (available: cpu, auto, " + known + ")");
+}
+
+void set_threads(ggml_backend_t backend, int n_threads) {
+    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+    auto fn = reg ? reinterpret_cast<ggml_backend_set_n_threads_t>(
+                        ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))
+                  : nullptr;
+    if (fn) fn(backend, n_threads);
+}
+
+}  // namespace
+
+VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & opt) : opt_(opt) {
+    if (opt_.n_threads < 1) throw std::invalid_argument("n_threads must be at least 1");
+    ggml_backend_dev_t dev = pick_device(opt_.device);
+    if (!dev) throw std::runtime_error("no ggml CPU device in this process");
+    backend_.reset(ggml_backend_dev_init(dev, nullptr));
+    if (!backend_) throw std::runtime_error(std::string("cannot start ggml device ") + ggml_backend_dev_name(dev));
+    set_threads(backend_.get(), opt_.n_threads);
+    backends_.push_back(backend_.get());
+    if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
+        cpu_.reset(ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr));
+        if (!cpu_) throw std::runtime_error("cannot start the ggml CPU device");
+        set_threads(cpu_.get(), opt_.n_threads);
+        backends_.push_back(cpu_.get());
+    }
+
+    model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev));
+
+    meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
+    sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
+    if (!sched_) throw std::runtime_error("cannot create the ggml scheduler");
+
+    // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin
+    const int side = model_.hp.image_size / model_.hp.patch_size + 2;
+    const EncoderGraph g = build_graph(side, side, 1);
+    if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
+        throw std::runtime_error("cannot reserve the vision encoder's compute buffers");
+    }
+}
+
+EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch) {
+    EncoderGraph g;
+    ggml_init_params ip{meta_.size(), meta_.data(), /*no_alloc =*/true};
+    g.ctx.reset(ggml_init(ip));
+    if (!g.ctx) throw std::runtime_error("ggml_init failed");
+    g.siglip = std::make_unique<SiglipGraph>(g.ctx.get(), model_, ph, pw, n_batch);
+    g.resampler = std::make_unique<ResamplerGraph>(g.ctx.get(), model_, ph, pw, n_batch);
+    g.out = g.resampler->build(g.siglip->build());
+    ggml_set_name(g.out, "embeddings");
+    ggml_set_output(g.out);
+    g.graph = ggml_new_graph_custom(g.ctx.get(), kGraphNodes, false);
+    ggml_build_forward_expand(g.graph, g.out);
+    return g;
+}
+
+std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
+    const VisionHParams & hp = model_.hp;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        const Piece & p = pieces[i];
+        if (!p.chw || p.width <= 0 || p.height <= 0 || p.width % hp.patch_size || p.height % hp.patch_size) {
+            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
+                                        std::to_string(p.height) + "; sides must be positive multiples of " +
+                                        std::to_string(hp.patch_size));
+        }
+    }
+    const size_t per_piece = size_t(hp.n_query) * size_t(hp.n_out);
+    std::vector<float> out(per_piece * pieces.size());
+
+    // pieces of one patch grid share a graph; batches are capped by the size of their attention scores
+    std::map<std::pair<int, int>, std::vector<size_t>> groups;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        groups[{pieces[i].height / hp.patch_size, pieces[i].width / hp.patch_size}].push_back(i);
+    }
+    for (const auto & [grid, index] : groups) {
+        const auto [ph, pw] = grid;
+        const size_t n = size_t(ph) * size_t(pw);
+        const size_t scores = n * n * size_t(hp.n_head) * sizeof(float);
+        const size_t max_b = std::max<size_t>(1, opt_.max_batch_bytes / std::max<size_t>(scores, 1));
+        for (size_t start = 0; start < index.size(); start += max_b) {
+            const std::vector<size_t> batch(index.begin() + long(start),
+                                            index.begin() + long(std::min(index.size(), start + max_b)));
+            run_batch(pieces, batch, ph, pw, out.data());
+        }
+    }
+    return out;
+}
+
+void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
+                              float * out) {
+    const EncoderGraph g = build_graph(ph, pw, int(index.size()));
+    ggml_backend_sched_reset(sched_.get());
+    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
+        throw std::runtime_error("cannot allocate the vision graph for " + std::to_string(index.size()) +
+                                 " piece(s) of " + std::to_string(pw) + "x" + std::to_string(ph) + " patches");
+    }
+    std::vector<const float *> pixels;
+    for (size_t i : index) pixels.push_back(pieces[i].chw);
+    g.siglip->set_inputs(pixels, opt_.pos_rule);
+    g.resampler->set_inputs();
+    if (ggml_backend_sched_graph_compute(sched_.get(), g.graph) != GGML_STATUS_SUCCESS) {
+        throw std::runtime_error("the vision graph failed to compute");
+    }
+    ++n_evals_;
+    const size_t per_piece = size_t(model_.hp.n_query) * size_t(model_.hp.n_out);
+    std::vector<float> host(per_piece * index.size());
+    ggml_backend_tensor_get(g.out, host.data(), 0, host.size() * sizeof(float));
+    for (size_t b = 0; b < index.size(); ++b) {
+        std::memcpy(out + index[b] * per_piece, host.data() + b * per_piece, per_piece * sizeof(float));
+    }
+}
+
+std::string VisionEncoder::device_name() const {
+    ggml_backend_dev_t dev = ggml_backend_get_device(backend_.get());
+    return dev ? ggml_backend_dev_name(dev) : "unknown";
+}
+
+size_t VisionEncoder::weights_bytes() const { return ggml_backend_buffer_get_size(model_.weights.get()); }
+
+size_t VisionEncoder::compute_bytes() const {
+    size_t total = 0;
+    for (ggml_backend_t b : backends_) total += ggml_backend_sched_get_buffer_size(sched_.get(), b);
+    return total;
+}
+
+}  // namespace mcv

@@ -1,0 +1,70 @@
+// The vision encoder owner: backends, scheduler and weights, created once; pieces in, embeddings out.
+// Buffer life cycle as in ggml's examples: reserve the worst-case graph at load, then per batch of pieces
+// reset, allocate, set inputs, compute, read the output.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
+#include <memory>
+
+#include "mmproj.h"
+#include "resampler.h"
+#include "siglip.h"
+
+namespace mcv {
+
+struct EncoderOptions {
+    int n_threads = 4;
+    std::string device = "cpu";  // "cpu", "auto" (the first GPU ggml offers, else CPU) or a ggml device name
+    PosRule pos_rule = PosRule::navit_2d;
+    size_t max_batch_bytes = size_t(256) << 20;  // cap on the attention scores of one graph evaluation
+};
+
+// One graph evaluation: B pieces of one patch grid through SigLIP and the resampler.
+struct EncoderGraph {
+    ggml_context_ptr ctx;  // metadata only; memory is the owner's reusable buffer
+    std::unique_ptr<SiglipGraph> siglip;
+    std::unique_ptr<ResamplerGraph> resampler;
+    ggml_cgraph * graph = nullptr;
+    ggml_tensor * out = nullptr;  // [E, Q, B]
+};
+
+struct Piece {
+    const float * chw = nullptr;  // [3, height, width] normalised pixels
+    int width = 0;
+    int height = 0;
+};
+
+class VisionEncoder {
+public:
+    VisionEncoder(const std::string & path, const EncoderOptions & opt);
+
+    // [n_pieces, Q, E] row-major float32, pieces in the given order
+    std::vector<float> encode(const std::vector<Piece> & pieces);
+
+    const VisionHParams & hparams() const { return model_.hp; }
+    std::string device_name() const;
+    size_t weights_bytes() const;
+    size_t compute_bytes() const;
+    int graph_evaluations() const { return n_evals_; }
+    bool legacy_ffn_names() const { return model_.legacy_ffn_names; }
+
+private:
+    void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
+                   float * out);
+    EncoderGraph build_graph(int ph, int pw, int n_batch);
+
+    EncoderOptions opt_;
+    ggml_backend_ptr backend_;      // where the weights live
+    ggml_backend_ptr cpu_;          // fallback for ops the device lacks (null when the device is the CPU)
+    std::vector<ggml_backend_t> backends_;
+    ggml_backend_sched_ptr sched_;
+    VisionModel model_;
+    std::vector<uint8_t> meta_;     // graph metadata memory, reused by every evaluation
+    int n_evals_ = 0;
+};
+
+}  // namespace mcv

@@ -1,0 +1,141 @@
+#include "siglip.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "graph_common.h"
+
+namespace mcv {
+namespace {
+
+// torch.arange(start, end, step) in float32 as the original ran it (torch's CPU kernel): the count from
+// doubles; blocks of 2 x 8 values from an 8-lane vector kernel, where each lane is base + j * step with
+// base = float(start + step * idx); the tail one value at a time as float(start + step * i). The rounding
+// of these values decides the bucket at exact ratios (spec §4.1: 25, 49, 50, 55, 58, 77, ... patches).
+std::vector<float> arange_f32(double start, double end, double step) {
+    constexpr int64_t kLanes = 8;
+    const auto n = std::max<int64_t>(int64_t(std::ceil((end - start) / step)), 0);
+    std::vector<float> out(static_cast<size_t>(n));
+    const int64_t vec_end = n / (2 * kLanes) * (2 * kLanes);
+    for (int64_t idx = 0; idx < vec_end; idx += kLanes) {
+        const float base = float(start + step * double(idx));
+        for (int64_t j = 0; j < kLanes; ++j) out[size_t(idx + j)] = float(double(base) + double(j) * step);
+    }
+    for (int64_t i = vec_end; i < n; ++i) out[size_t(i)] = float(start + step * double(i));
+    return out;
+}
+
+// bucketize(frac, boundaries, right=True) for frac = arange(0, 1 - 1e-6, 1 / n) with 1 / n a float32 tensor
+std::vector<int32_t> buckets(int n, const std::vector<float> & boundaries) {
+    const float step = 1.0f / float(n);
+    const std::vector<float> frac = arange_f32(0.0, 1.0 - 1e-6, double(step));
+    std::vector<int32_t> out(frac.size());
+    for (size_t i = 0; i < frac.size(); ++i) {
+        int32_t c = 0;
+        while (size_t(c) < boundaries.size() && boundaries[size_t(c)] <= frac[i]) ++c;
+        out[i] = c;
+    }
+    return out;
+}
+
+// GELU, tanh approximation (SigLIP's gelu_pytorch_tanh). ggml_gelu reads a table indexed by the f16-rounded
+// input on the CPU (about 1e-3 relative error); f32 weights ask for fidelity, so they get the formula itself:
+// x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3)) = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x, bool exact) {
+    if (!exact) return ggml_gelu(ctx, x);
+    ggml_tensor * t = ggml_scale_bias(ctx, ggml_sqr(ctx, x), 0.044715f, 1.0f);  // 1 + 0.044715 x^2
+    t = ggml_scale(ctx, ggml_mul(ctx, t, x), 1.5957691216057308f);            // 2 sqrt(2/pi) (x + 0.044715 x^3)
+    return ggml_mul(ctx, x, ggml_sigmoid(ctx, t));
+}
+
+}  // namespace
+
+std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule) {
+    if (h <= 0 || w <= 0 || side <= 0) throw std::invalid_argument("position_ids: sizes must be positive");
+    std::vector<int32_t> bh(static_cast<size_t>(h)), bw(static_cast<size_t>(w));
+    if (rule == PosRule::floor_2d) {
+        for (int i = 0; i < h; ++i) bh[size_t(i)] = int32_t(int64_t(side) * i / h);
+        for (int j = 0; j < w; ++j) bw[size_t(j)] = int32_t(int64_t(side) * j / w);
+    } else {
+        const std::vector<float> boundaries = arange_f32(1.0 / side, 1.0, 1.0 / side);
+        if (rule == PosRule::navit_2d) {
+            bh = buckets(h, boundaries);
+            bw = buckets(w, boundaries);
+        } else {  // flat_1d: one row of h * w patches
+            const std::vector<int32_t> flat = buckets(h * w, boundaries);
+            return std::vector<int32_t>(flat.begin(), flat.begin() + int64_t(h) * w);
+        }
+    }
+    if (int(bh.size()) != h || int(bw.size()) != w) throw std::logic_error("position_ids: bucket count mismatch");
+    std::vector<int32_t> ids(size_t(h) * size_t(w));
+    for (int i = 0; i < h; ++i) {
+        for (int j = 0; j < w; ++j) ids[size_t(i) * size_t(w) + size_t(j)] = bh[size_t(i)] * side + bw[size_t(j)];
+    }
+    return ids;
+}
+
+void patchify(const float * chw, int h, int w, int patch, float * out) {
+    const size_t W = size_t(w) * size_t(patch), plane = W * size_t(h) * size_t(patch);
+    const size_t per_patch = size_t(patch) * size_t(patch) * 3;
+    for (int py = 0; py < h; ++py) {
+        for (int px = 0; px < w; ++px) {
+            float * o = out + (size_t(py) * size_t(w) + size_t(px)) * per_patch;
+            for (int c = 0; c < 3; ++c) {
+                for (int ky = 0; ky < patch; ++ky) {
+                    const float * row = chw + size_t(c) * plane + (size_t(py) * size_t(patch) + size_t(ky)) * W +
+                                        size_t(px) * size_t(patch);
+                    for (int kx = 0; kx < patch; ++kx) *o++ = row[kx];
+                }
+            }
+        }
+    }
+}
+
+SiglipGraph::SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch)
+    : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch),
+      d_head(model.hp.n_embd / model.hp.n_head), ctx(ctx) {}
+
+ggml_tensor * SiglipGraph::build() {
+    const int64_t D = hp.n_embd, P = hp.patch_size, N = n_patch, B = n_batch;
+
+    inp_patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, P * P * 3, N, B);
+    ggml_set_name(inp_patches, "inp_patches");
+    ggml_set_input(inp_patches);
+    inp_pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+    ggml_set_name(inp_pos, "inp_pos");
+    ggml_set_input(inp_pos);
+
+    // patch embedding: the stride-P, kernel-P conv is a matmul over non-overlapping patches
+    ggml_tensor * kernel = ggml_reshape_2d(ctx, model.patch_w, P * P * 3, D);         // [P*P*3, D]
+    ggml_tensor * x = cb(linear(ctx, inp_patches, kernel, model.patch_b), "patch_embd", -1);  // [D, N, B]
+    x = cb(ggml_add(ctx, x, ggml_get_rows(ctx, model.pos_embd, inp_pos)), "pos_embd", -1);  // + [D, N]
+
+    for (int il = 0; il < hp.n_layer; ++il) {
+        const VisionLayer & L = model.layers[size_t(il)];
+        ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
+        ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, cur, L.q_w, L.q_b), d_head, hp.n_head, N, B);
+        ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, cur, L.k_w, L.k_b), d_head, hp.n_head, N, B);
+        ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, cur, L.v_w, L.v_b), d_head, hp.n_head, N, B);
+        cur = attend(ctx, q, k, v, il);                                                    // [D, N, B]
+        cur = cb(linear(ctx, cur, L.o_w, L.o_b), "attn_out", il);
+        x = cb(ggml_add(ctx, x, cur), "attn_residual", il);
+
+        cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
+        cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b), "ffn_up", il);                       // [F, N, B]
+        cur = cb(gelu_tanh(ctx, cur, /*exact =*/L.fc1_w->type == GGML_TYPE_F32), "ffn_gelu", il);
+        cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b), "ffn_down", il);                     // [D, N, B]
+        x = cb(ggml_add(ctx, x, cur), "ffn_residual", il);
+    }
+    return cb(layer_norm(ctx, x, model.post_ln_w, model.post_ln_b, hp.eps), "post_ln", -1);  // [D, N, B]
+}
+
+void SiglipGraph::set_inputs(const std::vector<const float *> & pixels, PosRule rule) const {
+    const size_t per_piece = size_t(hp.patch_size) * size_t(hp.patch_size) * 3 * size_t(n_patch);
+    std::vector<float> buf(per_piece * size_t(n_batch));
+    for (int b = 0; b < n_batch; ++b) patchify(pixels[size_t(b)], ph, pw, hp.patch_size, buf.data() + b * per_piece);
+    ggml_backend_tensor_set(inp_patches, buf.data(), 0, buf.size() * sizeof(float));
+    const std::vector<int32_t> ids = position_ids(ph, pw, hp.pos_side, rule);
+    ggml_backend_tensor_set(inp_pos, ids.data(), 0, ids.size() * sizeof(int32_t));
+}
+
+}  // namespace mcv

@@ -1,0 +1,46 @@
+// The SigLIP-NaViT vision tower of MiniCPM-V 2.5 / 2.6 as a ggml graph (shared/spec/hf-reference.md §4.1,
+// mmproj-format.md §3.2-3.5): patch embedding, learned positions bucketed onto the pos_side^2 table,
+// pre-LN blocks with tanh-GELU MLPs, post-LN. One graph encodes B pieces of the same patch grid.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "mmproj.h"
+
+namespace mcv {
+
+// How a piece's patches pick rows of the position table.
+enum class PosRule {
+    navit_2d,  // 2.6: 2-D buckets, the original float32 torch.bucketize results (not exact floor: see spec §4.1)
+    flat_1d,   // 2.5: the original's mask-shape quirk, 1-D buckets over the flattened piece, first table row
+    floor_2d,  // llama.cpp's rule: floor(side * i / n) in both directions
+};
+
+// ids[i * w + j] for a piece of h x w patches
+std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule);
+
+// host-side patchify: CHW pixels [3, h*P, w*P] -> [P*P*3, h*w] in the conv kernel's (kx, ky, c) order
+void patchify(const float * chw, int h, int w, int patch, float * out);
+
+struct SiglipGraph {
+    const VisionModel & model;
+    const VisionHParams & hp;
+    const int ph, pw;     // patch grid of every piece in the batch
+    const int n_patch;    // ph * pw
+    const int n_batch;    // pieces encoded together
+    const int d_head;
+    ggml_context * ctx;
+
+    ggml_tensor * inp_patches = nullptr;  // [P*P*3, n_patch, n_batch] f32
+    ggml_tensor * inp_pos = nullptr;      // [n_patch] i32
+
+    SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch);
+
+    ggml_tensor * build();  // -> [D, n_patch, n_batch]
+
+    // after allocation: pixels[b] is piece b as CHW floats
+    void set_inputs(const std::vector<const float *> & pixels, PosRule rule) const;
+};
+
+}  // namespace mcv

@@ -1,0 +1,74 @@
+"""The vision encoder: SigLIP-NaViT + resampler on ggml (cpp/siglip.cpp, cpp/resampler.cpp, cpp/encoder.cpp).
+
+Loads llama.cpp-made mmproj files and ours alike; pieces in, [n_pieces, query_num, hidden] float32 out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._native import _core
+from .slicer import SliceConfig, SlicedImage, slice_image
+from .versions import ProjectorVersion, projector_version
+
+
+def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
+    """The mmproj's MiniCPM-V version (ValueError for anything that is not a resampler MiniCPM-V file)."""
+    info = _core.read_gguf_info(str(path))
+    kv = dict(info.kv)
+    if kv.get("general.architecture") != "clip":
+        raise ValueError(f"{path}: general.architecture is {kv.get('general.architecture')!r}, not 'clip' "
+                         "(not an mmproj file)")
+    value = kv.get("clip.minicpmv_version")
+    return projector_version(int(value) if isinstance(value, (int, float)) else None, str(path))
+
+
+class VisionEncoder:
+    def __init__(self, path: str | os.PathLike[str], n_threads: int | None = None, device: str = "cpu",
+                 max_batch_bytes: int = 256 << 20) -> None:
+        self.path = Path(path)
+        self.projector = read_projector_version(self.path)
+        rule = getattr(_core.PosRule, self.projector.position_ids)
+        self._enc: _core.VisionEncoder | None = _core.VisionEncoder(
+            str(self.path), n_threads or (os.cpu_count() or 1), device, rule, max_batch_bytes)
+        hp = self._enc.hparams
+        self.query_num: int = hp["n_query"]
+        self.hidden: int = hp["n_out"]
+        self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
+                                        mean=tuple(hp["mean"]), std=tuple(hp["std"]))
+
+    @property
+    def native(self) -> _core.VisionEncoder:
+        if self._enc is None:
+            raise ValueError(f"{self.path}: the encoder is closed")
+        return self._enc
+
+    @property
+    def hparams(self) -> dict:
+        return self.native.hparams
+
+    def encode(self, pieces: list[np.ndarray] | SlicedImage) -> np.ndarray:
+        """float32 [n_pieces, query_num, hidden] for float32 [3, H, W] pieces (or a SlicedImage)."""
+        arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
+        return self.native.encode(arrays)
+
+    def slice(self, image, max_slice_nums: int = 9, n_threads: int | None = None) -> SlicedImage:
+        """Slice an image with this file's resolution, patch size and normalisation."""
+        c = self.slice_config
+        cfg = SliceConfig(max_slice_nums=max_slice_nums, scale_resolution=c.scale_resolution,
+                          patch_size=c.patch_size, mean=c.mean, std=c.std,
+                          **({"n_threads": n_threads} if n_threads else {}))
+        return slice_image(image, cfg)
+
+    def close(self) -> None:
+        """Free the weights and buffers now (garbage collection does it otherwise)."""
+        self._enc = None
+
+    def __enter__(self) -> VisionEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
