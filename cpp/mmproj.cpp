@@ -172,7 +172,9 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     hp.n_head = int(r.integer("clip.vision.attention.head_count", 1, 256));
     hp.n_layer = int(r.integer("clip.vision.block_count", 1, 256));
     hp.eps = r.f32("clip.vision.attention.layer_norm_epsilon");
-    if (!(hp.eps > 0.0f && hp.eps < 1.0f)) r.fail("clip.vision.attention.layer_norm_epsilon must be in (0, 1)");
+    if (!(hp.eps >= 1e-12f && hp.eps <= 1e-2f)) {
+        r.fail("clip.vision.attention.layer_norm_epsilon = " + std::to_string(hp.eps) + " is outside [1e-12, 1e-2]");
+    }
     if (hp.n_embd % hp.n_head) r.fail("embedding_length is not a multiple of head_count");
     hp.mean = r.rgb("clip.vision.image_mean");
     hp.std = r.rgb("clip.vision.image_std");

@@ -46,7 +46,7 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 
 def _commands() -> dict[str, Command]:
-    from . import demo, slice_cmd
+    from . import demo, encode_cmd, slice_cmd
     from .convert import cli as conv
 
     return {
@@ -54,6 +54,9 @@ def _commands() -> dict[str, Command]:
         "convert": ("convert a Hugging Face checkpoint to GGUF", conv.add_convert_args, conv.run_convert),
         "quantize": ("quantize a language-model GGUF with llama.cpp", conv.add_quantize_args, conv.run_quantize),
         "slice": ("show how an image is sliced and what it costs in tokens", slice_cmd.add_args, slice_cmd.run),
+        "encode": ("image embeddings of every piece, as .npy", encode_cmd.add_args, encode_cmd.run),
+        "quantize-mmproj": ("quantize an mmproj's matrices (q8_0, q4_0)", conv.add_quantize_mmproj_args,
+                            conv.run_quantize_mmproj),
         "make-model": ("write a deterministic test checkpoint", _make_model_args, _make_model),
         "info": ("ggml devices, and a GGUF file's keys", _info_args, _info),
     }

@@ -28,10 +28,14 @@ def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
 
 class VisionEncoder:
     def __init__(self, path: str | os.PathLike[str], n_threads: int | None = None, device: str = "cpu",
-                 max_batch_bytes: int = 256 << 20) -> None:
+                 max_batch_bytes: int = 256 << 20, position_ids: str | None = None) -> None:
+        """`position_ids` overrides the version's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d")."""
         self.path = Path(path)
         self.projector = read_projector_version(self.path)
-        rule = getattr(_core.PosRule, self.projector.position_ids)
+        rule_name = position_ids or self.projector.position_ids
+        if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
+            raise ValueError(f"unknown position_ids rule {rule_name!r}")
+        rule = getattr(_core.PosRule, rule_name)
         self._enc: _core.VisionEncoder | None = _core.VisionEncoder(
             str(self.path), n_threads or (os.cpu_count() or 1), device, rule, max_batch_bytes)
         hp = self._enc.hparams

@@ -40,6 +40,21 @@ def run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_quantize_mmproj_args(ap: argparse.ArgumentParser) -> None:
+    from .quantize_mmproj import TYPES
+
+    ap.add_argument("input", help="mmproj GGUF (f32/f16/bf16)")
+    ap.add_argument("output", help="quantized mmproj to write")
+    ap.add_argument("--type", required=True, choices=sorted(TYPES), help="block type of the matrices")
+
+
+def run_quantize_mmproj(args: argparse.Namespace) -> int:
+    from .quantize_mmproj import quantize_mmproj
+
+    print(quantize_mmproj(args.input, args.output, args.type))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Script entry point: `python convert/convert_hf_to_gguf.py HF_DIR -o OUT`."""
     ap = argparse.ArgumentParser(prog="convert_hf_to_gguf", description="MiniCPM-V checkpoint -> GGUF files")
