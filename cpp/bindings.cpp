@@ -147,8 +147,10 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
         .def(py::init([](const std::string & path, int n_threads, const std::string & device, mcv::PosRule rule,
-                         size_t max_batch_bytes) {
+                         size_t max_batch_bytes, bool profile, bool blas) {
                  mcv::EncoderOptions opt;
+                 opt.profile = profile;
+                 opt.blas = blas;
                  opt.n_threads = n_threads;
                  opt.device = device;
                  opt.pos_rule = rule;
@@ -157,7 +159,8 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_unique<mcv::VisionEncoder>(path, opt);
              }),
              py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("pos_rule"),
-             py::arg("max_batch_bytes") = size_t(256) << 20)
+             py::arg("max_batch_bytes") = size_t(256) << 20, py::arg("profile") = false,
+             py::arg("blas") = true)
         .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
                                                                                     py::array::forcecast>> & arrays) {
             std::vector<mcv::Piece> pieces;
@@ -200,7 +203,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("weights_bytes", &mcv::VisionEncoder::weights_bytes)
         .def_property_readonly("compute_bytes", &mcv::VisionEncoder::compute_bytes)
         .def_property_readonly("graph_evaluations", &mcv::VisionEncoder::graph_evaluations)
-        .def_property_readonly("legacy_ffn_names", &mcv::VisionEncoder::legacy_ffn_names);
+        .def_property_readonly("legacy_ffn_names", &mcv::VisionEncoder::legacy_ffn_names)
+        .def_property_readonly("uses_blas", &mcv::VisionEncoder::uses_blas)
+        .def_property_readonly("profile", &mcv::VisionEncoder::profile, "ms per op:node when profiling");
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),

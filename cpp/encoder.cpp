@@ -5,6 +5,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "blas_ops.h"
+
 
 namespace mcv {
 namespace {
@@ -53,10 +55,12 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     }
 
     model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev));
+    mm_.blas = opt_.blas && blas_available() && ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
 
     meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
     sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
     if (!sched_) throw std::runtime_error("cannot create the ggml scheduler");
+    if (opt_.profile) ggml_backend_sched_set_eval_callback(sched_.get(), &VisionEncoder::on_node, this);
 
     // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin
     const int side = model_.hp.image_size / model_.hp.patch_size + 2;
@@ -71,8 +75,8 @@ EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch) {
     ggml_init_params ip{meta_.size(), meta_.data(), /*no_alloc =*/true};
     g.ctx.reset(ggml_init(ip));
     if (!g.ctx) throw std::runtime_error("ggml_init failed");
-    g.siglip = std::make_unique<SiglipGraph>(g.ctx.get(), model_, ph, pw, n_batch);
-    g.resampler = std::make_unique<ResamplerGraph>(g.ctx.get(), model_, ph, pw, n_batch);
+    g.siglip = std::make_unique<SiglipGraph>(g.ctx.get(), model_, ph, pw, n_batch, mm_);
+    g.resampler = std::make_unique<ResamplerGraph>(g.ctx.get(), model_, ph, pw, n_batch, mm_);
     g.out = g.resampler->build(g.siglip->build());
     ggml_set_name(g.out, "embeddings");
     ggml_set_output(g.out);
@@ -121,6 +125,7 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
         throw std::runtime_error("cannot allocate the vision graph for " + std::to_string(index.size()) +
                                  " piece(s) of " + std::to_string(pw) + "x" + std::to_string(ph) + " patches");
     }
+    last_node_ = std::chrono::steady_clock::now();
     std::vector<const float *> pixels;
     for (size_t i : index) pixels.push_back(pieces[i].chw);
     g.siglip->set_inputs(pixels, opt_.pos_rule);
@@ -135,6 +140,24 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     for (size_t b = 0; b < index.size(); ++b) {
         std::memcpy(out + index[b] * per_piece, host.data() + b * per_piece, per_piece * sizeof(float));
     }
+}
+
+bool VisionEncoder::on_node(ggml_tensor * t, bool ask, void * self) {
+    if (ask) return true;  // observe every node: each is computed, then reported here
+    auto * enc = static_cast<VisionEncoder *>(self);
+    const auto now = std::chrono::steady_clock::now();
+    std::string name;  // layer numbers folded: "x v.blk.#.attn_q.weight", "attn-#"
+    for (const char * c = t->name; *c; ++c) {
+        if (*c >= '0' && *c <= '9') {
+            if (name.empty() || name.back() != '#') name += '#';
+        } else {
+            name += *c;
+        }
+    }
+    enc->profile_ms_[std::string(ggml_op_desc(t)) + ":" + name] +=
+        std::chrono::duration<double, std::milli>(now - enc->last_node_).count();
+    enc->last_node_ = now;
+    return true;
 }
 
 std::string VisionEncoder::device_name() const {

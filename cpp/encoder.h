@@ -8,6 +8,8 @@
 
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
+#include <chrono>
+#include <map>
 #include <memory>
 
 #include "mmproj.h"
@@ -21,6 +23,8 @@ struct EncoderOptions {
     std::string device = "cpu";  // "cpu", "auto" (the first GPU ggml offers, else CPU) or a ggml device name
     PosRule pos_rule = PosRule::navit_2d;
     size_t max_batch_bytes = size_t(256) << 20;  // cap on the attention scores of one graph evaluation
+    bool blas = true;      // OpenBLAS matmuls and attention on the CPU, when this build has it
+    bool profile = false;  // time every node (slower: the scheduler then runs one node at a time)
 };
 
 // One graph evaluation: B pieces of one patch grid through SigLIP and the resampler.
@@ -51,6 +55,9 @@ public:
     size_t compute_bytes() const;
     int graph_evaluations() const { return n_evals_; }
     bool legacy_ffn_names() const { return model_.legacy_ffn_names; }
+    bool uses_blas() const { return mm_.blas; }
+    // with EncoderOptions::profile: milliseconds per "op:node-name-without-layer" since construction
+    const std::map<std::string, double> & profile() const { return profile_ms_; }
 
 private:
     void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
@@ -65,6 +72,10 @@ private:
     VisionModel model_;
     std::vector<uint8_t> meta_;     // graph metadata memory, reused by every evaluation
     int n_evals_ = 0;
+    MatmulHook mm_;
+    std::map<std::string, double> profile_ms_;
+    std::chrono::steady_clock::time_point last_node_;
+    static bool on_node(ggml_tensor * t, bool ask, void * self);
 };
 
 }  // namespace mcv

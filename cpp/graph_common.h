@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "blas_ops.h"
 #include "ggml.h"
 
 namespace mcv {
@@ -26,24 +27,39 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
     return b ? ggml_add(ctx, x, b) : x;
 }
 
+// How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU.
+struct MatmulHook {
+    bool blas = false;
+};
+
 // x: [in, ...], w: [in, out] -> [out, ...]
-inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    x = ggml_mul_mat(ctx, w, x);
+inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b,
+                            MatmulHook mm = {}) {
+    x = mm.blas && blas_supports(w) ? blas_linear(ctx, x, w) : ggml_mul_mat(ctx, w, x);
+    ggml_format_name(x, "x %s", w->name);
     return b ? ggml_add(ctx, x, b) : x;
 }
 
-// Multi-head attention without a mask, in f32.
+// Multi-head attention without a mask: ggml's fused flash attention (no n_q x n_kv score matrix in memory).
 // q: [d_head, n_head, n_q, B], k and v: [d_head, n_head, n_kv, B] -> [d_head * n_head, n_q, B]
-inline ggml_tensor * attend(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int il) {
+inline ggml_tensor * attend(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_type kv_type,
+                            int il, MatmulHook mm = {}) {
+    if (mm.blas) return cb(blas_attention(ctx, q, k, v), "attn", il);
     const int64_t d_head = q->ne[0], n_head = q->ne[1], n_q = q->ne[2], batch = q->ne[3];
-    q = ggml_permute(ctx, q, 0, 2, 1, 3);                       // [d_head, n_q, n_head, B]
-    k = ggml_permute(ctx, k, 0, 2, 1, 3);                       // [d_head, n_kv, n_head, B]
-    ggml_tensor * kq = cb(ggml_mul_mat(ctx, k, q), "kq", il);   // [n_kv, n_q, n_head, B]
-    kq = cb(ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / std::sqrt(float(d_head)), 0.0f), "kq_soft_max", il);
-    ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // [n_kv, d_head, n_head, B]
-    ggml_tensor * kqv = cb(ggml_mul_mat(ctx, vt, kq), "kqv", il);         // [d_head, n_q, n_head, B]
-    kqv = ggml_permute(ctx, kqv, 0, 2, 1, 3);                             // [d_head, n_head, n_q, B]
-    return ggml_cont_3d(ctx, kqv, d_head * n_head, n_q, batch);           // [d_head * n_head, n_q, B]
+    q = ggml_permute(ctx, q, 0, 2, 1, 3);                           // [d_head, n_q, n_head, B]
+    k = ggml_permute(ctx, k, 0, 2, 1, 3);                           // [d_head, n_kv, n_head, B]
+    v = ggml_permute(ctx, v, 0, 2, 1, 3);
+    if (kv_type != GGML_TYPE_F32) {
+        k = ggml_cast(ctx, k, kv_type);
+        v = ggml_cast(ctx, v, kv_type);
+    } else {
+        k = ggml_cont(ctx, k);
+        v = ggml_cont(ctx, v);
+    }
+    ggml_tensor * out = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(float(d_head)), 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
+    cb(out, "attn", il);                                             // [d_head, n_head, n_q, B]
+    return ggml_reshape_3d(ctx, out, d_head * n_head, n_q, batch);
 }
 
 }  // namespace mcv

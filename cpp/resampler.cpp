@@ -29,9 +29,10 @@ std::vector<float> sincos_2d(int dim, int h, int w) {
     return out;
 }
 
-ResamplerGraph::ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch)
+ResamplerGraph::ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch,
+                               MatmulHook mm)
     : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch), n_head(model.hp.n_out / 128),
-      ctx(ctx) {}
+      mm(mm), ctx(ctx) {}
 
 ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
     const int64_t E = hp.n_out, Q = hp.n_query, N = n_patch, B = n_batch, dh = 128;
@@ -40,20 +41,21 @@ ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
     ggml_set_name(inp_pos, "inp_sincos");
     ggml_set_input(inp_pos);
 
-    ggml_tensor * kv = cb(linear(ctx, x, model.kv_w, nullptr), "rs_kv", -1);                      // [E, N, B]
+    ggml_tensor * kv = cb(linear(ctx, x, model.kv_w, nullptr, mm), "rs_kv", -1);                      // [E, N, B]
     kv = cb(layer_norm(ctx, kv, model.ln_kv_w, model.ln_kv_b, hp.eps), "rs_ln_kv", -1);
     ggml_tensor * keys = cb(ggml_add(ctx, kv, inp_pos), "rs_keys", -1);                           // + [E, N]
     ggml_tensor * q0 = cb(layer_norm(ctx, model.query, model.ln_q_w, model.ln_q_b, hp.eps), "rs_ln_q", -1);  // [E, Q]
 
-    ggml_tensor * q = linear(ctx, q0, model.attn_q_w, model.attn_q_b);                            // [E, Q]
+    ggml_tensor * q = linear(ctx, q0, model.attn_q_w, model.attn_q_b, mm);                            // [E, Q]
     q = ggml_reshape_4d(ctx, q, dh, n_head, Q, 1);
-    if (B > 1) q = ggml_repeat_4d(ctx, q, dh, n_head, Q, B);                                     // shared queries
-    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, keys, model.attn_k_w, model.attn_k_b), dh, n_head, N, B);
-    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, kv, model.attn_v_w, model.attn_v_b), dh, n_head, N, B);
-    ggml_tensor * cur = attend(ctx, q, k, v, -1);                                                   // [E, Q, B]
-    cur = cb(linear(ctx, cur, model.attn_o_w, model.attn_o_b), "rs_attn_out", -1);
+    if (B > 1 && !mm.blas) q = ggml_repeat_4d(ctx, q, dh, n_head, Q, B);  // shared queries (the BLAS op broadcasts)
+    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, keys, model.attn_k_w, model.attn_k_b, mm), dh, n_head, N, B);
+    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, kv, model.attn_v_w, model.attn_v_b, mm), dh, n_head, N, B);
+    const ggml_type kv_type = model.attn_q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    ggml_tensor * cur = attend(ctx, q, k, v, kv_type, -1, mm);                                     // [E, Q, B]
+    cur = cb(linear(ctx, cur, model.attn_o_w, model.attn_o_b, mm), "rs_attn_out", -1);
     cur = cb(layer_norm(ctx, cur, model.ln_post_w, model.ln_post_b, hp.eps), "rs_ln_post", -1);
-    return cb(linear(ctx, cur, model.proj_w, nullptr), "rs_proj", -1);                            // [E, Q, B]
+    return cb(linear(ctx, cur, model.proj_w, nullptr, mm), "rs_proj", -1);                            // [E, Q, B]
 }
 
 void ResamplerGraph::set_inputs() const {

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "graph_common.h"
 #include "mmproj.h"
 
 namespace mcv {
@@ -18,11 +19,12 @@ struct ResamplerGraph {
     const VisionHParams & hp;
     const int ph, pw, n_patch, n_batch;
     const int n_head;  // E / 128
+    const MatmulHook mm;
     ggml_context * ctx;
 
     ggml_tensor * inp_pos = nullptr;  // [E, n_patch] f32 key positions
 
-    ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch);
+    ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm);
 
     ggml_tensor * build(ggml_tensor * x);  // [D, n_patch, B] -> [E, Q, B]
     void set_inputs() const;

@@ -91,9 +91,9 @@ void patchify(const float * chw, int h, int w, int patch, float * out) {
     }
 }
 
-SiglipGraph::SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch)
+SiglipGraph::SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm)
     : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch),
-      d_head(model.hp.n_embd / model.hp.n_head), ctx(ctx) {}
+      d_head(model.hp.n_embd / model.hp.n_head), mm(mm), ctx(ctx) {}
 
 ggml_tensor * SiglipGraph::build() {
     const int64_t D = hp.n_embd, P = hp.patch_size, N = n_patch, B = n_batch;
@@ -107,23 +107,23 @@ ggml_tensor * SiglipGraph::build() {
 
     // patch embedding: the stride-P, kernel-P conv is a matmul over non-overlapping patches
     ggml_tensor * kernel = ggml_reshape_2d(ctx, model.patch_w, P * P * 3, D);         // [P*P*3, D]
-    ggml_tensor * x = cb(linear(ctx, inp_patches, kernel, model.patch_b), "patch_embd", -1);  // [D, N, B]
+    ggml_tensor * x = cb(linear(ctx, inp_patches, kernel, model.patch_b, mm), "patch_embd", -1);  // [D, N, B]
     x = cb(ggml_add(ctx, x, ggml_get_rows(ctx, model.pos_embd, inp_pos)), "pos_embd", -1);  // + [D, N]
 
     for (int il = 0; il < hp.n_layer; ++il) {
         const VisionLayer & L = model.layers[size_t(il)];
         ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
-        ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, cur, L.q_w, L.q_b), d_head, hp.n_head, N, B);
-        ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, cur, L.k_w, L.k_b), d_head, hp.n_head, N, B);
-        ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, cur, L.v_w, L.v_b), d_head, hp.n_head, N, B);
-        cur = attend(ctx, q, k, v, il);                                                    // [D, N, B]
-        cur = cb(linear(ctx, cur, L.o_w, L.o_b), "attn_out", il);
+        ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, cur, L.q_w, L.q_b, mm), d_head, hp.n_head, N, B);
+        ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, cur, L.k_w, L.k_b, mm), d_head, hp.n_head, N, B);
+        ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, cur, L.v_w, L.v_b, mm), d_head, hp.n_head, N, B);
+        cur = attend(ctx, q, k, v, L.q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16, il, mm);  // [D, N, B]
+        cur = cb(linear(ctx, cur, L.o_w, L.o_b, mm), "attn_out", il);
         x = cb(ggml_add(ctx, x, cur), "attn_residual", il);
 
         cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
-        cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b), "ffn_up", il);                       // [F, N, B]
+        cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b, mm), "ffn_up", il);                       // [F, N, B]
         cur = cb(gelu_tanh(ctx, cur, /*exact =*/L.fc1_w->type == GGML_TYPE_F32), "ffn_gelu", il);
-        cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b), "ffn_down", il);                     // [D, N, B]
+        cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm), "ffn_down", il);                     // [D, N, B]
         x = cb(ggml_add(ctx, x, cur), "ffn_residual", il);
     }
     return cb(layer_norm(ctx, x, model.post_ln_w, model.post_ln_b, hp.eps), "post_ln", -1);  // [D, N, B]

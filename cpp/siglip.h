@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "graph_common.h"
 #include "mmproj.h"
 
 namespace mcv {
@@ -30,12 +31,13 @@ struct SiglipGraph {
     const int n_patch;    // ph * pw
     const int n_batch;    // pieces encoded together
     const int d_head;
+    const MatmulHook mm;
     ggml_context * ctx;
 
     ggml_tensor * inp_patches = nullptr;  // [P*P*3, n_patch, n_batch] f32
     ggml_tensor * inp_pos = nullptr;      // [n_patch] i32
 
-    SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch);
+    SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm);
 
     ggml_tensor * build();  // -> [D, n_patch, n_batch]
 

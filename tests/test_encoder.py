@@ -60,8 +60,11 @@ def test_sincos_matches_the_formula() -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("outtype", "tol"), [("f32", 1e-4), ("f16", 2e-2)])
-def test_parity_with_the_pytorch_reference(converted, refs, version: str, outtype: str, tol: float) -> None:
-    enc = VisionEncoder(converted(version, outtype).mmproj, n_threads=2)
+@pytest.mark.parametrize("blas", [True, False], ids=["openblas", "ggml"])
+def test_parity_with_the_pytorch_reference(converted, refs, version: str, outtype: str, tol: float,
+                                           blas: bool) -> None:
+    enc = VisionEncoder(converted(version, outtype).mmproj, n_threads=2, blas=blas)
+    assert enc.native.uses_blas == blas
     for i, (h, w) in enumerate(GRIDS):
         pix = _pixels(h, w, i)
         got = enc.encode([pix])[0]
@@ -70,14 +73,15 @@ def test_parity_with_the_pytorch_reference(converted, refs, version: str, outtyp
         assert _rel(got, want) <= tol, ((h, w), _rel(got, want))
 
 
-def test_batched_pieces_equal_one_by_one(converted) -> None:
-    enc = VisionEncoder(converted("2.6", "f32").mmproj, n_threads=2)
+@pytest.mark.parametrize("blas", [True, False], ids=["openblas", "ggml"])
+def test_batched_pieces_equal_one_by_one(converted, blas: bool) -> None:
+    enc = VisionEncoder(converted("2.6", "f32").mmproj, n_threads=2, blas=blas)
     pieces = [_pixels(28, 37, 0)] + [_pixels(39, 26, i) for i in range(1, 5)] + [_pixels(28, 37, 9)]
     together = enc.encode(pieces)
     assert enc.native.graph_evaluations == 2  # one per patch grid
     alone = np.stack([enc.encode([p])[0] for p in pieces])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5 * np.abs(alone).max())
-    small = VisionEncoder(converted("2.6", "f32").mmproj, n_threads=2, max_batch_bytes=1)
+    small = VisionEncoder(converted("2.6", "f32").mmproj, n_threads=2, max_batch_bytes=1, blas=blas)
     np.testing.assert_allclose(small.encode(pieces), alone, rtol=0, atol=1e-5 * np.abs(alone).max())
     assert small.native.graph_evaluations == len(pieces)
 
@@ -215,6 +219,14 @@ def test_flipped_header_bytes_raise_or_change_nothing(converted, tmp_path: Path)
         assert _rel(got, want) < 1e-4, f"byte {pos} changed the output without an error"
         outcomes["unchanged"] += 1
     assert outcomes["raised"] > 100 and outcomes["unchanged"] > 0, outcomes
+
+
+def test_profile_names_every_op(converted) -> None:
+    enc = VisionEncoder(converted("2.6", "f16").mmproj, n_threads=2, profile=True)
+    enc.encode([_pixels(8, 8, 0)])
+    prof = enc.native.profile
+    assert any(k.endswith("x v.blk.#.attn_q.weight") for k in prof) and any("attn-#" in k for k in prof)
+    assert all(v >= 0 for v in prof.values())
 
 
 @pytest.mark.parametrize(("qtype", "min_cos"), [("q8_0", 0.99), ("q4_0", 0.9)])

@@ -28,8 +28,10 @@ def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
 
 class VisionEncoder:
     def __init__(self, path: str | os.PathLike[str], n_threads: int | None = None, device: str = "cpu",
-                 max_batch_bytes: int = 256 << 20, position_ids: str | None = None) -> None:
-        """`position_ids` overrides the version's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d")."""
+                 max_batch_bytes: int = 256 << 20, position_ids: str | None = None, blas: bool = True,
+                 profile: bool = False) -> None:
+        """`position_ids` overrides the version's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d");
+        `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node."""
         self.path = Path(path)
         self.projector = read_projector_version(self.path)
         rule_name = position_ids or self.projector.position_ids
@@ -37,7 +39,7 @@ class VisionEncoder:
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
         rule = getattr(_core.PosRule, rule_name)
         self._enc: _core.VisionEncoder | None = _core.VisionEncoder(
-            str(self.path), n_threads or (os.cpu_count() or 1), device, rule, max_batch_bytes)
+            str(self.path), n_threads or (os.cpu_count() or 1), device, rule, max_batch_bytes, profile, blas)
         hp = self._enc.hparams
         self.query_num: int = hp["n_query"]
         self.hidden: int = hp["n_out"]
