@@ -28,17 +28,14 @@ void single_threaded_blas() {
     std::call_once(once, [] { scipy_openblas_set_num_threads(1); });  // ggml's threads do the splitting
 }
 
-// rows [lo, hi) of w as f32 (a view when w is f32 already)
+// rows [lo, hi) of w as f32 (a view when w is f32 already; any type ggml can dequantize otherwise)
 const float * rows_f32(const ggml_tensor * w, int64_t lo, int64_t hi, std::vector<float> & scratch) {
     const int64_t k = w->ne[0];
     const char * src = static_cast<const char *>(w->data) + lo * w->nb[1];
     if (w->type == GGML_TYPE_F32) return reinterpret_cast<const float *>(src);
     scratch.resize(size_t((hi - lo) * k));
-    if (w->type == GGML_TYPE_F16) {
-        ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(src), scratch.data(), (hi - lo) * k);
-    } else {
-        ggml_bf16_to_fp32_row(reinterpret_cast<const ggml_bf16_t *>(src), scratch.data(), (hi - lo) * k);
-    }
+    const auto * traits = ggml_get_type_traits(w->type);
+    for (int64_t r = 0; r < hi - lo; ++r) traits->to_float(src + r * w->nb[1], scratch.data() + r * k, k);
     return scratch.data();
 }
 
@@ -119,7 +116,7 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
 bool blas_available() { return true; }
 
 bool blas_supports(const ggml_tensor * w) {
-    return w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16;
+    return ggml_is_contiguous(w) && (w->type == GGML_TYPE_F32 || ggml_get_type_traits(w->type)->to_float);
 }
 
 ggml_tensor * blas_linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w) {

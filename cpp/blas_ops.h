@@ -1,7 +1,8 @@
 // CPU matmul and attention through OpenBLAS, as ggml custom ops (the graph builders' "matmul hook").
 // ggml's own CPU matmul reaches about 60% of OpenBLAS's sgemm on the vision encoder's shapes (benchmarks/
 // bench_encode.py prints both); these ops split the work over ggml's threads, each calling single-threaded
-// sgemm. Weights stay in their file type (f32 / f16 / bf16): each thread widens only its own rows to f32.
+// sgemm. Weights stay in their file type (f32, f16, bf16 or block-quantized): each thread dequantizes only
+// its own rows to f32 per call, which costs far less than the product it feeds.
 // Activations stay f32 (ggml's f16 path rounds them to f16), so results are closer to the reference too.
 #pragma once
 
@@ -12,7 +13,7 @@ namespace mcv {
 // true when this build has OpenBLAS
 bool blas_available();
 
-// true when `w` can go through blas_linear (f32, f16, bf16 matrices)
+// true when `w` can go through blas_linear (any contiguous matrix ggml can dequantize)
 bool blas_supports(const ggml_tensor * w);
 
 // x: [K, N, ...] f32 contiguous, w: [K, M] -> [M, N, ...] f32 (the same as ggml_mul_mat(w, x))

@@ -17,7 +17,7 @@ VPY=.venv/bin/python
 pip_q() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
 
 # build tools for our extension (we build without isolation, against the installed llama-cpp-python)
-pip_q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja
+pip_q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja "scipy-openblas32>=0.3.28"
 
 # llama-cpp-python, pinned: built from source once into our own wheelhouse, then installed from it.
 # On x86-64 the build excludes ggml's AMX matmul path: its kernels crash or return garbage on some Sapphire

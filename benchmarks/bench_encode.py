@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Vision encoding on the real MiniCPM-V 2.6 dimensions (SigLIP 1152 x 27 layers, resampler 64 x 3584): our ggml
+encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file for both, in the same run.
+
+    python benchmarks/bench_encode.py [--threads 2] [--quick]
+
+Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
+engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
+side's own slicing is included. Also prints the achieved GFLOP/s, the machine's f32 matmul peak (OpenBLAS sgemm,
+measured here) and, with --profile, where our time goes per op. Ends with one JSON line; "ratio_vs_mtmd" is ours /
+libmtmd for the f16 file on the 1344x1344 image (target <= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def image(side: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    rng = np.random.default_rng(side)
+    img = np.stack([128 + 100 * np.sin(xx / 37), 128 + 100 * np.cos(yy / 53), 255 * (xx + yy) / (2 * side)], -1)
+    return np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+
+
+def piece_flops(n: int, D: int = 1152, F: int = 4304, L: int = 27, E: int = 3584, Q: int = 64) -> float:
+    """Multiply-adds x 2 of one piece of n patches: SigLIP blocks, then the resampler."""
+    vision = L * (4 * n * D * D + 2 * n * D * F + 2 * n * n * D) + n * 588 * D
+    resampler = n * D * E + 2 * n * E * E + 2 * Q * E * E + 2 * Q * n * E
+    return 2.0 * (vision + resampler)
+
+
+def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], repeat: int, profile: bool) -> dict:
+    out: dict = {}
+    t0 = time.perf_counter()
+    if engine == "ours":
+        from minicpmv_edge.encoder import VisionEncoder
+
+        enc = VisionEncoder(mmproj, n_threads=threads, profile=profile)
+
+        def run(img: np.ndarray) -> int:
+            return int(enc.encode(enc.slice(img, n_threads=threads)).shape[0])
+    else:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        from reference.mtmd import Mtmd
+
+        m = Mtmd(Path(model), Path(mmproj), n_threads=threads)
+
+        def run(img: np.ndarray) -> int:
+            return len(m.encode(img))
+    out["load_s"] = time.perf_counter() - t0
+    for side in sides:
+        img = image(side)
+        times = []
+        for _ in range(repeat if side <= 448 else 1):
+            t = time.perf_counter()
+            n = run(img)
+            times.append(time.perf_counter() - t)
+        out[str(side)] = {"seconds": min(times), "pieces": n}
+    if engine == "ours" and profile:
+        out["profile_ms"] = dict(sorted(enc.native.profile.items(), key=lambda kv: -kv[1])[:12])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def sgemm_peak(threads: int) -> float:
+    code = ("import numpy as np, time\n"
+            "a = np.random.rand(2048, 2048).astype(np.float32); b = np.random.rand(2048, 2048).astype(np.float32)\n"
+            "a @ b\nbest = 1e9\n"
+            "for _ in range(5):\n    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
+            "print(2 * 2048 ** 3 / best / 1e9)\n")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads)}
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                check=True).stdout.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="repeats of the 448x448 case (best is kept)")
+    ap.add_argument("--quick", action="store_true", help="448x448 only")
+    ap.add_argument("--profile", action="store_true", help="also print our per-op profile (a separate run)")
+    ap.add_argument("--child", nargs=4, metavar=("ENGINE", "MODEL", "MMPROJ", "SIDES"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        engine, model, mmproj, sides = args.child
+        print(json.dumps(child(engine, model, mmproj, args.threads, [int(s) for s in sides.split(",")],
+                               args.repeat, args.profile)))
+        return
+
+    from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
+    from minicpmv_edge.demo import ensure_model
+
+    model, mmproj_f16 = ensure_model("real-2.6", "f16")
+    mmproj_q8 = mmproj_f16.with_name("mmproj-model-q8_0-requant.gguf")
+    if not mmproj_q8.exists():
+        quantize_mmproj(mmproj_f16, mmproj_q8, "q8_0")
+    sides = [448] if args.quick else [448, 1344]
+    results: dict = {}
+    for ftype, mmproj in (("f16", mmproj_f16), ("q8_0", mmproj_q8)):
+        for engine in ("ours", "mtmd"):
+            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", str(args.repeat),
+                   "--child", engine, str(model), str(mmproj), ",".join(map(str, sides))]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"{engine} {ftype} failed:\n{r.stderr[-3000:]}")
+            results[(engine, ftype)] = json.loads(r.stdout.strip().splitlines()[-1])
+    peak = sgemm_peak(args.threads)
+
+    print(f"real-dims MiniCPM-V 2.6 vision encoder, {args.threads} threads; f32 sgemm peak (OpenBLAS): "
+          f"{peak:.0f} GFLOP/s")
+    summary: dict = {"bench": "encode", "threads": args.threads, "sgemm_peak_gflops": round(peak, 1)}
+    for ftype in ("f16", "q8_0"):
+        for side in sides:
+            o, m = results[("ours", ftype)][str(side)], results[("mtmd", ftype)][str(side)]
+            n = o["pieces"]
+            flops = n * piece_flops((side if n == 1 else 448) ** 2 // 196)
+            ratio = o["seconds"] / m["seconds"]
+            print(f"{ftype:5s} {side}x{side} ({n:2d} pieces): ours {o['seconds']:7.2f} s "
+                  f"({flops / o['seconds'] / 1e9:5.0f} GFLOP/s)  libmtmd {m['seconds']:7.2f} s "
+                  f"({flops / m['seconds'] / 1e9:5.0f} GFLOP/s)  ratio {ratio:.3f}")
+            key = f"{ftype}_{side}"
+            summary[f"ours_{key}_s"] = round(o["seconds"], 3)
+            summary[f"mtmd_{key}_s"] = round(m["seconds"], 3)
+            summary[f"ratio_{key}"] = round(ratio, 4)
+            summary[f"ours_{key}_gflops"] = round(flops / o["seconds"] / 1e9, 1)
+        for engine in ("ours", "mtmd"):
+            r = results[(engine, ftype)]
+            print(f"      {engine:5s} load {r['load_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+            summary[f"{engine}_{ftype}_peak_rss_mb"] = round(r["peak_rss_mb"])
+    if args.profile:
+        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--profile",
+               "--child", "ours", str(model), str(mmproj_f16), "448"]
+        prof = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        total = sum(prof["profile_ms"].values())
+        print("our time per op, f16, one 448x448 piece (top 12):")
+        for k, v in prof["profile_ms"].items():
+            print(f"  {k:45s} {v:8.1f} ms  {100 * v / total:5.1f}%")
+    summary["ratio_vs_mtmd"] = summary.get("ratio_f16_1344", summary.get("ratio_f16_448"))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
