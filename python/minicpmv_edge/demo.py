@@ -1,7 +1,7 @@
-"""`minicpmv-edge demo`: build the tiny 2.6 checkpoint once (cached), convert it, and generate from it.
+"""`minicpmv-edge demo`: build the tiny 2.6 checkpoint once (cached), convert it, and chat about a bundled image.
 
-Until the chat runtime exists (issue 5) the demo is text-only: it proves the whole path from an original-layout
-checkpoint to tokens streamed by llama.cpp. The tiny model has random weights, so its text is noise.
+It runs the whole path: original-layout checkpoint -> GGUF files -> slicing -> vision encoder -> llama.cpp
+decoding with the image embeddings -> streamed text. The tiny model has random weights, so its text is noise.
 """
 
 from __future__ import annotations
@@ -38,23 +38,29 @@ def ensure_model(preset: str, outtype: str = "f16", root: Path | None = None) ->
     return model, mmproj
 
 
+DEMO_IMAGE = Path(__file__).parent / "data" / "demo.png"
+
+
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("-p", "--prompt", default="Describe a sunny day at the beach.", help="user message")
-    ap.add_argument("-n", "--n-predict", type=int, default=32, help="tokens to generate (default: 32)")
+    ap.add_argument("-p", "--prompt", default="What is in the image?", help="the question")
+    ap.add_argument("--image", default=str(DEMO_IMAGE), help="image file (default: a bundled picture)")
+    ap.add_argument("-n", "--n-predict", type=int, default=32, help="tokens to generate")
+    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_cpp import Llama
+    from .chat import MiniCPMV
 
     t0 = time.perf_counter()
     model, mmproj = ensure_model("tiny-2.6")
     print(f"tiny MiniCPM-V 2.6 checkpoint converted: {model} + {mmproj} ({time.perf_counter() - t0:.1f} s)",
           file=sys.stderr)
-    llm = Llama(str(model), n_ctx=512, n_threads=os.cpu_count() or 1, verbose=False, seed=0)
-    stream = llm.create_chat_completion(messages=[{"role": "user", "content": args.prompt}],
-                                        max_tokens=args.n_predict, temperature=0.0, stream=True)
-    for chunk in stream:
-        sys.stdout.write(chunk["choices"][0]["delta"].get("content", "") or "")  # type: ignore[index, union-attr]
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    with MiniCPMV(model, mmproj, n_ctx=2048, n_threads=args.threads) as m:
+        print(f"> {args.prompt}  [{args.image}]", file=sys.stderr)
+        for piece in m.chat([{"role": "user", "content": [args.image, args.prompt]}], stream=True,
+                            max_new_tokens=args.n_predict, temperature=0):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        print(m.last.summary(), file=sys.stderr)
     return 0

@@ -32,6 +32,14 @@ class ModelVersion:
     stop_tokens: tuple[str, ...]  # generation stops on any of these
     special_tokens: tuple[str, ...]  # added tokens, in id order after the BPE vocabulary
     chat_template: str  # Jinja template as stored in tokenizer_config.json
+    # prompt layout of one image (hf-reference.md §8.1): [<image_id>k</image_id>] overview_open unk*Q
+    # overview_close, then if sliced: grid_open, rows joined by "\n" of cols x (slice_open unk*Q slice_close),
+    # grid_close
+    slice_open: str
+    slice_close: str
+    grid_open: str
+    grid_close: str
+    max_new_tokens: int  # chat()'s default
 
 
 _QWEN2_SPLIT = (
@@ -83,6 +91,11 @@ VERSIONS: dict[str, ModelVersion] = {
             *(f"<|reserved_special_token_{i}|>" for i in range(6)), "<unk>",
         ),
         chat_template=_CHATML_TEMPLATE,
+        slice_open="<slice>",
+        slice_close="</slice>",
+        grid_open="",
+        grid_close="",
+        max_new_tokens=2048,
     ),
     "2.5": ModelVersion(
         name="2.5",
@@ -110,6 +123,11 @@ VERSIONS: dict[str, ModelVersion] = {
             "<slice>", "</slice>",
         ),
         chat_template=_LLAMA3_TEMPLATE,
+        slice_open="<image>",
+        slice_close="</image>",
+        grid_open="<slice>",
+        grid_close="</slice>",
+        max_new_tokens=1024,
     ),
 }
 
@@ -149,11 +167,12 @@ class ProjectorVersion:
     number: int
     model: str
     position_ids: str  # how patches pick position-table rows: "flat_1d" (2.5's original quirk) or "navit_2d"
+    chat: str | None = None  # the VERSIONS entry the chat runtime uses with it (None: encoder only)
 
 
 PROJECTORS: dict[int, ProjectorVersion] = {
-    2: ProjectorVersion(2, "MiniCPM-Llama3-V 2.5", "flat_1d"),
-    3: ProjectorVersion(3, "MiniCPM-V 2.6", "navit_2d"),
+    2: ProjectorVersion(2, "MiniCPM-Llama3-V 2.5", "flat_1d", "2.5"),
+    3: ProjectorVersion(3, "MiniCPM-V 2.6", "navit_2d", "2.6"),
     4: ProjectorVersion(4, "MiniCPM-o 2.6", "navit_2d"),
     5: ProjectorVersion(5, "MiniCPM-V 4.0", "navit_2d"),
     6: ProjectorVersion(6, "MiniCPM-V 4.5", "navit_2d"),

@@ -1,0 +1,99 @@
+"""`minicpmv-edge run` (one question, streamed) and `minicpmv-edge chat` (interactive), llama.cpp-style flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .chat import MiniCPMV
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("-m", "--model", required=True, help="language model GGUF")
+    ap.add_argument("--mmproj", required=True, help="vision encoder GGUF")
+    ap.add_argument("-n", "--n-predict", type=int, default=None, help="max new tokens (default: the model's, 2048)")
+    ap.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size")
+    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    ap.add_argument("--temp", type=float, default=0.7, help="temperature, 0 = greedy")
+    ap.add_argument("--top-p", type=float, default=0.8, help="top-p")
+    ap.add_argument("--top-k", type=int, default=100, help="top-k")
+    ap.add_argument("--repeat-penalty", type=float, default=1.05, help="repetition penalty")
+    ap.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    ap.add_argument("--max-slices", type=int, default=None, help="max_slice_nums (default: 9)")
+    ap.add_argument("--system", default="", help="system prompt")
+    ap.add_argument("--device", default="cpu", help="vision encoder device: cpu, auto or a ggml device name")
+
+
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    add_model_args(ap)
+    ap.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    ap.add_argument("-p", "--prompt", required=True, help="the question")
+
+
+def _load(args: argparse.Namespace) -> MiniCPMV:
+    return MiniCPMV(args.model, args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+
+
+def _answer(m: MiniCPMV, msgs: list[dict], args: argparse.Namespace) -> str:
+    bar = tqdm(unit="piece", desc="encoding", file=sys.stderr, leave=False, disable=None)
+    pieces = m.chat(msgs, stream=True, max_new_tokens=args.n_predict, temperature=args.temp, top_p=args.top_p,
+                    top_k=args.top_k, repetition_penalty=args.repeat_penalty, seed=args.seed,
+                    system_prompt=args.system, max_slice_nums=args.max_slices, progress=bar.update)
+    bar.close()
+    out = []
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        out.append(piece)
+    sys.stdout.write("\n")
+    print(m.last.summary(), file=sys.stderr)
+    return "".join(out).strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    with _load(args) as m:
+        _answer(m, [{"role": "user", "content": [*map(Path, args.image), args.prompt]}], args)
+    return 0
+
+
+def add_chat_args(ap: argparse.ArgumentParser) -> None:
+    add_model_args(ap)
+    ap.add_argument("--image", action="append", default=[], help="image for the first question (repeatable)")
+
+
+HELP = "commands: /image PATH (attach to your next message), /clear (forget the conversation), /exit"
+
+
+def chat(args: argparse.Namespace) -> int:
+    with _load(args) as m:
+        history: list[dict] = []
+        pending: list[Path] = [Path(p) for p in args.image]
+        print(HELP, file=sys.stderr)
+        for line in sys.stdin:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.startswith("/exit"):
+                break
+            if line.startswith("/clear"):
+                history, pending = [], []
+                print("(conversation cleared)", file=sys.stderr)
+                continue
+            if line.startswith("/image"):
+                path = line[len("/image"):].strip()
+                if path:
+                    pending.append(Path(path))
+                    print(f"(image {path} attached)", file=sys.stderr)
+                continue
+            msg = {"role": "user", "content": [*pending, line]}
+            try:
+                answer = _answer(m, [*history, msg], args)
+            except ValueError as e:  # a bad image or message: say so and keep the session
+                print(f"error: {e}", file=sys.stderr)
+                continue
+            history += [msg, {"role": "assistant", "content": answer}]
+            pending = []
+    return 0

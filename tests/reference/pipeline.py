@@ -1,0 +1,113 @@
+"""The original MiniCPM-V pipeline in PyTorch, written from shared/spec/hf-reference.md §6-§8: original
+preprocessing (reference/slicing.py), the reference vision tower and resampler, the HF tokenizer and chat
+template, image features scattered over the `<unk>` rows between the markers, and the transformers LLM fed
+`inputs_embeds`, decoded greedily without a cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerFast
+
+from . import slicing
+from .llm import load_llm
+from .vision import ReferenceVision
+
+TAG = "(<image>./</image>)"
+
+
+class ReferencePipeline:
+    def __init__(self, hf_dir: Path) -> None:
+        self.cfg = json.loads((hf_dir / "config.json").read_text())
+        self.version = str(self.cfg["version"])
+        tc = json.loads((hf_dir / "tokenizer_config.json").read_text())
+        self.tok = PreTrainedTokenizerFast(tokenizer_file=str(hf_dir / "tokenizer.json"), bos_token=tc["bos_token"],
+                                           eos_token=tc["eos_token"], unk_token=tc["unk_token"])
+        self.tok.chat_template = tc["chat_template"]
+        self.llm = load_llm(hf_dir)
+        self.vision = ReferenceVision(hf_dir)
+        self.q = self.cfg["query_num"]
+        self.stop = {self.tok.convert_tokens_to_ids(t) for t in
+                     (["<|im_end|>", "<|endoftext|>"] if self.version == "2.6" else ["<|eot_id|>", "<|end_of_text|>"])}
+
+    def placeholder(self, grid, i: int, use_image_id: bool) -> str:
+        unk = "<unk>" * self.q
+        if self.version == "2.6":
+            s = (f"<image_id>{i}</image_id>" if use_image_id else "") + f"<image>{unk}</image>"
+            if grid:
+                s += "\n".join(["".join(f"<slice>{unk}</slice>" for _ in range(grid[0]))] * grid[1])
+            return s
+        s = f"<image>{unk}</image>"
+        if grid:
+            s += "<slice>" + "\n".join(["".join(f"<image>{unk}</image>" for _ in range(grid[0]))] * grid[1]) + "</slice>"
+        return s
+
+    def prompt(self, msgs: list[dict], system_prompt: str = "", max_slice_nums: int = 9,
+               use_image_id: bool | None = None) -> tuple[list[int], list[np.ndarray]]:
+        """(input ids, normalised pieces in order) as chat() + the processor build them."""
+        use_id = (self.version == "2.6") if use_image_id is None else use_image_id
+        copy, images = [], []
+        if system_prompt:
+            copy.append({"role": "system", "content": system_prompt})
+        for m in msgs:
+            content = m["content"] if isinstance(m["content"], list) else [m["content"]]
+            parts = []
+            for c in content:
+                if isinstance(c, Image.Image):
+                    images.append(c)
+                    parts.append(TAG)
+                else:
+                    parts.append(c)
+            copy.append({"role": m["role"], "content": "\n".join(parts)})
+        text = self.tok.apply_chat_template(copy, tokenize=False, add_generation_prompt=True)
+        pieces = []
+        chunks = text.split(TAG)
+        out = chunks[0]
+        for i, (img, rest) in enumerate(zip(images, chunks[1:], strict=True)):
+            grid, _ = slicing.plan(img.size, max_slice_nums)
+            out += self.placeholder(grid, i, use_id) + rest
+            pieces += [slicing.normalize(p) for p in slicing.pieces(img, max_slice_nums)]
+        return self.tok(out, add_special_tokens=False)["input_ids"], pieces
+
+    @torch.no_grad()
+    def embeddings(self, ids: list[int], pieces: list[np.ndarray]) -> torch.Tensor:
+        emb = self.llm.get_input_embeddings()(torch.tensor([ids]))[0].clone()
+        rule = "hf" if self.version == "2.6" else "flat"
+        feats = [torch.from_numpy(self.vision.encode(p, rule=rule)) for p in pieces]
+        starts = {"<image>", "<slice>"} if self.version == "2.6" else {"<image>"}
+        ends = {"</image>", "</slice>"} if self.version == "2.6" else {"</image>"}
+        start_ids = {self.tok.convert_tokens_to_ids(t) for t in starts}
+        end_ids = {self.tok.convert_tokens_to_ids(t) for t in ends}
+        bounds, open_at = [], None
+        for i, t in enumerate(ids):
+            if t in start_ids:
+                open_at = i + 1
+            elif t in end_ids and open_at is not None:
+                if i - open_at == self.q:  # a piece: query_num placeholder rows
+                    bounds.append((open_at, i))
+                open_at = None
+        assert len(bounds) == len(feats), (len(bounds), len(feats))
+        for (a, b), f in zip(bounds, feats, strict=True):
+            emb[a:b] = f
+        return emb
+
+    @torch.no_grad()
+    def generate(self, msgs: list[dict], n_tokens: int = 32, **kw) -> tuple[list[int], np.ndarray]:
+        """(greedy token ids up to a stop token, first-step logits)."""
+        ids, pieces = self.prompt(msgs, **kw)
+        emb = self.embeddings(ids, pieces)
+        out, first = [], None
+        for _ in range(n_tokens):
+            logits = self.llm(inputs_embeds=emb[None]).logits[0, -1]
+            if first is None:
+                first = logits.numpy().copy()
+            t = int(logits.argmax())
+            if t in self.stop:
+                break
+            out.append(t)
+            emb = torch.cat([emb, self.llm.get_input_embeddings()(torch.tensor([t]))])
+        return out, first

@@ -1,0 +1,74 @@
+"""`minicpmv-edge run`, `chat` and `demo` driven through the installed entry point, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from minicpmv_edge.chat import MiniCPMV
+
+
+def _cli() -> str:
+    return str(Path(sysconfig.get_path("scripts")) / "minicpmv-edge")
+
+
+def _img(path: Path, w: int, h: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_run_streams_the_same_answer_as_the_api(converted, tmp_path: Path) -> None:
+    res = converted("2.6", "f16")
+    a, b = _img(tmp_path / "a.png", 500, 400, 1), _img(tmp_path / "b.jpg", 300, 300, 2)
+    out = subprocess.run([_cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image", str(a),
+                          "--image", str(b), "-p", "Compare them.", "-n", "16", "--temp", "0", "-t", "2",
+                          "--max-slices", "4"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "2 image(s)" in out.stderr and "prefill" in out.stderr and "tok/s" in out.stderr
+    with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:
+        want = m.chat([{"role": "user", "content": [str(a), str(b), "Compare them."]}], temperature=0,
+                      max_new_tokens=16, max_slice_nums=4)
+    assert out.stdout.strip() == want
+
+
+def test_run_errors_are_one_line(converted, tmp_path: Path) -> None:
+    res = converted("2.6", "f16")
+    out = subprocess.run([_cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image",
+                          str(tmp_path / "missing.png"), "-p", "hi"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "file not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_interactive_chat_keeps_history(converted, tmp_path: Path) -> None:
+    res = converted("2.6", "f16")
+    a = _img(tmp_path / "a.png", 320, 240, 3)
+    script = f"/image {a}\nWhat is this?\nAnd the colours?\n/clear\nhello\n/image {tmp_path / 'nope.png'}\nbad\n/exit\n"
+    out = subprocess.run([_cli(), "chat", "-m", str(res.model), "--mmproj", str(res.mmproj), "-n", "8",
+                          "--temp", "0", "-t", "2"], input=script, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summaries = [line for line in out.stderr.splitlines() if "pieces encoded" in line]
+    assert [s.split(",")[0] for s in summaries] == ["1 image(s)", "1 image(s)", "0 image(s)"]
+    assert "(conversation cleared)" in out.stderr and "file not found" in out.stderr
+    with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:  # the second answer saw the first turn
+        first = m.chat([{"role": "user", "content": [str(a), "What is this?"]}], temperature=0, max_new_tokens=8)
+        m.chat([{"role": "user", "content": [str(a), "What is this?"]}, {"role": "assistant", "content": first},
+                {"role": "user", "content": "And the colours?"}], temperature=0, max_new_tokens=8)
+        assert m.last.prompt_tokens > 64 + 20
+
+
+def test_demo_builds_once_and_chats_about_the_bundled_image(tmp_path: Path) -> None:
+    env = {**os.environ, "MINICPMV_EDGE_CACHE": str(tmp_path)}
+    runs = [subprocess.run([_cli(), "demo", "-n", "12"], capture_output=True, text=True, env=env, timeout=600)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "1 image(s), 1 pieces encoded" in r.stderr and "demo.png" in r.stderr
+    assert runs[0].stdout.strip() != "" and runs[0].stdout == runs[1].stdout
+    cached = list(tmp_path.glob("tiny-2.6-*/gguf/*.gguf"))
+    assert sorted(p.name for p in cached) == ["mmproj-model-f16.gguf", "model-f16.gguf"]
