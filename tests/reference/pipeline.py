@@ -43,7 +43,8 @@ class ReferencePipeline:
             return s
         s = f"<image>{unk}</image>"
         if grid:
-            s += "<slice>" + "\n".join(["".join(f"<image>{unk}</image>" for _ in range(grid[0]))] * grid[1]) + "</slice>"
+            row = "".join(f"<image>{unk}</image>" for _ in range(grid[0]))
+            s += "<slice>" + "\n".join([row] * grid[1]) + "</slice>"
         return s
 
     def prompt(self, msgs: list[dict], system_prompt: str = "", max_slice_nums: int = 9,
