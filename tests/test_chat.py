@@ -192,3 +192,11 @@ def test_soak_memory_is_flat(runtimes) -> None:
         rt.chat([{"role": "user", "content": [imgs[i % 8], "What is it?"]}], max_new_tokens=8, seed=i)
     after = rss()
     assert after < before * 1.05, (before, after)
+
+
+def test_min_new_tokens_forbids_early_stops(runtimes) -> None:
+    rt = runtimes["2.6"]
+    msgs = [{"role": "user", "content": "hi"}]
+    for seed in range(6):
+        rt.chat(msgs, temperature=1.5, top_k=0, top_p=1.0, seed=seed, max_new_tokens=30, min_new_tokens=30)
+        assert len(rt.last.tokens) == 30 and not set(rt.last.tokens) & rt.stop_ids

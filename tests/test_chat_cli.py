@@ -72,3 +72,14 @@ def test_demo_builds_once_and_chats_about_the_bundled_image(tmp_path: Path) -> N
     assert runs[0].stdout.strip() != "" and runs[0].stdout == runs[1].stdout
     cached = list(tmp_path.glob("tiny-2.6-*/gguf/*.gguf"))
     assert sorted(p.name for p in cached) == ["mmproj-model-f16.gguf", "model-f16.gguf"]
+
+
+def test_run_with_a_video(converted, tmp_path: Path) -> None:
+    from test_video_cache import make_clip
+
+    res = converted("2.6", "f16")
+    clip = make_clip(tmp_path / "c.mp4", seconds=3, fps=4, w=96, h=64)  # 12 frames at 4 fps: frames 0, 4, 8
+    out = subprocess.run([_cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--video", str(clip),
+                          "-p", "What happens?", "-n", "6", "-t", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "3 image(s), 3 pieces" in out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .chat import MiniCPMV
 from .convert import CheckpointError, ConvertResult, convert_checkpoint
 from .image import ImageError, load_rgb
 from .slicer import SliceConfig, SlicedImage, slice_image
@@ -12,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ConvertResult",
     "ImageError",
+    "MiniCPMV",
     "ModelVersion",
     "SliceConfig",
     "SlicedImage",

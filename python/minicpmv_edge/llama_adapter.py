@@ -147,6 +147,7 @@ class LlamaSession:
         cp.n_threads = threads
         cp.n_threads_batch = threads
         cp.type_k = cp.type_v = _KV_TYPES[p.kv_type]
+        cp.no_perf = False  # keep llama.cpp's timing counters (perf())
         if p.flash_attn is not None:
             cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self.model = model
@@ -200,10 +201,24 @@ class LlamaSession:
             dst[: chunk.size] = chunk.reshape(-1)
             self._run(self._emb, chunk.shape[0], logits_last and start + chunk.shape[0] == embd.shape[0])
 
+    def suppress(self, tokens: set[int]) -> None:
+        """Make `tokens` impossible for the next sample (in the context's own logits)."""
+        ptr = L.llama_get_logits_ith(self.ptr, -1)
+        view = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+        view[list(tokens)] = -np.inf
+
     def logits(self) -> np.ndarray:
         """float32 [n_vocab] of the last decoded position that asked for logits."""
         ptr = L.llama_get_logits_ith(self.ptr, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's own counters: prompt (batched) and generation (one token) decodes and their times."""
+        p = L.llama_perf_context(self.ptr)
+        return {"prompt_tokens": p.n_p_eval, "prompt_ms": p.t_p_eval_ms, "tokens": p.n_eval, "decode_ms": p.t_eval_ms}
+
+    def reset_perf(self) -> None:
+        L.llama_perf_context_reset(self.ptr)
 
     def close(self) -> None:
         if self.ptr:

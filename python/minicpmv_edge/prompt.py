@@ -20,6 +20,7 @@ from PIL import Image
 
 from .image import ImageInput
 from .versions import ModelVersion
+from .video import Video, is_video_path
 
 IMAGE_TAG = "(<image>./</image>)"
 UNK = "<unk>"
@@ -67,6 +68,12 @@ def _parts(content: Any) -> list[str | ImageInput]:
             kind = c.get("type")
             if kind == "text":
                 out.append(str(c.get("text", "")))
+            elif kind in ("video", "video_url"):
+                ref = c.get(kind)
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                if not isinstance(url, str):
+                    raise MessageError(f"{kind} part without a path")
+                out.append(Video(url[len("file://"):] if url.startswith("file://") else url))
             elif kind == "image_url":
                 ref = c.get("image_url")
                 url = ref.get("url") if isinstance(ref, dict) else ref
@@ -75,6 +82,10 @@ def _parts(content: Any) -> list[str | ImageInput]:
                 out.append(_image_url(url))
             else:
                 raise MessageError(f"unsupported content part type {kind!r} (use 'text' or 'image_url')")
+        elif isinstance(c, Video):
+            out.append(c)
+        elif is_video_path(c) and (isinstance(c, os.PathLike) or os.path.isfile(c)):
+            out.append(Video(c))
         elif isinstance(c, str):
             out.append(c if not _is_image_path(c) else Path(c))
         elif isinstance(c, (Image.Image, np.ndarray, bytes, bytearray, os.PathLike)):
@@ -98,10 +109,6 @@ def normalize(msgs: list[dict], system_prompt: str = "") -> list[Turn]:
     if turns[-1].role != "user":
         raise MessageError("the last message must be from the user")
     return turns
-
-
-def images_of(turns: list[Turn]) -> list[ImageInput]:
-    return [p for t in turns for p in t.parts if not isinstance(p, str)]
 
 
 def render_template(template: str, turns: list[Turn], bos_token: str, eos_token: str) -> str:

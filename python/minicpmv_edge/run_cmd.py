@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .chat import MiniCPMV
+from .video import Video
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
@@ -30,6 +31,7 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 def add_run_args(ap: argparse.ArgumentParser) -> None:
     add_model_args(ap)
     ap.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    ap.add_argument("--video", action="append", default=[], help="video file (repeatable): ~1 frame/s, at most 64")
     ap.add_argument("-p", "--prompt", required=True, help="the question")
 
 
@@ -55,22 +57,25 @@ def _answer(m: MiniCPMV, msgs: list[dict], args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     with _load(args) as m:
-        _answer(m, [{"role": "user", "content": [*map(Path, args.image), args.prompt]}], args)
+        media = [*map(Path, args.image), *map(Video, args.video)]
+        _answer(m, [{"role": "user", "content": [*media, args.prompt]}], args)
     return 0
 
 
 def add_chat_args(ap: argparse.ArgumentParser) -> None:
     add_model_args(ap)
     ap.add_argument("--image", action="append", default=[], help="image for the first question (repeatable)")
+    ap.add_argument("--video", action="append", default=[], help="video for the first question (repeatable)")
 
 
-HELP = "commands: /image PATH (attach to your next message), /clear (forget the conversation), /exit"
+HELP = ("commands: /image PATH or /video PATH (attach to your next message), /clear (forget the conversation), "
+        "/exit")
 
 
 def chat(args: argparse.Namespace) -> int:
     with _load(args) as m:
         history: list[dict] = []
-        pending: list[Path] = [Path(p) for p in args.image]
+        pending: list[Path | Video] = [*map(Path, args.image), *map(Video, args.video)]
         print(HELP, file=sys.stderr)
         for line in sys.stdin:
             line = line.rstrip("\n")
@@ -82,11 +87,11 @@ def chat(args: argparse.Namespace) -> int:
                 history, pending = [], []
                 print("(conversation cleared)", file=sys.stderr)
                 continue
-            if line.startswith("/image"):
-                path = line[len("/image"):].strip()
-                if path:
-                    pending.append(Path(path))
-                    print(f"(image {path} attached)", file=sys.stderr)
+            if line.startswith(("/image", "/video")):
+                kind, _, path = line.partition(" ")
+                if path.strip():
+                    pending.append(Path(path.strip()) if kind == "/image" else Video(path.strip()))
+                    print(f"({kind[1:]} {path.strip()} attached)", file=sys.stderr)
                 continue
             msg = {"role": "user", "content": [*pending, line]}
             try:

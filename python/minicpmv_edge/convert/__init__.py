@@ -6,7 +6,6 @@ either both appear complete, or neither does.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .gguf_out import FILE_TYPES, GGUFFile
 from .llm import plan_llm, write_llm_kv
 from .mapping import Source
 from .mmproj import plan_mmproj, write_mmproj_kv
-from .safetensors_io import CheckpointError, SafetensorsCheckpoint
+from .safetensors_io import CheckpointError, SafetensorsCheckpoint, load_json
 from .vocab import read_vocab, write_vocab
 
 __all__ = ["CheckpointError", "ConvertResult", "convert_checkpoint"]
@@ -28,18 +27,6 @@ class ConvertResult:
     version: ModelVersion
     model: Path
     mmproj: Path
-
-
-def _read_config(path: Path) -> dict:
-    if not path.exists():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return cfg
 
 
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
@@ -56,7 +43,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
     hf = Path(hf_dir)
     if not hf.is_dir():
         raise CheckpointError(f"{hf}: not a directory")
-    cfg = _read_config(hf / "config.json")
+    cfg = load_json(hf / "config.json")
     version = version_from_config(cfg, str(hf / "config.json"))
     for k in _REQUIRED:
         if k not in cfg:
@@ -65,7 +52,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
         if k not in cfg["vision_config"]:
             raise CheckpointError(f"{hf / 'config.json'}: missing key 'vision_config.{k}'")
     pre_path = hf / "preprocessor_config.json"
-    pre = _read_config(pre_path) if pre_path.exists() else {}
+    pre = load_json(pre_path) if pre_path.exists() else {}
     vocab = read_vocab(hf, version, int(cfg["vocab_size"]))
     qtype, file_type = FILE_TYPES[outtype]
     name = Path(str(cfg.get("_name_or_path", hf.name))).name or hf.name

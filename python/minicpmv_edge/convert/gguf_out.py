@@ -24,6 +24,16 @@ FILE_TYPES: dict[str, tuple[QT, int]] = {  # --outtype -> (tensor type for big m
 }
 
 
+def check_in_out(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """An existing input, and an output that is not the input."""
+    src_p, dst_p = Path(src), Path(dst)
+    if not src_p.is_file():
+        raise FileNotFoundError(f"{src_p}: file not found")
+    if src_p.resolve() == dst_p.resolve():
+        raise ValueError(f"{dst_p}: output would overwrite the input")
+    return src_p, dst_p
+
+
 @dataclass(frozen=True)
 class PlannedTensor:
     name: str  # GGUF name

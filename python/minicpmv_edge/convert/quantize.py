@@ -8,6 +8,8 @@ from pathlib import Path
 
 import llama_cpp
 
+from .gguf_out import check_in_out
+
 TYPES = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
 
 
@@ -17,11 +19,7 @@ def quantize_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], qty
     name = qtype.upper()
     if name not in TYPES:
         raise ValueError(f"unknown quantization type {qtype!r} (choose from {', '.join(TYPES)})")
-    src_p, dst_p = Path(src), Path(dst)
-    if not src_p.is_file():
-        raise FileNotFoundError(f"{src_p}: file not found")
-    if src_p.resolve() == dst_p.resolve():
-        raise ValueError(f"{dst_p}: output would overwrite the input")
+    src_p, dst_p = check_in_out(src, dst)
     tmp = dst_p.with_name(dst_p.name + ".partial")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}")

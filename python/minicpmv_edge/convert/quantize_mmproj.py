@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from .gguf_out import GGUFFile, PlannedTensor, matrix_type
+from .gguf_out import GGUFFile, PlannedTensor, check_in_out, matrix_type
 
 TYPES = {"q8_0": (QT.Q8_0, 7), "q4_0": (QT.Q4_0, 2)}
 _QUANTIZABLE = re.compile(
@@ -28,11 +28,7 @@ _SKIP_FIELDS = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.a
 def quantize_mmproj(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str) -> Path:
     if qtype not in TYPES:
         raise ValueError(f"unknown mmproj quantization type {qtype!r} (choose from {', '.join(TYPES)})")
-    src_p, dst_p = Path(src), Path(dst)
-    if not src_p.is_file():
-        raise FileNotFoundError(f"{src_p}: file not found")
-    if src_p.resolve() == dst_p.resolve():
-        raise ValueError(f"{dst_p}: output would overwrite the input")
+    src_p, dst_p = check_in_out(src, dst)
     try:
         reader = gguf.GGUFReader(src_p)
     except (ValueError, OSError, IndexError) as e:

@@ -37,6 +37,19 @@ class CheckpointError(ValueError):
     """A checkpoint file or folder is missing, truncated or not what MiniCPM-V expects."""
 
 
+def load_json(path: Path) -> dict:
+    """A checkpoint's JSON file (config, tokenizer...) as a dict, or CheckpointError naming the file."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     """Where one tensor's bytes live."""

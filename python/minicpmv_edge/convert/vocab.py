@@ -6,14 +6,13 @@ handling) directly, with no tokenizer class: MiniCPM-V ships its tokenizer as re
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
 from ..versions import ModelVersion
-from .safetensors_io import CheckpointError
+from .safetensors_io import CheckpointError, load_json
 
 # llama.cpp token types
 _NORMAL, _CONTROL, _USER_DEFINED = 1, 3, 4
@@ -29,21 +28,9 @@ class Vocab:
     add_bos: bool
 
 
-def _load_json(path: Path) -> dict:
-    if not path.exists():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
-
-
 def read_vocab(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
-    tj = _load_json(folder / "tokenizer.json")
-    tc = _load_json(folder / "tokenizer_config.json")
+    tj = load_json(folder / "tokenizer.json")
+    tc = load_json(folder / "tokenizer_config.json")
     model = tj.get("model") or {}
     if model.get("type") != "BPE" or "vocab" not in model or "merges" not in model:
         raise CheckpointError(f"{folder / 'tokenizer.json'}: expected a BPE model with 'vocab' and 'merges'")

@@ -1,0 +1,123 @@
+"""Image embeddings kept for reuse: a second question about the same picture skips the vision encoder.
+
+Keyed by the decoded pixels, the slicing parameters and the mmproj file's identity; bounded in bytes with
+least-recently-used eviction; optionally mirrored to a directory so that a later process finds them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One image, encoded: its slicing grid, piece count and embeddings [n_pieces * Q, E]."""
+
+    key: str
+    grid: tuple[int, int] | None
+    n_pieces: int
+    emb: np.ndarray
+
+
+def pixels_key(rgb: np.ndarray, max_slice_nums: int, model_id: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"{rgb.shape}|{max_slice_nums}|{model_id}|".encode())
+    h.update(np.ascontiguousarray(rgb).data)
+    return h.hexdigest()
+
+
+def file_identity(path: str | os.PathLike[str]) -> str:
+    """A model file's identity: its size and the hash of its first and last MiB (header and tail)."""
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with p.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:32]
+
+
+class EmbeddingCache:
+    def __init__(self, max_bytes: int = 512 << 20, directory: str | os.PathLike[str] | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.directory = Path(directory) if directory else None
+        if self.directory:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self._items: OrderedDict[str, Encoded] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Encoded | None:
+        item = self._items.get(key)
+        if item is None and self.directory:
+            item = self._load(key)
+            if item is not None:
+                self._insert(item)
+        if item is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item
+
+    def put(self, item: Encoded) -> None:
+        self._insert(item)
+        if self.directory:
+            self._save(item)
+
+    def _insert(self, item: Encoded) -> None:
+        if item.key in self._items:
+            self._items.move_to_end(item.key)
+            return
+        if item.emb.nbytes > self.max_bytes:
+            return
+        self._items[item.key] = item
+        self._bytes += item.emb.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.emb.nbytes
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _path(self, key: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{key}.npz"
+
+    def _save(self, item: Encoded) -> None:
+        path = self._path(item.key)
+        if path.exists():
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, emb=item.emb, grid=np.array(item.grid or (0, 0)), n_pieces=np.array(item.n_pieces))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _load(self, key: str) -> Encoded | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as z:
+                grid = tuple(int(v) for v in z["grid"])
+                return Encoded(key, None if grid == (0, 0) else grid, int(z["n_pieces"]), z["emb"].copy())
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged entry is dropped, then recomputed
+            return None
