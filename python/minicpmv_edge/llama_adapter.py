@@ -217,9 +217,6 @@ class LlamaSession:
         p = L.llama_perf_context(self.ptr)
         return {"prompt_tokens": p.n_p_eval, "prompt_ms": p.t_p_eval_ms, "tokens": p.n_eval, "decode_ms": p.t_eval_ms}
 
-    def reset_perf(self) -> None:
-        L.llama_perf_context_reset(self.ptr)
-
     def close(self) -> None:
         if self.ptr:
             L.llama_batch_free(self._tok)
