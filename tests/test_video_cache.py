@@ -217,3 +217,20 @@ def test_cache_is_bounded_lru() -> None:
     assert len(c) == 3 and c.nbytes == 1200
     c.put(Encoded("huge", None, 1, np.zeros((100, 100), np.float32)))  # larger than the bound: not kept
     assert c.get("huge") is None and len(c) == 3
+
+
+def test_a_stream_abandoned_midway_leaves_a_usable_session(converted) -> None:
+    res = converted("2.6", "f32")
+    kw = {"n_threads": 2, "kv_type": "f32", "flash_attn": False}
+    a = _img(5)
+    msgs = [{"role": "user", "content": [a, "Describe it."]}]
+    follow = [*msgs, {"role": "assistant", "content": "Noise."}, {"role": "user", "content": "More?"}]
+    with MiniCPMV(res.model, res.mmproj, **kw) as m:
+        stream = m.chat(msgs, stream=True, temperature=0, max_new_tokens=20, min_new_tokens=20)
+        next(stream)
+        next(stream)
+        stream.close()  # the caller stops reading after two pieces
+        got = m.chat(follow, temperature=0, max_new_tokens=8)
+        assert m.last.reused_tokens > 0
+    with MiniCPMV(res.model, res.mmproj, reuse_kv=False, **kw) as fresh:
+        assert fresh.chat(follow, temperature=0, max_new_tokens=8) == got

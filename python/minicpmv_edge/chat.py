@@ -271,6 +271,11 @@ class MiniCPMV:
             tail = utf8.flush()
             if tail:
                 yield tail
+        except GeneratorExit:  # the caller stopped reading: the KV cache matches _kv_items, nothing to undo
+            raise
+        except BaseException:
+            self._kv_items = []  # a decode failed or was interrupted midway: do not trust the KV cache
+            raise
         finally:
             sampler.close()
             stats.decode_ms = (time.perf_counter() - t1) * 1e3
