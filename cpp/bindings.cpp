@@ -34,10 +34,16 @@ mcv::ImageView rgb_view(const U8Array & a) {
     return {a.data(), int(a.shape(1)), int(a.shape(0)), size_t(a.strides(0))};
 }
 
-U8Array to_array(const mcv::ImageU8 & img) {
-    U8Array out({py::ssize_t(img.height), py::ssize_t(img.width), py::ssize_t(3)});
-    std::memcpy(out.mutable_data(), img.data.data(), img.data.size());
+// a numpy array of `shape` holding a copy of `v` (whose size must be the product of `shape`)
+template <typename T>
+py::array_t<T> to_array(const std::vector<T> & v, std::vector<py::ssize_t> shape) {
+    py::array_t<T> out(std::move(shape));
+    std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
     return out;
+}
+
+U8Array to_array(const mcv::ImageU8 & img) {
+    return to_array(img.data, {py::ssize_t(img.height), py::ssize_t(img.width), py::ssize_t(3)});
 }
 
 py::tuple size_tuple(const mcv::Size & s) { return py::make_tuple(s.width, s.height); }
@@ -120,9 +126,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("normalize_chw", [](const U8Array & piece, std::array<float, 3> mean, std::array<float, 3> std) {
         const mcv::ImageView v = rgb_view(piece);
         const std::vector<float> out = mcv::normalize_chw(v, mean, std);
-        py::array_t<float> arr({py::ssize_t(3), py::ssize_t(v.height), py::ssize_t(v.width)});
-        std::memcpy(arr.mutable_data(), out.data(), out.size() * sizeof(float));
-        return arr;
+        return to_array(out, {py::ssize_t(3), py::ssize_t(v.height), py::ssize_t(v.width)});
     }, py::arg("piece"), py::arg("mean"), py::arg("std"), "float32 [3, H, W] normalised pixels");
 
     py::enum_<mcv::PosRule>(m, "PosRule")
@@ -132,17 +136,13 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("position_ids", [](int h, int w, int side, mcv::PosRule rule) {
         const std::vector<int32_t> ids = mcv::position_ids(h, w, side, rule);
-        py::array_t<int32_t> out(py::ssize_t(ids.size()));
-        std::memcpy(out.mutable_data(), ids.data(), ids.size() * sizeof(int32_t));
-        return out;
+        return to_array(ids, {py::ssize_t(ids.size())});
     }, py::arg("h"), py::arg("w"), py::arg("side"), py::arg("rule"), "rows of the position table for h x w patches");
 
     m.def("sincos_2d", [](int dim, int h, int w) {
         if (dim <= 0 || dim % 4 || h <= 0 || w <= 0) throw std::invalid_argument("sincos_2d: bad sizes");
         const std::vector<float> v = mcv::sincos_2d(dim, h, w);
-        py::array_t<float> out({py::ssize_t(h) * w, py::ssize_t(dim)});
-        std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
-        return out;
+        return to_array(v, {py::ssize_t(h) * w, py::ssize_t(dim)});
     }, py::arg("dim"), py::arg("h"), py::arg("w"), "the resampler's key position code, [h*w, dim]");
 
     py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
@@ -177,9 +177,7 @@ PYBIND11_MODULE(_core, m) {
                 out = enc.encode(pieces);
             }
             const auto & hp = enc.hparams();
-            py::array_t<float> arr({py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
-            std::memcpy(arr.mutable_data(), out.data(), out.size() * sizeof(float));
-            return arr;
+            return to_array(out, {py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
         }, py::arg("pieces"), "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces")
         .def_property_readonly("hparams", [](const mcv::VisionEncoder & enc) {
             const auto & h = enc.hparams();

@@ -95,8 +95,7 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
                                         std::to_string(hp.patch_size));
         }
     }
-    const size_t per_piece = size_t(hp.n_query) * size_t(hp.n_out);
-    std::vector<float> out(per_piece * pieces.size());
+    std::vector<float> out(floats_per_piece() * pieces.size());
 
     // pieces of one patch grid share a graph; batches are capped by the size of their attention scores
     std::map<std::pair<int, int>, std::vector<size_t>> groups;
@@ -134,7 +133,7 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
         throw std::runtime_error("the vision graph failed to compute");
     }
     ++n_evals_;
-    const size_t per_piece = size_t(model_.hp.n_query) * size_t(model_.hp.n_out);
+    const size_t per_piece = floats_per_piece();
     std::vector<float> host(per_piece * index.size());
     ggml_backend_tensor_get(g.out, host.data(), 0, host.size() * sizeof(float));
     for (size_t b = 0; b < index.size(); ++b) {

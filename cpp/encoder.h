@@ -50,6 +50,7 @@ public:
     std::vector<float> encode(const std::vector<Piece> & pieces);
 
     const VisionHParams & hparams() const { return model_.hp; }
+    size_t floats_per_piece() const { return size_t(model_.hp.n_query) * size_t(model_.hp.n_out); }  // Q x E
     std::string device_name() const;
     size_t weights_bytes() const;
     size_t compute_bytes() const;
