@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import numpy as np
+from helpers import cli
 from PIL import Image
 
 from minicpmv_edge.chat import MiniCPMV
-
-
-def _cli() -> str:
-    return str(Path(sysconfig.get_path("scripts")) / "minicpmv-edge")
 
 
 def _img(path: Path, w: int, h: int, seed: int) -> Path:
@@ -26,7 +22,7 @@ def _img(path: Path, w: int, h: int, seed: int) -> Path:
 def test_run_streams_the_same_answer_as_the_api(converted, tmp_path: Path) -> None:
     res = converted("2.6", "f16")
     a, b = _img(tmp_path / "a.png", 500, 400, 1), _img(tmp_path / "b.jpg", 300, 300, 2)
-    out = subprocess.run([_cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image", str(a),
+    out = subprocess.run([cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image", str(a),
                           "--image", str(b), "-p", "Compare them.", "-n", "16", "--temp", "0", "-t", "2",
                           "--max-slices", "4"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -39,7 +35,7 @@ def test_run_streams_the_same_answer_as_the_api(converted, tmp_path: Path) -> No
 
 def test_run_errors_are_one_line(converted, tmp_path: Path) -> None:
     res = converted("2.6", "f16")
-    out = subprocess.run([_cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image",
+    out = subprocess.run([cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image",
                           str(tmp_path / "missing.png"), "-p", "hi"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert "file not found" in out.stderr and "Traceback" not in out.stderr
@@ -49,7 +45,7 @@ def test_interactive_chat_keeps_history(converted, tmp_path: Path) -> None:
     res = converted("2.6", "f16")
     a = _img(tmp_path / "a.png", 320, 240, 3)
     script = f"/image {a}\nWhat is this?\nAnd the colours?\n/clear\nhello\n/image {tmp_path / 'nope.png'}\nbad\n/exit\n"
-    out = subprocess.run([_cli(), "chat", "-m", str(res.model), "--mmproj", str(res.mmproj), "-n", "8",
+    out = subprocess.run([cli(), "chat", "-m", str(res.model), "--mmproj", str(res.mmproj), "-n", "8",
                           "--temp", "0", "-t", "2"], input=script, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     summaries = [line for line in out.stderr.splitlines() if "pieces encoded" in line]
@@ -64,7 +60,7 @@ def test_interactive_chat_keeps_history(converted, tmp_path: Path) -> None:
 
 def test_demo_builds_once_and_chats_about_the_bundled_image(tmp_path: Path) -> None:
     env = {**os.environ, "MINICPMV_EDGE_CACHE": str(tmp_path)}
-    runs = [subprocess.run([_cli(), "demo", "-n", "12"], capture_output=True, text=True, env=env, timeout=600)
+    runs = [subprocess.run([cli(), "demo", "-n", "12"], capture_output=True, text=True, env=env, timeout=600)
             for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr[-2000:]
@@ -79,7 +75,7 @@ def test_run_with_a_video(converted, tmp_path: Path) -> None:
 
     res = converted("2.6", "f16")
     clip = make_clip(tmp_path / "c.mp4", seconds=3, fps=4, w=96, h=64)  # 12 frames at 4 fps: frames 0, 4, 8
-    out = subprocess.run([_cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--video", str(clip),
+    out = subprocess.run([cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--video", str(clip),
                           "-p", "What happens?", "-n", "6", "-t", "2"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "3 image(s), 3 pieces" in out.stderr

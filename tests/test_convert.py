@@ -8,7 +8,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import sysconfig
 import tracemalloc
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import gguf
 import llama_cpp
 import numpy as np
 import pytest
+from helpers import cli, smooth_image
 from transformers import PreTrainedTokenizerFast
 
 from minicpmv_edge import CheckpointError, UnsupportedVersionError, convert_checkpoint, recipes
@@ -104,18 +104,12 @@ def test_llm_metadata(tiny_hf, converted, version: str) -> None:
     assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.attn_norm.weight"] == "F32"
 
 
-def _gradient_image(h: int = 448, w: int = 448) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([xx / (w - 1), yy / (h - 1), 0.5 + 0.5 * np.sin(xx / 40) * np.cos(yy / 55)], -1)
-    return (img * 255).round().astype(np.uint8)
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_libmtmd_encodes_our_mmproj(tiny_hf, converted, version: str) -> None:
     """llama.cpp loads our mmproj and its 448x448 embeddings equal the PyTorch reference of the original weights."""
     res = converted(version, "f32")
     cfg = json.loads((tiny_hf[version] / "config.json").read_text())
-    img = _gradient_image()
+    img = smooth_image()
     m = Mtmd(res.model, res.mmproj)
     try:
         chunks = m.encode(img)
@@ -182,7 +176,7 @@ def test_outtypes_run_in_llama_cpp(converted, outtype: str) -> None:
     assert types["v.patch_embd.weight"] == "F16" and types["resampler.pos_embed_k"] == "F32"
     if outtype == "q8_0":  # rows of 200 (like SigLIP's 4304) are not whole q8_0 blocks: they stay f16
         assert types["v.blk.0.ffn_up.weight"] == "F16"
-    img = _gradient_image()
+    img = smooth_image()
     embs = []
     for r in (ref_res, res):
         m = Mtmd(r.model, r.mmproj)
@@ -368,14 +362,8 @@ def test_failure_while_writing_leaves_nothing(tiny_hf, tmp_path: Path, monkeypat
 
 # ---- the command line, as a user runs it ----
 
-def _cli() -> str:
-    exe = Path(sysconfig.get_path("scripts")) / "minicpmv-edge"
-    assert exe.exists(), exe
-    return str(exe)
-
-
 def test_cli_convert_and_quantize(tiny_hf, tmp_path: Path) -> None:
-    out = subprocess.run([_cli(), "convert", str(tiny_hf["2.5"]), "-o", str(tmp_path), "--outtype", "q8_0"],
+    out = subprocess.run([cli(), "convert", str(tiny_hf["2.5"]), "-o", str(tmp_path), "--outtype", "q8_0"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "MiniCPM-Llama3-V 2.5" in out.stdout
@@ -384,14 +372,14 @@ def test_cli_convert_and_quantize(tiny_hf, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(script), str(tiny_hf["2.5"]), "-o", str(tmp_path / "s"),
                           "--outtype", "f16", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    out = subprocess.run([_cli(), "quantize", str(tmp_path / "s" / "model-f16.gguf"),
+    out = subprocess.run([cli(), "quantize", str(tmp_path / "s" / "model-f16.gguf"),
                           str(tmp_path / "q.gguf"), "q4_k_m"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert gguf.GGUFReader(tmp_path / "q.gguf").fields["general.file_type"].contents() == 15
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    out = subprocess.run([_cli(), "convert", str(tmp_path / "absent"), "-o", str(tmp_path / "o")],
+    out = subprocess.run([cli(), "convert", str(tmp_path / "absent"), "-o", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120, env={**os.environ})
     assert out.returncode == 1
     assert out.stderr.strip() == f"minicpmv-edge convert: error: {tmp_path / 'absent'}: not a directory"

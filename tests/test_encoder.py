@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
+from helpers import cli, smooth_image
 
 from minicpmv_edge import UnsupportedVersionError
 from minicpmv_edge._native import _core
@@ -86,19 +86,13 @@ def test_batched_pieces_equal_one_by_one(converted, blas: bool) -> None:
     assert small.native.graph_evaluations == len(pieces)
 
 
-def _smooth_image(h: int = 448, w: int = 448) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([xx / (w - 1), yy / (h - 1), 0.5 + 0.5 * np.sin(xx / 40) * np.cos(yy / 55)], -1)
-    return (img * 255).round().astype(np.uint8)
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 def test_agrees_with_libmtmd(converted, version: str, outtype: str) -> None:
     """448x448, same file: cosine >= 0.999 per token. 2.5 is compared under llama.cpp's floor position ids (our
     default follows the original's 1-D quirk, which llama.cpp does not reproduce)."""
     res = converted(version, outtype)
-    img = _smooth_image()
+    img = smooth_image()
     m = Mtmd(res.model, res.mmproj)
     try:
         theirs = m.encode(img)[0]
@@ -246,7 +240,7 @@ def test_quantize_mmproj(converted, tmp_path: Path, qtype: str, min_cos: float) 
     assert cos.min() > min_cos
     m = Mtmd(src.model, out)  # llama.cpp loads it too
     try:
-        assert m.encode(_smooth_image())[0].shape == a.shape
+        assert m.encode(smooth_image())[0].shape == a.shape
     finally:
         m.close()
 
@@ -280,8 +274,8 @@ def test_devices_and_lifetime(converted) -> None:
 def test_cli_encode(converted, tmp_path: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(_smooth_image(768, 1024)).save(tmp_path / "in.png")
-    exe = str(Path(sysconfig.get_path("scripts")) / "minicpmv-edge")
+    Image.fromarray(smooth_image(768, 1024)).save(tmp_path / "in.png")
+    exe = cli()
     mmproj = converted("2.5", "f16").mmproj
     out = subprocess.run([exe, "encode", "--mmproj", str(mmproj), str(tmp_path / "in.png"), "-t", "2",
                           "--out", str(tmp_path / "emb.npy")], capture_output=True, text=True, timeout=300)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli
 from PIL import Image, ImageOps
 
 from minicpmv_edge._native import _core
@@ -212,14 +212,10 @@ def test_bad_parameters() -> None:
 
 # ---- command line ----
 
-def _cli() -> str:
-    return str(Path(sysconfig.get_path("scripts")) / "minicpmv-edge")
-
-
 def test_cli_json_and_saved_pieces(tmp_path: Path) -> None:
     arr = _photo(1024, 768, 9)
     Image.fromarray(arr).save(tmp_path / "in.png")
-    out = subprocess.run([_cli(), "slice", str(tmp_path / "in.png"), "--json", "--save-dir", str(tmp_path / "p")],
+    out = subprocess.run([cli(), "slice", str(tmp_path / "in.png"), "--json", "--save-dir", str(tmp_path / "p")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     obj = json.loads(out.stdout)  # exactly one JSON document on stdout
@@ -233,12 +229,12 @@ def test_cli_json_and_saved_pieces(tmp_path: Path) -> None:
 
 def test_cli_text_and_options(tmp_path: Path) -> None:
     Image.fromarray(_photo(1920, 1080, 10)).save(tmp_path / "in.jpg")
-    out = subprocess.run([_cli(), "slice", str(tmp_path / "in.jpg"), "--max-slices", "2", "--model-version", "2.5"],
+    out = subprocess.run([cli(), "slice", str(tmp_path / "in.jpg"), "--max-slices", "2", "--model-version", "2.5"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "grid 2x1" in out.stdout and "288 image tokens" in out.stdout  # 3 pieces x 96
-    out = subprocess.run([_cli(), "slice", str(tmp_path / "in.jpg"), "--json", "--max-slices", "1"],
+    out = subprocess.run([cli(), "slice", str(tmp_path / "in.jpg"), "--json", "--max-slices", "1"],
                          capture_output=True, text=True, timeout=120)
     assert json.loads(out.stdout)["grid"] is None
-    bad = subprocess.run([_cli(), "slice", str(tmp_path / "missing.jpg")], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([cli(), "slice", str(tmp_path / "missing.jpg")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "file not found" in bad.stderr and "Traceback" not in bad.stderr

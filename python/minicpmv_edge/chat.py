@@ -265,7 +265,6 @@ class MiniCPMV:
                 if step + 1 < n_new:
                     self.session.decode_tokens([tok])
                     self._kv_items.append(tok)
-                stats.decode_ms = (time.perf_counter() - t1) * 1e3
                 if text:
                     yield text
             tail = utf8.flush()

@@ -21,7 +21,6 @@ class ContextParams:
     n_threads: int = 0  # 0: all cores
     kv_type: str = "f16"  # "f32" for bit-faithful comparisons, "f16" (llama.cpp's default), "q8_0"
     flash_attn: bool | None = None  # None: llama.cpp decides
-    n_gpu_layers: int = 0
 
 
 _KV_TYPES = {"f32": L.GGML_TYPE_F32, "f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0}
