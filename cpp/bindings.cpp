@@ -1,15 +1,19 @@
 // minicpmv_edge._core: thin pybind11 bindings; all logic lives in the other files of cpp/.
-// std::invalid_argument becomes ValueError and std::runtime_error RuntimeError (pybind11's standard mapping).
+// std::invalid_argument becomes ValueError and std::runtime_error RuntimeError (pybind11's standard mapping);
+// mcv::OutOfMemory (and std::bad_alloc) MemoryError.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <string>
 
 #include "backends.h"
+#include "cpu_threads.h"
 #include "encoder.h"
+#include "errors.h"
 #include "ggml.h"
 #include "gguf_info.h"
 #include "resize.h"
@@ -52,6 +56,15 @@ py::tuple size_tuple(const mcv::Size & s) { return py::make_tuple(s.width, s.hei
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "minicpmv-edge native core, built on llama-cpp-python's ggml";
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const mcv::OutOfMemory & e) {
+            PyErr_SetString(PyExc_MemoryError, e.what());
+        } catch (const std::bad_alloc &) {
+            PyErr_SetString(PyExc_MemoryError, "out of memory in minicpmv_edge's native code (std::bad_alloc)");
+        }
+    });
 
     py::class_<mcv::DeviceInfo>(m, "DeviceInfo")
         .def_readonly("name", &mcv::DeviceInfo::name)
@@ -115,7 +128,12 @@ PYBIND11_MODULE(_core, m) {
         {
             py::gil_scoped_release nogil;
             plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size});
-            pieces = mcv::make_pieces(v, plan, n_threads);
+            try {
+                pieces = mcv::make_pieces(v, plan, n_threads);
+            } catch (const std::bad_alloc &) {
+                throw mcv::OutOfMemory("cannot allocate the resized pieces of a " + std::to_string(v.width) + "x" +
+                                       std::to_string(v.height) + " image");
+            }
         }
         py::list arrays;
         for (const auto & p : pieces) arrays.append(to_array(p));
@@ -147,7 +165,7 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
         .def(py::init([](const std::string & path, int n_threads, const std::string & device, mcv::PosRule rule,
-                         size_t max_batch_bytes, bool profile, bool blas) {
+                         size_t max_batch_bytes, bool profile, bool blas, int64_t max_patches) {
                  mcv::EncoderOptions opt;
                  opt.profile = profile;
                  opt.blas = blas;
@@ -155,12 +173,13 @@ PYBIND11_MODULE(_core, m) {
                  opt.device = device;
                  opt.pos_rule = rule;
                  opt.max_batch_bytes = max_batch_bytes;
+                 opt.max_patches = max_patches;
                  py::gil_scoped_release nogil;
                  return std::make_unique<mcv::VisionEncoder>(path, opt);
              }),
              py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("pos_rule"),
              py::arg("max_batch_bytes") = size_t(256) << 20, py::arg("profile") = false,
-             py::arg("blas") = true)
+             py::arg("blas") = true, py::arg("max_patches") = 0)
         .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
                                                                                     py::array::forcecast>> & arrays) {
             std::vector<mcv::Piece> pieces;
@@ -203,7 +222,27 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("graph_evaluations", &mcv::VisionEncoder::graph_evaluations)
         .def_property_readonly("legacy_ffn_names", &mcv::VisionEncoder::legacy_ffn_names)
         .def_property_readonly("uses_blas", &mcv::VisionEncoder::uses_blas)
-        .def_property_readonly("profile", &mcv::VisionEncoder::profile, "ms per op:node when profiling");
+        .def_property("max_patches", &mcv::VisionEncoder::max_patches, [](mcv::VisionEncoder & enc, int64_t n) {
+            py::gil_scoped_release nogil;
+            enc.set_max_patches(n);
+        }, "largest piece accepted, in patches (0: no limit)")
+        .def_property_readonly("scratch_bytes", &mcv::VisionEncoder::scratch_bytes,
+                               "per-thread BLAS scratch memory held now")
+        .def_property_readonly("profile", [](const mcv::VisionEncoder & enc) {
+            std::map<std::string, double> out;
+            {
+                py::gil_scoped_release nogil;  // the lock may be held by an encode whose log lines need the GIL
+                out = enc.profile();
+            }
+            return out;
+        }, "ms per op:node when profiling");
+
+    py::class_<mcv::CpuThreadPool>(m, "CpuThreadPool", "ggml CPU worker threads started once, for a llama.cpp context")
+        .def(py::init<int>(), py::arg("n_threads"), py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("n_threads", &mcv::CpuThreadPool::n_threads)
+        .def_property_readonly("address", [](const mcv::CpuThreadPool & p) {
+            return reinterpret_cast<uintptr_t>(p.get());
+        }, "the ggml_threadpool_t pointer (0 when the CPU backend has no threadpools)");
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),

@@ -1,11 +1,11 @@
 #include "encoder.h"
 
 #include <algorithm>
-#include <cstring>
 #include <map>
 #include <stdexcept>
 
 #include "blas_ops.h"
+#include "errors.h"
 
 
 namespace mcv {
@@ -43,6 +43,7 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     if (opt_.n_threads < 1) throw std::invalid_argument("n_threads must be at least 1");
     ggml_backend_dev_t dev = pick_device(opt_.device);
     if (!dev) throw std::runtime_error("no ggml CPU device in this process");
+    pool_ = std::make_unique<CpuThreadPool>(opt_.n_threads);
     backend_.reset(ggml_backend_dev_init(dev, nullptr));
     if (!backend_) throw std::runtime_error(std::string("cannot start ggml device ") + ggml_backend_dev_name(dev));
     set_threads(backend_.get(), opt_.n_threads);
@@ -53,9 +54,13 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
         set_threads(cpu_.get(), opt_.n_threads);
         backends_.push_back(cpu_.get());
     }
+    pool_->attach(cpu_ ? cpu_.get() : backend_.get());
 
     model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev));
-    mm_.blas = opt_.blas && blas_available() && ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    if (opt_.blas && blas_available() && ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
+        scratch_ = std::make_unique<BlasScratch>(opt_.n_threads);
+        mm_.blas = scratch_.get();
+    }
 
     meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
     sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
@@ -66,7 +71,7 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     const int side = model_.hp.image_size / model_.hp.patch_size + 2;
     const EncoderGraph g = build_graph(side, side, 1);
     if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
-        throw std::runtime_error("cannot reserve the vision encoder's compute buffers");
+        throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
     }
 }
 
@@ -86,6 +91,7 @@ EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch) {
 }
 
 std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
+    const std::lock_guard<std::mutex> lock(mu_);
     const VisionHParams & hp = model_.hp;
     for (size_t i = 0; i < pieces.size(); ++i) {
         const Piece & p = pieces[i];
@@ -94,8 +100,19 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
                                         std::to_string(p.height) + "; sides must be positive multiples of " +
                                         std::to_string(hp.patch_size));
         }
+        const int64_t patches = int64_t(p.width / hp.patch_size) * int64_t(p.height / hp.patch_size);
+        if (opt_.max_patches > 0 && patches > opt_.max_patches) {
+            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
+                                        std::to_string(p.height) + " = " + std::to_string(patches) +
+                                        " patches, more than max_patches " + std::to_string(opt_.max_patches));
+        }
     }
-    std::vector<float> out(floats_per_piece() * pieces.size());
+    std::vector<float> out;
+    try {
+        out.resize(floats_per_piece() * pieces.size());
+    } catch (const std::bad_alloc &) {
+        throw OutOfMemory("cannot allocate the embeddings of " + std::to_string(pieces.size()) + " pieces");
+    }
 
     // pieces of one patch grid share a graph; batches are capped by the size of their attention scores
     std::map<std::pair<int, int>, std::vector<size_t>> groups;
@@ -118,27 +135,48 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
 
 void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
                               float * out) {
+    const std::string what = std::to_string(index.size()) + " piece(s) of " + std::to_string(pw) + "x" +
+                             std::to_string(ph) + " patches";
     const EncoderGraph g = build_graph(ph, pw, int(index.size()));
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
-        throw std::runtime_error("cannot allocate the vision graph for " + std::to_string(index.size()) +
-                                 " piece(s) of " + std::to_string(pw) + "x" + std::to_string(ph) + " patches");
+        throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
+    }
+    if (scratch_) {
+        try {
+            scratch_->prepare();
+        } catch (const std::bad_alloc &) {
+            throw OutOfMemory("cannot allocate the BLAS scratch memory for " + what);
+        }
     }
     last_node_ = std::chrono::steady_clock::now();
     std::vector<const float *> pixels;
     for (size_t i : index) pixels.push_back(pieces[i].chw);
     g.siglip->set_inputs(pixels, opt_.pos_rule);
     g.resampler->set_inputs();
-    if (ggml_backend_sched_graph_compute(sched_.get(), g.graph) != GGML_STATUS_SUCCESS) {
-        throw std::runtime_error("the vision graph failed to compute");
+    const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
+    if (scratch_ && scratch_->take_failure()) {
+        throw std::runtime_error("the vision graph ran a BLAS op without its scratch memory (" + what + ")");
     }
+    if (status == GGML_STATUS_ALLOC_FAILED) throw OutOfMemory("the vision graph ran out of memory (" + what + ")");
+    if (status != GGML_STATUS_SUCCESS) throw std::runtime_error("the vision graph failed to compute (" + what + ")");
     ++n_evals_;
     const size_t per_piece = floats_per_piece();
-    std::vector<float> host(per_piece * index.size());
-    ggml_backend_tensor_get(g.out, host.data(), 0, host.size() * sizeof(float));
-    for (size_t b = 0; b < index.size(); ++b) {
-        std::memcpy(out + index[b] * per_piece, host.data() + b * per_piece, per_piece * sizeof(float));
+    for (size_t b = 0; b < index.size(); ++b) {  // straight into the caller's rows (pieces keep their order)
+        ggml_backend_tensor_get(g.out, out + index[b] * per_piece, b * per_piece * sizeof(float),
+                                per_piece * sizeof(float));
     }
+}
+
+void VisionEncoder::set_max_patches(int64_t n) {
+    if (n < 0) throw std::invalid_argument("max_patches must not be negative");
+    const std::lock_guard<std::mutex> lock(mu_);
+    opt_.max_patches = n;
+}
+
+std::map<std::string, double> VisionEncoder::profile() const {
+    const std::lock_guard<std::mutex> lock(mu_);
+    return profile_ms_;
 }
 
 bool VisionEncoder::on_node(ggml_tensor * t, bool ask, void * self) {

@@ -3,15 +3,17 @@
 // reset, allocate, set inputs, compute, read the output.
 #pragma once
 
-#include <string>
-#include <vector>
-
-#include "ggml-backend.h"
-#include "ggml-cpp.h"
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
+#include "blas_ops.h"
+#include "cpu_threads.h"
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
 #include "mmproj.h"
 #include "resampler.h"
 #include "siglip.h"
@@ -23,6 +25,7 @@ struct EncoderOptions {
     std::string device = "cpu";  // "cpu", "auto" (the first GPU ggml offers, else CPU) or a ggml device name
     PosRule pos_rule = PosRule::navit_2d;
     size_t max_batch_bytes = size_t(256) << 20;  // cap on the attention scores of one graph evaluation
+    int64_t max_patches = 0;  // largest piece accepted, in patches (0: no limit); bounds every buffer
     bool blas = true;      // OpenBLAS matmuls and attention on the CPU, when this build has it
     bool profile = false;  // time every node (slower: the scheduler then runs one node at a time)
 };
@@ -42,6 +45,8 @@ struct Piece {
     int height = 0;
 };
 
+// Thread safety: encode() may be called from several threads on one object; calls are serialised.
+// Every failure is an exception: std::invalid_argument for bad pieces, OutOfMemory for allocations.
 class VisionEncoder {
 public:
     VisionEncoder(const std::string & path, const EncoderOptions & opt);
@@ -56,9 +61,12 @@ public:
     size_t compute_bytes() const;
     int graph_evaluations() const { return n_evals_; }
     bool legacy_ffn_names() const { return model_.legacy_ffn_names; }
-    bool uses_blas() const { return mm_.blas; }
+    bool uses_blas() const { return mm_.blas != nullptr; }
+    size_t scratch_bytes() const { return scratch_ ? scratch_->bytes() : 0; }
+    int64_t max_patches() const { return opt_.max_patches; }
+    void set_max_patches(int64_t n);
     // with EncoderOptions::profile: milliseconds per "op:node-name-without-layer" since construction
-    const std::map<std::string, double> & profile() const { return profile_ms_; }
+    std::map<std::string, double> profile() const;
 
 private:
     void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
@@ -66,6 +74,7 @@ private:
     EncoderGraph build_graph(int ph, int pw, int n_batch);
 
     EncoderOptions opt_;
+    std::unique_ptr<CpuThreadPool> pool_;  // the CPU's worker threads, started once (outlives the backends)
     ggml_backend_ptr backend_;      // where the weights live
     ggml_backend_ptr cpu_;          // fallback for ops the device lacks (null when the device is the CPU)
     std::vector<ggml_backend_t> backends_;
@@ -73,7 +82,9 @@ private:
     VisionModel model_;
     std::vector<uint8_t> meta_;     // graph metadata memory, reused by every evaluation
     int n_evals_ = 0;
+    std::unique_ptr<BlasScratch> scratch_;  // the BLAS ops' per-thread memory (null on the pure ggml path)
     MatmulHook mm_;
+    mutable std::mutex mu_;  // one evaluation at a time: the scheduler, buffers and scratch are shared
     std::map<std::string, double> profile_ms_;
     std::chrono::steady_clock::time_point last_node_;
     static bool on_node(ggml_tensor * t, bool ask, void * self);

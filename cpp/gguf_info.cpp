@@ -10,6 +10,13 @@
 namespace mcv {
 namespace {
 
+// a string from the file, checked to be text: every error names the file and where the bytes are
+std::string text(const std::string & path, const char * raw, const std::string & where) {
+    std::string s(raw);
+    if (!valid_utf8(s)) throw std::invalid_argument(path + ": " + where + " is not valid UTF-8 text");
+    return s;
+}
+
 template <typename T>
 std::vector<T> read_array(const gguf_context * ctx, int64_t key) {
     const size_t n = gguf_get_arr_n(ctx, key);
@@ -22,7 +29,7 @@ std::vector<Out> widen(const std::vector<In> & v) {
     return std::vector<Out>(v.begin(), v.end());
 }
 
-GgufValue read_array_value(const gguf_context * ctx, int64_t key) {
+GgufValue read_array_value(const std::string & path, const gguf_context * ctx, int64_t key) {
     switch (gguf_get_arr_type(ctx, key)) {
         case GGUF_TYPE_UINT8:   return widen<int64_t>(read_array<uint8_t>(ctx, key));
         case GGUF_TYPE_INT8:    return widen<int64_t>(read_array<int8_t>(ctx, key));
@@ -45,15 +52,18 @@ GgufValue read_array_value(const gguf_context * ctx, int64_t key) {
             const size_t n = gguf_get_arr_n(ctx, key);
             std::vector<std::string> out;
             out.reserve(n);
-            for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(ctx, key, i));
+            for (size_t i = 0; i < n; ++i) {
+                out.push_back(text(path, gguf_get_arr_str(ctx, key, i),
+                                   "item " + std::to_string(i) + " of key '" + gguf_get_key(ctx, key) + "'"));
+            }
             return out;
         }
         default:
-            throw std::invalid_argument(std::string("unsupported array type for key ") + gguf_get_key(ctx, key));
+            throw std::invalid_argument(path + ": unsupported array type for key " + gguf_get_key(ctx, key));
     }
 }
 
-GgufValue read_value(const gguf_context * ctx, int64_t key) {
+GgufValue read_value(const std::string & path, const gguf_context * ctx, int64_t key) {
     switch (gguf_get_kv_type(ctx, key)) {
         case GGUF_TYPE_UINT8:   return int64_t(gguf_get_val_u8(ctx, key));
         case GGUF_TYPE_INT8:    return int64_t(gguf_get_val_i8(ctx, key));
@@ -66,14 +76,47 @@ GgufValue read_value(const gguf_context * ctx, int64_t key) {
         case GGUF_TYPE_FLOAT32: return double(gguf_get_val_f32(ctx, key));
         case GGUF_TYPE_FLOAT64: return gguf_get_val_f64(ctx, key);
         case GGUF_TYPE_BOOL:    return gguf_get_val_bool(ctx, key);
-        case GGUF_TYPE_STRING:  return std::string(gguf_get_val_str(ctx, key));
-        case GGUF_TYPE_ARRAY:   return read_array_value(ctx, key);
+        case GGUF_TYPE_STRING:
+            return text(path, gguf_get_val_str(ctx, key), std::string("the value of key '") + gguf_get_key(ctx, key) + "'");
+        case GGUF_TYPE_ARRAY:   return read_array_value(path, ctx, key);
         default:
-            throw std::invalid_argument(std::string("unsupported value type for key ") + gguf_get_key(ctx, key));
+            throw std::invalid_argument(path + ": unsupported value type for key " + gguf_get_key(ctx, key));
     }
 }
 
 }  // namespace
+
+bool valid_utf8(const std::string & s) {
+    const auto * p = reinterpret_cast<const unsigned char *>(s.data());
+    const size_t n = s.size();
+    for (size_t i = 0; i < n;) {
+        const unsigned c = p[i];
+        size_t len = 0;
+        unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+        if (c < 0x80) {
+            ++i;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else {
+            return false;
+        }
+        if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return false;
+        for (size_t k = 2; k < len; ++k) {
+            if (p[i + k] < 0x80 || p[i + k] > 0xBF) return false;
+        }
+        i += len;
+    }
+    return true;
+}
 
 GgufInfo read_gguf_info(const std::string & path) {
     std::error_code ec;
@@ -94,12 +137,13 @@ GgufInfo read_gguf_info(const std::string & path) {
     info.file_size = size;
     const int64_t n_kv = gguf_get_n_kv(ctx.get());
     for (int64_t i = 0; i < n_kv; ++i) {
-        info.kv.emplace_back(gguf_get_key(ctx.get(), i), read_value(ctx.get(), i));
+        const std::string key = text(path, gguf_get_key(ctx.get(), i), "key " + std::to_string(i));
+        info.kv.emplace_back(key, read_value(path, ctx.get(), i));
     }
     const int64_t n_tensors = gguf_get_n_tensors(ctx.get());
     for (int64_t i = 0; i < n_tensors; ++i) {
         GgufTensorInfo t;
-        t.name = gguf_get_tensor_name(ctx.get(), i);
+        t.name = text(path, gguf_get_tensor_name(ctx.get(), i), "the name of tensor " + std::to_string(i));
         const ggml_type type = gguf_get_tensor_type(ctx.get(), i);
         t.type = ggml_type_name(type);
         t.offset = gguf_get_tensor_offset(ctx.get(), i);

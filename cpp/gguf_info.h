@@ -29,7 +29,11 @@ struct GgufInfo {
     std::vector<GgufTensorInfo> tensors;                // in file order
 };
 
-// Parses header, key/values and tensor infos; checks every tensor lies inside the file.
+// true when s is well-formed UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF)
+bool valid_utf8(const std::string & s);
+
+// Parses header, key/values and tensor infos; checks every tensor lies inside the file and every string is
+// UTF-8 text.
 GgufInfo read_gguf_info(const std::string & path);
 
 }  // namespace mcv

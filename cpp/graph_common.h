@@ -27,15 +27,16 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
     return b ? ggml_add(ctx, x, b) : x;
 }
 
-// How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU.
+// How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU
+// (with the owner's scratch memory).
 struct MatmulHook {
-    bool blas = false;
+    BlasScratch * blas = nullptr;
 };
 
 // x: [in, ...], w: [in, out] -> [out, ...]
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b,
                             MatmulHook mm = {}) {
-    x = mm.blas && blas_supports(w) ? blas_linear(ctx, x, w) : ggml_mul_mat(ctx, w, x);
+    x = mm.blas && blas_supports(w) ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
     ggml_format_name(x, "x %s", w->name);
     return b ? ggml_add(ctx, x, b) : x;
 }
@@ -44,7 +45,7 @@ inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w
 // q: [d_head, n_head, n_q, B], k and v: [d_head, n_head, n_kv, B] -> [d_head * n_head, n_q, B]
 inline ggml_tensor * attend(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_type kv_type,
                             int il, MatmulHook mm = {}) {
-    if (mm.blas) return cb(blas_attention(ctx, q, k, v), "attn", il);
+    if (mm.blas) return cb(blas_attention(ctx, q, k, v, *mm.blas), "attn", il);
     const int64_t d_head = q->ne[0], n_head = q->ne[1], n_q = q->ne[2], batch = q->ne[3];
     q = ggml_permute(ctx, q, 0, 2, 1, 3);                           // [d_head, n_q, n_head, B]
     k = ggml_permute(ctx, k, 0, 2, 1, 3);                           // [d_head, n_kv, n_head, B]
@@ -57,7 +58,7 @@ inline ggml_tensor * attend(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
         v = ggml_cont(ctx, v);
     }
     ggml_tensor * out = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(float(d_head)), 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
+    ggml_prec_set_acc(out, GGML_PREC_F32);  // f32 accumulation
     cb(out, "attn", il);                                             // [d_head, n_head, n_q, B]
     return ggml_reshape_3d(ctx, out, d_head * n_head, n_q, batch);
 }

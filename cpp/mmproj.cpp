@@ -8,6 +8,7 @@
 #include <string>
 
 #include "gguf.h"
+#include "gguf_info.h"
 
 namespace mcv {
 namespace {
@@ -64,7 +65,11 @@ public:
         return id;
     }
 
-    std::string str(const char * key) const { return gguf_get_val_str(gguf_.get(), key_id(key, GGUF_TYPE_STRING)); }
+    std::string str(const char * key) const {
+        std::string s = gguf_get_val_str(gguf_.get(), key_id(key, GGUF_TYPE_STRING));
+        if (!valid_utf8(s)) fail(std::string("the value of key '") + key + "' is not valid UTF-8 text");
+        return s;
+    }
     bool boolean(const char * key) const { return gguf_get_val_bool(gguf_.get(), key_id(key, GGUF_TYPE_BOOL)); }
 
     float f32(const char * key) const { return gguf_get_val_f32(gguf_.get(), key_id(key, GGUF_TYPE_FLOAT32)); }

@@ -1,7 +1,9 @@
 #include "siglip.h"
 
+#include <climits>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "graph_common.h"
 
@@ -62,8 +64,18 @@ std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule) {
             bh = buckets(h, boundaries);
             bw = buckets(w, boundaries);
         } else {  // flat_1d: one row of h * w patches
-            const std::vector<int32_t> flat = buckets(h * w, boundaries);
-            return std::vector<int32_t>(flat.begin(), flat.begin() + int64_t(h) * w);
+            const int64_t n = int64_t(h) * w;
+            if (n > INT32_MAX) throw std::invalid_argument("position_ids: piece of " + std::to_string(n) + " patches");
+            std::vector<int32_t> flat = buckets(int(n), boundaries);
+            // float32 arange yields n values up to about 10^6 patches; past that the original fails (its ids do
+            // not fill the piece): refuse rather than read past the end
+            if (int64_t(flat.size()) < n) {
+                throw std::invalid_argument("position_ids: a piece of " + std::to_string(n) +
+                                            " patches is beyond the 1-D position rule (float32 arange gives " +
+                                            std::to_string(flat.size()) + " values)");
+            }
+            flat.resize(size_t(n));
+            return flat;
         }
     }
     if (int(bh.size()) != h || int(bw.size()) != w) throw std::logic_error("position_ids: bucket count mismatch");
