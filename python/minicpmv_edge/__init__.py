@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from .chat import MiniCPMV
+from .cache import EmbeddingCache
+from .chat import ChatStats, ChatStream, MiniCPMV
 from .convert import CheckpointError, ConvertResult, convert_checkpoint
-from .image import ImageError, load_rgb
+from .errors import BusyError, ClosedError
+from .image import Image, ImageError, load_rgb
+from .messages import MessageError
+from .model_check import ModelFileError
 from .slicer import SliceConfig, SlicedImage, slice_image
 from .versions import VERSIONS, ModelVersion, UnsupportedVersionError
+from .video import Video, VideoError
 
 __all__ = [
     "VERSIONS",
+    "BusyError",
+    "ChatStats",
+    "ChatStream",
     "CheckpointError",
+    "ClosedError",
     "ConvertResult",
+    "EmbeddingCache",
+    "Image",
     "ImageError",
+    "MessageError",
     "MiniCPMV",
+    "ModelFileError",
     "ModelVersion",
     "SliceConfig",
     "SlicedImage",
     "UnsupportedVersionError",
+    "Video",
+    "VideoError",
     "convert_checkpoint",
     "load_rgb",
     "slice_image",

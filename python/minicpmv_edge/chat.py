@@ -1,34 +1,49 @@
-"""The chat runtime: conversations with images in, streamed text out (shared/spec/hf-reference.md §6, §8).
+"""MiniCPMV: the runtime's façade (shared/spec/hf-reference.md §6, §8). It loads the two files and delegates along
+the data path: messages (messages.py) -> images and video frames encoded (visuals.py) -> prompt positions
+(prompt.py) -> KV state with prefix reuse (kv.py) -> tokens by sampling or beam search (generate.py) -> text as
+the original decodes it (text.py).
 
-Images are sliced and encoded by our vision encoder; the prompt is the model's chat template with each image's
-placeholder; llama.cpp decodes text tokens and, at every `<unk>` run, the image embeddings in their place.
+Threads: one MiniCPMV may be shared. Calls are serialised: a chat() holds the object until it returns, a stream
+from its creation until it is exhausted, closed or dropped; a chat() from another thread meanwhile waits, one from
+the thread that holds an open stream raises BusyError (it would wait for itself). After close(), every call raises
+ClosedError.
 """
 
 from __future__ import annotations
 
-import codecs
 import os
 import secrets
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cache import EmbeddingCache, Encoded, file_identity, pixels_key
+from . import logs
+from .cache import EmbeddingCache, file_identity
+from .cpus import available_cpus
 from .encoder import VisionEncoder
-from .image import load_rgb
-from .llama_adapter import ContextParams, LlamaModel, LlamaSession, Sampler, SamplerParams
-from .prompt import MessageError, Turn, expand, image_placeholder, normalize, render_template
+from .errors import BusyError, ClosedError
+from .generate import Progress, beam_search, sample
+from .kv import KVState
+from .llama_adapter import ContextParams, LlamaModel, LlamaSession
+from .messages import MessageError, normalize
+from .model_check import ModelFileError, check_llm_file
+from .params import BEAM_DEFAULTS, SAMPLING_DEFAULTS, GenerationParams, PromptParams, check_bool, check_int
+from .prompt import build_prompt, check_template
+from .text import TextDecoder
 from .versions import VERSIONS, UnsupportedVersionError
-from .video import Video, max_slices_for, sampled_frames
+from .video import Video
+from .visuals import Visuals
 
-__all__ = ["ChatStats", "MessageError", "MiniCPMV"]
+__all__ = ["ChatStats", "ChatStream", "MessageError", "MiniCPMV"]
 
 
 @dataclass
 class ChatStats:
-    """What the last chat() did, and how long each stage took."""
+    """What a chat() did, and how long each stage took."""
 
     images: int = 0  # images and video frames in the prompt
     pieces: int = 0
@@ -39,9 +54,10 @@ class ChatStats:
     prefill_ms: float = 0.0
     tokens: list[int] = field(default_factory=list)  # generated ids (stop token excluded)
     decode_ms: float = 0.0
-    ttft_ms: float = 0.0  # from the call to the first sampled token (images, prompt, prefill, first sample)
-    token_times: list[float] = field(default_factory=list)  # perf_counter() when each token was sampled
+    ttft_ms: float = 0.0  # from the call to the first chosen token (images, prompt, prefill, first sample)
+    token_times: list[float] = field(default_factory=list)  # perf_counter() when each token was chosen
     first_logits: np.ndarray | None = None  # the logits the first generated token was chosen from
+    finish_reason: str | None = None  # "stop": a stop token; "length": max_new_tokens or the end of the context
 
     def summary(self) -> str:
         pf = self.prompt_tokens / max(self.prefill_ms, 1e-9) * 1e3
@@ -49,21 +65,89 @@ class ChatStats:
         return (f"{self.images} image(s), {self.pieces} pieces encoded in {self.encode_ms:.0f} ms "
                 f"({self.pieces - self.pieces_encoded} cached); prefill {self.prompt_tokens} tokens "
                 f"({self.reused_tokens} reused) in {self.prefill_ms:.0f} ms ({pf:.1f} tok/s); decode "
-                f"{len(self.tokens)} tokens in {self.decode_ms:.0f} ms ({dc:.1f} tok/s)")
+                f"{len(self.tokens)} tokens in {self.decode_ms:.0f} ms ({dc:.1f} tok/s); "
+                f"finish: {self.finish_reason}")
 
 
-class Utf8Stream:
-    """Token bytes in, whole characters out: a character split over several tokens is held back until complete;
-    bytes that can never be valid UTF-8 become U+FFFD."""
+class _Gate:
+    """Who holds a MiniCPMV: one chat() call, or one open stream (weakly: a dropped stream releases it)."""
 
     def __init__(self) -> None:
-        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lock = threading.Lock()
+        self.holder: int | None = None  # thread ident
+        self._stream: weakref.ref[ChatStream] | None = None
 
-    def push(self, data: bytes) -> str:
-        return self._dec.decode(data)
+    @property
+    def stream(self) -> ChatStream | None:
+        ref = self._stream
+        return ref() if ref is not None else None
 
-    def flush(self) -> str:
-        return self._dec.decode(b"", final=True)
+    @stream.setter
+    def stream(self, s: ChatStream | None) -> None:
+        self._stream = weakref.ref(s) if s is not None else None
+
+    def enter(self) -> None:
+        if self.stream is not None and self.holder == threading.get_ident():
+            raise BusyError("this thread holds an open stream of this MiniCPMV: read it to the end or close() it "
+                            "before the next chat()")
+        self._lock.acquire()
+        self.holder = threading.get_ident()
+
+    def leave(self) -> None:
+        self.holder, self.stream = None, None
+        self._lock.release()
+
+
+class ChatStream:
+    """The answer while it is generated: iterate for text pieces (never a split character). It holds its MiniCPMV
+    until exhausted, closed or dropped; `stats` fills in as it goes (finish_reason once it ends)."""
+
+    def __init__(self, pieces: Iterator[str], gate: _Gate, stats: ChatStats) -> None:
+        self._pieces = pieces
+        self._gate = gate
+        self._lock = threading.RLock()
+        self._open = True
+        self.stats = stats
+        gate.stream = self
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        with self._lock:
+            if not self._open:
+                raise StopIteration
+            try:
+                return next(self._pieces)
+            except BaseException:
+                self._end()
+                raise
+
+    def close(self) -> None:
+        """Stop generating now and release the model."""
+        with self._lock:
+            if self._open:
+                try:
+                    self._pieces.close()  # type: ignore[attr-defined]
+                finally:
+                    self._end()
+
+    def _end(self) -> None:
+        if self._open:
+            self._open = False
+            self._gate.leave()
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class MiniCPMV:
@@ -75,214 +159,177 @@ class MiniCPMV:
                  cache: EmbeddingCache | None = None, reuse_kv: bool = True, verbose: bool = False) -> None:
         """`cache`: where image embeddings are kept between calls (default: 512 MiB in memory; pass
         EmbeddingCache(max_bytes=0) to turn it off). `reuse_kv`: keep the KV cache of the common prefix of
-        consecutive prompts (a multi-turn chat only prefills what changed)."""
-        threads = n_threads or (os.cpu_count() or 1)
-        self.encoder = VisionEncoder(mmproj_path, n_threads=threads, device=device)
-        proj = self.encoder.projector
-        if proj.chat is None:
-            raise UnsupportedVersionError(f"{mmproj_path}: {proj.model} is supported by the encoder only, not chat")
-        self.version = VERSIONS[proj.chat]
-        self.model = LlamaModel(model_path, n_gpu_layers=n_gpu_layers, verbose=verbose)
-        arch = self.model.meta("general.architecture")
-        if arch != self.version.llm_arch:
-            raise ValueError(f"{model_path}: architecture {arch!r} does not go with {mmproj_path} "
-                             f"({self.version.display} needs {self.version.llm_arch!r})")
-        if self.encoder.hidden != self.model.n_embd:
-            raise ValueError(f"{mmproj_path} outputs width {self.encoder.hidden} but {model_path} has n_embd "
-                             f"{self.model.n_embd}: they are not the same model")
-        self.template = self.model.meta("tokenizer.chat_template") or self.version.chat_template
-        self.unk_id = self.model.token_id("<unk>")
-        self.stop_ids = {self.model.token_id(t) for t in self.version.stop_tokens}
-        self.bos = self.version.bos_token
-        self.session = LlamaSession(self.model, ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
-                                                              kv_type=kv_type, flash_attn=flash_attn))
+        consecutive prompts (a multi-turn chat only prefills what changed). `n_gpu_layers`: language-model layers
+        offloaded to the GPU llama.cpp was built for; `device`: the vision encoder's ("cpu", "auto" or a name).
+        `verbose`: show llama.cpp's log lines (they go to the `minicpmv_edge` logger either way)."""
+        self._closed = True
+        self._gate = _Gate()
+        check_int("n_ctx", n_ctx, 16)
+        check_int("n_batch", n_batch, 1)
+        check_int("n_gpu_layers", n_gpu_layers, -1)
+        if kv_type not in ("f32", "f16", "q8_0"):
+            raise ValueError(f"kv_type must be 'f32', 'f16' or 'q8_0', got {kv_type!r}")
+        threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
+        logs.set_verbose(check_bool("verbose", verbose))
+        self.encoder = self.model = self.session = None  # type: ignore[assignment]
+        try:
+            self.encoder = VisionEncoder(mmproj_path, n_threads=threads, device=device)
+            proj = self.encoder.projector
+            if proj.chat is None:
+                raise UnsupportedVersionError(f"{mmproj_path}: {proj.model} is supported by the encoder only, "
+                                              "not chat")
+            self.version = VERSIONS[proj.chat]
+            llm = check_llm_file(model_path, tuple(sorted({v.llm_arch for v in VERSIONS.values()})))
+            if llm.arch != self.version.llm_arch:
+                raise ValueError(f"{model_path}: architecture {llm.arch!r} does not go with {mmproj_path} "
+                                 f"({self.version.display} needs {self.version.llm_arch!r})")
+            if self.encoder.hidden != llm.n_embd:
+                raise ValueError(f"{mmproj_path} outputs width {self.encoder.hidden} but {model_path} has n_embd "
+                                 f"{llm.n_embd}: they are not the same model")
+            missing = [t for t in self.version.layout_tokens if t not in llm.specials]
+            if missing:
+                raise ModelFileError(f"{model_path}: the vocabulary has no special token {missing[0]!r}, which "
+                                     f"{self.version.display} prompts need")
+            self.template = llm.chat_template or self.version.chat_template
+            try:
+                check_template(self.template, self.version)
+            except MessageError as e:
+                raise ModelFileError(f"{model_path}: tokenizer.chat_template does not render: {e}") from e
+            self.model = LlamaModel(llm, n_gpu_layers=n_gpu_layers)
+            self.session = LlamaSession(self.model, ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
+                                                                  kv_type=kv_type, flash_attn=flash_attn))
+            self.stop_ids = {self.model.token_id(t) for t in self.version.stop_tokens}
+        except BaseException:
+            self._free()
+            raise
         self.n_threads = threads
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.model_id = file_identity(mmproj_path)
-        self.reuse_kv = reuse_kv
-        self._kv_items: list[object] = []  # what the KV cache holds: token ids, or (image key, row) per image row
+        self.visuals = Visuals(self.encoder, self.cache, file_identity(mmproj_path), threads)
+        self.kv = KVState(self.session, reuse_kv)
         self.last = ChatStats()
-
-    # ---- prompt ----
-
-    def _prompt(self, turns: list[Turn], encoded: list[Encoded], use_image_id: bool) -> list[int]:
-        q = self.encoder.query_num
-        text = render_template(self.template, turns, self.bos, self.version.eos_token)
-        text = expand(text, [image_placeholder(self.version, q, e.grid, i, use_image_id)
-                             for i, e in enumerate(encoded)])
-        ids = self.model.tokenize(text, add_special=False, parse_special=True)
-        n_slots = sum(1 for t in ids if t == self.unk_id)
-        want = q * sum(e.n_pieces for e in encoded)
-        if n_slots != want:
-            raise MessageError(f"the prompt has {n_slots} image slots for {want} image tokens "
-                               "(does a message contain the literal text '<unk>'?)")
-        return ids
-
-    def _encode_one(self, rgb: np.ndarray, max_slices: int, stats: ChatStats,
-                    progress: Callable[[int], None] | None) -> Encoded:
-        key = pixels_key(rgb, max_slices, self.model_id)
-        hit = self.cache.get(key)
-        if hit is None:
-            sliced = self.encoder.slice(rgb, max_slices, self.n_threads)
-            emb = self.encoder.encode(sliced).reshape(-1, self.encoder.hidden)
-            hit = Encoded(key, sliced.grid, len(sliced.pieces_u8), emb)
-            self.cache.put(hit)
-            stats.pieces_encoded += hit.n_pieces
-        if progress:
-            progress(hit.n_pieces)
-        return hit
-
-    def _encode_visuals(self, turns: list[Turn], max_slices: int, stats: ChatStats,
-                        progress: Callable[[int], None] | None) -> tuple[list[Turn], list[Encoded]]:
-        """Encode every image and video frame in prompt order; a video becomes its sampled frames in place."""
-        out_turns, encoded = [], []
-        for t in turns:
-            parts: list = []
-            for p in t.parts:
-                if isinstance(p, str):
-                    parts.append(p)
-                elif isinstance(p, Video):
-                    n, frames = sampled_frames(p.path)
-                    for frame in frames:  # decoded one at a time, encoded, then dropped
-                        encoded.append(self._encode_one(frame, max_slices_for(n), stats, progress))
-                        parts.append(p)  # one image tag per frame in the template
-                else:
-                    encoded.append(self._encode_one(load_rgb(p, self.encoder.slice_config.max_pixels), max_slices,
-                                                    stats, progress))
-                    parts.append(p)
-            out_turns.append(Turn(t.role, parts))
-        return out_turns, encoded
-
-    def _prefill(self, ids: list[int], encoded: list[Encoded], stats: ChatStats) -> None:
-        """Text runs as tokens, `<unk>` runs as the next image rows; the KV cache of the longest prefix shared with
-        the previous call is kept (at least the last position is decoded again, for its logits)."""
-        q_rows = [(e.key, r) for e in encoded for r in range(e.emb.shape[0])]
-        rows = np.concatenate([e.emb for e in encoded]) if encoded else np.zeros((0, self.model.n_embd), np.float32)
-        items: list[object] = []
-        k = 0
-        for t in ids:
-            if t == self.unk_id:
-                items.append(q_rows[k])
-                k += 1
-            else:
-                items.append(t)
-        keep = 0
-        if self.reuse_kv:
-            old = self._kv_items[: self.session.n_past]
-            while keep < min(len(old), len(items) - 1) and old[keep] == items[keep]:
-                keep += 1
-        if keep:
-            self.session.truncate(keep)
-        else:
-            self.session.clear()
-        stats.reused_tokens = keep
-        row = sum(1 for t in ids[:keep] if t == self.unk_id)
-        i, n = keep, len(ids)
-        while i < n:
-            j = i
-            is_img = ids[i] == self.unk_id
-            while j < n and (ids[j] == self.unk_id) == is_img:
-                j += 1
-            last = j == n
-            if is_img:
-                self.session.decode_embeddings(rows[row : row + j - i], logits_last=last)
-                row += j - i
-            else:
-                self.session.decode_tokens(ids[i:j], logits_last=last)
-            i = j
-        self._kv_items = items
+        self._closed = False
 
     # ---- chat ----
 
     def chat(self, msgs: list[dict], stream: bool = False, *, max_new_tokens: int | None = None,
-             temperature: float = 0.7, top_p: float = 0.8, top_k: int = 100, repetition_penalty: float = 1.05,
-             seed: int | None = None, system_prompt: str = "", max_slice_nums: int | None = None,
-             use_image_id: bool | None = None, min_new_tokens: int = 0,
-             progress: Callable[[int], None] | None = None) -> str | Iterator[str]:
-        """Answer the conversation `msgs`, with the original `model.chat()` keywords (temperature 0 = greedy;
-        min_new_tokens > 0 forbids the stop tokens before that many tokens).
-        Returns the text, or with stream=True an iterator of text pieces (never a split UTF-8 character)."""
-        it = self._generate(msgs, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                            top_k=top_k, repetition_penalty=repetition_penalty, seed=seed,
-                            system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
-                            min_new_tokens=min_new_tokens, progress=progress)
-        if stream:
-            return it
-        return "".join(it).strip()
+             min_new_tokens: int = 0, sampling: bool = True, temperature: float | None = None,
+             top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+             num_beams: int | None = None, seed: int | None = None, system_prompt: str = "",
+             max_slice_nums: int | None = None, use_image_id: bool | None = None, skip_special_tokens: bool = False,
+             parse_special: bool = False, progress: Callable[[int], None] | None = None) -> str | ChatStream:
+        """Answer the conversation `msgs` with the original `model.chat()` keywords and defaults.
 
-    def _generate(self, msgs: list[dict], *, max_new_tokens: int | None, temperature: float, top_p: float,
-                  top_k: int, repetition_penalty: float, seed: int | None, system_prompt: str,
-                  max_slice_nums: int | None, use_image_id: bool | None, min_new_tokens: int,
-                  progress: Callable[[int], None] | None) -> Iterator[str]:
-        v = self.version
-        n_new = v.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if n_new < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {n_new}")
-        turns = normalize(msgs, system_prompt)
-        stats = self.last = ChatStats()
-        t0 = self._t_call = time.perf_counter()
-        has_video = any(isinstance(p, Video) for t in turns for p in t.parts)
-        if use_image_id is None:  # the original video recipe turns image ids off
-            use_image_id = v.use_image_id and not has_video
-        turns, encoded = self._encode_visuals(turns, max_slice_nums or v.max_slice_nums, stats, progress)
-        stats.images, stats.pieces = len(encoded), sum(e.n_pieces for e in encoded)
-        stats.encode_ms = (time.perf_counter() - t0) * 1e3
-        ids = self._prompt(turns, encoded, use_image_id)
-        stats.prompt_tokens = len(ids)
-        if len(ids) + n_new > self.session.n_ctx:
-            raise ValueError(f"the prompt is {len(ids)} tokens and max_new_tokens {n_new}: {len(ids) + n_new} is "
-                             f"more than n_ctx {self.session.n_ctx}")
-        return self._stream(ids, encoded, n_new, SamplerParams(
-            temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
-            seed=secrets.randbits(32) if seed is None else seed, penalty_window=n_new), min_new_tokens, stats)
-
-    def _stream(self, ids: list[int], encoded: list[Encoded], n_new: int, sp: SamplerParams, n_min: int,
-                stats: ChatStats) -> Iterator[str]:
-        t0 = time.perf_counter()
+        `sampling=True` samples (temperature 0 = greedy; top_p, top_k, repetition_penalty, seed); `sampling=False`
+        is the original's beam search (num_beams 3, repetition_penalty 1.2), not streamable; keywords of the other
+        mode are ignored, as the original ignores them. Generation ends at a stop token, `max_new_tokens` (the
+        model's default: 2048 for 2.6, 1024 for 2.5) or the end of the context (`last.finish_reason`). Special
+        tokens the model writes (`<ref>`, `<box>`, ...) are in the text unless `skip_special_tokens`. Text typed
+        in messages is plain text; `parse_special=True` turns special-token strings in it into control tokens, as
+        the original tokenizer does. Returns the text (stripped, as the original), or with stream=True a
+        ChatStream of text pieces."""
+        check_bool("stream", stream)
+        check_bool("sampling", sampling)
+        if stream and not sampling:
+            raise ValueError("stream=True needs sampling=True (the original chat() streams sampled answers only)")
+        mode = SAMPLING_DEFAULTS if sampling else BEAM_DEFAULTS
+        gp = GenerationParams(
+            max_new_tokens=self.version.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            min_new_tokens=min_new_tokens, sampling=sampling,
+            temperature=mode.get("temperature", 0.0) if temperature is None or not sampling else temperature,
+            top_p=mode.get("top_p", 1.0) if top_p is None or not sampling else top_p,
+            top_k=mode.get("top_k", 0) if top_k is None or not sampling else top_k,
+            repetition_penalty=mode["repetition_penalty"] if repetition_penalty is None else repetition_penalty,
+            num_beams=BEAM_DEFAULTS["num_beams"] if num_beams is None or sampling else num_beams,
+            seed=secrets.randbits(32) if seed is None else seed, skip_special_tokens=skip_special_tokens)
+        pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
+                          parse_special=parse_special)
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable")
+        turns = normalize(msgs, pp.system_prompt)
+        self._gate.enter()
         try:
-            self._prefill(ids, encoded, stats)
+            if self._closed:
+                raise ClosedError("this MiniCPMV is closed")
+            pieces = self._answer(turns, gp, pp, progress)
+            if stream:
+                return ChatStream(pieces, self._gate, self.last)
+            text = "".join(pieces).strip()
         except BaseException:
-            self._kv_items = []  # the KV cache is in an unknown state: start afresh next time
+            if self._gate.stream is None:
+                self._gate.leave()
             raise
+        self._gate.leave()
+        return text
+
+    def _answer(self, turns: list, gp: GenerationParams, pp: PromptParams,
+                progress: Callable[[int], None] | None) -> Iterator[str]:
+        """Encode the images and build the prompt now (bad input fails here); prefill and generate lazily."""
+        v = self.version
+        t_call = time.perf_counter()
+        has_video = any(isinstance(p, Video) for t in turns for p in t.parts)
+        use_image_id = (v.use_image_id and not has_video) if pp.use_image_id is None else pp.use_image_id
+        turns, encoded, es = self.visuals.encode(turns, pp.max_slice_nums or v.max_slice_nums, progress)
+        prompt = build_prompt(self.template, turns, v, self.model, self.encoder.query_num, [e.grid for e in encoded],
+                              use_image_id, pp.parse_special)
+        stats = self.last = ChatStats(images=es.images, pieces=es.pieces, pieces_encoded=es.pieces_encoded,
+                                      encode_ms=es.encode_ms, prompt_tokens=len(prompt))
+        if len(prompt) > self.session.n_ctx:
+            raise ValueError(f"the prompt is {len(prompt)} tokens ({prompt.image_rows} of them image rows), more "
+                             f"than n_ctx {self.session.n_ctx}")
+        return self._generate(prompt, encoded, gp, stats, t_call)
+
+    def _generate(self, prompt, encoded, gp: GenerationParams, stats: ChatStats, t_call: float) -> Iterator[str]:
+        t0 = time.perf_counter()
+        stats.reused_tokens = self.kv.prefill(prompt, encoded)
         stats.prefill_ms = (time.perf_counter() - t0) * 1e3
-        sampler = Sampler(self.model, sp)
-        utf8 = Utf8Stream()
+        special = not gp.skip_special_tokens
+        text = TextDecoder(lambda t: self.model.piece(t, special), self.version.clean_up_spaces)
+        progress = Progress(token_times=stats.token_times)
         t1 = time.perf_counter()
         try:
-            for step in range(n_new):
-                if step == 0:
-                    stats.first_logits = self.session.logits()
-                if step < n_min:  # the original's min_new_tokens: no stop before that many tokens
-                    self.session.suppress(self.stop_ids)
-                tok = sampler.sample(self.session.ptr)
-                stats.token_times.append(time.perf_counter())
-                if step == 0:
-                    stats.ttft_ms = (stats.token_times[0] - self._t_call) * 1e3
-                if tok in self.stop_ids or (step >= n_min and self.model.is_eog(tok)):
-                    break
-                stats.tokens.append(tok)
-                text = utf8.push(self.model.piece(tok))
-                if step + 1 < n_new:
-                    self.session.decode_tokens([tok])
-                    self._kv_items.append(tok)
-                if text:
-                    yield text
-            tail = utf8.flush()
+            tokens = (sample(self.kv, self.model, gp, self.stop_ids, progress) if gp.sampling
+                      else iter(beam_search(self.kv, gp, self.stop_ids, progress)))
+            for i, tok in enumerate(tokens):
+                if i == 0:
+                    stats.ttft_ms = (time.perf_counter() - t_call) * 1e3
+                    if tok == self.model.bos:  # the original drops a leading BOS from the text
+                        continue
+                piece = text.push(tok)
+                if piece:
+                    yield piece
+            tail = text.flush()
             if tail:
                 yield tail
-        except GeneratorExit:  # the caller stopped reading: the KV cache matches _kv_items, nothing to undo
-            raise
-        except BaseException:
-            self._kv_items = []  # a decode failed or was interrupted midway: do not trust the KV cache
-            raise
         finally:
-            sampler.close()
+            stats.tokens = progress.tokens
+            stats.first_logits = progress.first_logits
+            stats.finish_reason = progress.finish_reason
             stats.decode_ms = (time.perf_counter() - t1) * 1e3
 
+    # ---- life cycle ----
+
+    def _free(self) -> None:
+        for part in (self.session, self.model, self.encoder):
+            if part is not None:
+                part.close()
+
     def close(self) -> None:
-        self.session.close()
-        self.model.close()
-        self.encoder.close()
+        """Free the model, the context and the encoder now (an open stream of this thread is closed first; one
+        of another thread is waited for). Idempotent."""
+        s = self._gate.stream
+        if s is not None and self._gate.holder == threading.get_ident():
+            s.close()
+        self._gate.enter()
+        try:
+            if not self._closed:
+                self._closed = True
+                self._free()
+        finally:
+            self._gate.leave()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> MiniCPMV:
         return self

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return commands[args.command][2](args)
-    except (ValueError, OSError) as e:  # bad input: one clear line, no traceback
-        print(f"minicpmv-edge {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as e:  # bad input or too large: one clear line, no traceback
+        print(f"minicpmv-edge {args.command}: error: {e or type(e).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

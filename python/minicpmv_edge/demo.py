@@ -45,7 +45,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("-p", "--prompt", default="What is in the image?", help="the question")
     ap.add_argument("--image", default=str(DEMO_IMAGE), help="image file (default: a bundled picture)")
     ap.add_argument("-n", "--n-predict", type=int, default=32, help="tokens to generate")
-    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the CPUs this process may use)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     with MiniCPMV(model, mmproj, n_ctx=2048, n_threads=args.threads) as m:
         print(f"> {args.prompt}  [{args.image}]", file=sys.stderr)
-        for piece in m.chat([{"role": "user", "content": [args.image, args.prompt]}], stream=True,
+        for piece in m.chat([{"role": "user", "content": [Path(args.image), args.prompt]}], stream=True,
                             max_new_tokens=args.n_predict, temperature=0):
             sys.stdout.write(piece)
             sys.stdout.flush()

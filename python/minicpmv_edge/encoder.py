@@ -1,6 +1,8 @@
 """The vision encoder: SigLIP-NaViT + resampler on ggml (cpp/siglip.cpp, cpp/resampler.cpp, cpp/encoder.cpp).
 
 Loads llama.cpp-made mmproj files and ours alike; pieces in, [n_pieces, query_num, hidden] float32 out.
+One encoder may be shared by threads: calls are serialised in the native object. Pieces larger than
+`max_patches` are refused before anything is allocated; allocation failures are MemoryError.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import logs
 from ._native import _core
+from .cpus import available_cpus
+from .errors import ClosedError
+from .params import check_int
 from .slicer import SliceConfig, SlicedImage, slice_image
 from .versions import ProjectorVersion, projector_version
 
@@ -29,28 +35,36 @@ def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
 class VisionEncoder:
     def __init__(self, path: str | os.PathLike[str], n_threads: int | None = None, device: str = "cpu",
                  max_batch_bytes: int = 256 << 20, position_ids: str | None = None, blas: bool = True,
-                 profile: bool = False) -> None:
+                 profile: bool = False, max_patches: int | None = None) -> None:
         """`position_ids` overrides the version's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d");
-        `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node."""
+        `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node;
+        `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece)."""
+        self._enc: _core.VisionEncoder | None = None
         self.path = Path(path)
+        threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
+        if max_patches is not None:
+            check_int("max_patches", max_patches, 1)
         self.projector = read_projector_version(self.path)
         rule_name = position_ids or self.projector.position_ids
         if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
         rule = getattr(_core.PosRule, rule_name)
-        self._enc: _core.VisionEncoder | None = _core.VisionEncoder(
-            str(self.path), n_threads or (os.cpu_count() or 1), device, rule, max_batch_bytes, profile, blas)
-        hp = self._enc.hparams
+        logs.install()
+        enc = _core.VisionEncoder(str(self.path), threads, device, rule, max_batch_bytes, profile, blas)
+        hp = enc.hparams
+        self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
+                                        mean=tuple(hp["mean"]), std=tuple(hp["std"]), max_patches=max_patches)
+        enc.max_patches = self.slice_config.patch_limit  # the native check uses the slicer's limit
+        self._enc = enc
         self.query_num: int = hp["n_query"]
         self.hidden: int = hp["n_out"]
-        self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
-                                        mean=tuple(hp["mean"]), std=tuple(hp["std"]))
 
     @property
     def native(self) -> _core.VisionEncoder:
-        if self._enc is None:
-            raise ValueError(f"{self.path}: the encoder is closed")
-        return self._enc
+        enc = self._enc
+        if enc is None:
+            raise ClosedError(f"{self.path}: the encoder is closed")
+        return enc
 
     @property
     def hparams(self) -> dict:

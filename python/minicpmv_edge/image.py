@@ -12,9 +12,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
 
-ImageInput = Image.Image | np.ndarray | str | os.PathLike | bytes | bytearray
+ImageInput = PILImage.Image | np.ndarray | str | os.PathLike | bytes | bytearray
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's MAX_IMAGE_PIXELS (about 0.25 GB of RGBA at 8 bits)
 
@@ -23,7 +24,27 @@ class ImageError(ValueError):
     """An image that cannot be used: unreadable, corrupt, empty or too large."""
 
 
-def _checked(img: Image.Image, name: str, max_pixels: int | None) -> Image.Image:
+class Image:
+    """An image in a message's content, said explicitly: a path (str or Path), encoded bytes, a PIL image or a
+    uint8 array. In messages a plain string is always text (as in the original chat()); a PIL image, an array or a
+    Path is an image by itself."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: ImageInput | Image) -> None:
+        if isinstance(source, Image):
+            source = source.source
+        if not isinstance(source, (PILImage.Image, np.ndarray, str, os.PathLike, bytes, bytearray)):
+            raise TypeError(f"Image() takes a path, bytes, a PIL image or an array, not {type(source).__name__}")
+        self.source: ImageInput = source
+
+    def __repr__(self) -> str:
+        s = self.source
+        what = repr(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else type(s).__name__
+        return f"Image({what})"
+
+
+def _checked(img: PILImage.Image, name: str, max_pixels: int | None) -> PILImage.Image:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ImageError(f"{name}: empty image ({w}x{h})")
@@ -32,18 +53,18 @@ def _checked(img: Image.Image, name: str, max_pixels: int | None) -> Image.Image
     return img
 
 
-def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None) -> Image.Image:
+def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None) -> PILImage.Image:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            img = Image.open(fp)
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our own limit applies below
+            img = PILImage.open(fp)
             _checked(img, name, max_pixels)  # from the header, before the pixels are decoded
             img.load()
         img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not an image Pillow can read (unknown format or corrupt header)") from e
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: {e}") from e
+    except PILImage.DecompressionBombError as e:  # Pillow's own guard (2x its limit) fires before ours
+        raise ImageError(f"{name}: more pixels than the limit of {max_pixels} (max_pixels): {e}") from e
     except FileNotFoundError as e:
         raise ImageError(f"{name}: file not found") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -53,17 +74,19 @@ def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: in
     return img
 
 
-def _to_rgb(img: Image.Image, name: str) -> np.ndarray:
+def _to_rgb(img: PILImage.Image, name: str) -> np.ndarray:
     try:
         rgb = img if img.mode == "RGB" else img.convert("RGB")
-    except ValueError as e:
-        raise ImageError(f"{name}: cannot convert mode {img.mode} to RGB ({e})") from e
-    return np.asarray(rgb, dtype=np.uint8)
+        return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # a lazily loaded PIL image may fail only here
+        raise ImageError(f"{name}: cannot read mode {img.mode} pixels as RGB ({e})") from e
 
 
 def load_rgb(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 array [H, W, 3] (C-contiguous) of any supported input."""
-    if isinstance(image, Image.Image):
+    if isinstance(image, Image):
+        image = image.source
+    if isinstance(image, PILImage.Image):
         return _to_rgb(_checked(image, "image", max_pixels), "image")
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, max_pixels)

@@ -1,65 +1,84 @@
 """The one place that talks to llama-cpp-python's low-level API (llama.h through ctypes).
 
-It owns the model, the context and the sampler, builds `llama_batch`es of tokens or of embeddings, splits them
-into n_batch pieces with contiguous positions, and keeps `n_past`. Nothing else in the package touches llama_cpp.
+It owns the model, the context and the sampler, builds `llama_batch`es of tokens or of embeddings (split into
+n_batch pieces with contiguous positions), runs several sequences of one context side by side (beam search), and
+keeps `n_past` of sequence 0. Nothing else in the package touches llama_cpp. Every owner frees its native memory
+when closed or dropped; a model outlives the contexts made from it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from dataclasses import dataclass
 
 import llama_cpp as L
+import llama_cpp.llama_cpp as _llama_h
 import numpy as np
+
+from . import logs
+from ._native import _core
+from .cpus import available_cpus
+from .model_check import LlmFile
+from .params import MAX_BEAMS
+
+N_SEQ = 2 * MAX_BEAMS + 1  # sequence 0 holds the prompt; beams alternate between two sets of MAX_BEAMS
 
 
 @dataclass(frozen=True)
 class ContextParams:
     n_ctx: int = 4096
     n_batch: int = 512
-    n_threads: int = 0  # 0: all cores
+    n_threads: int = 0  # 0: the CPUs this process may use
     kv_type: str = "f16"  # "f32" for bit-faithful comparisons, "f16" (llama.cpp's default), "q8_0"
     flash_attn: bool | None = None  # None: llama.cpp decides
 
 
 _KV_TYPES = {"f32": L.GGML_TYPE_F32, "f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0}
 
+# llama.h's llama_attach_threadpool(ctx, threadpool, threadpool_batch), which llama-cpp-python does not wrap
+_attach_threadpool = _llama_h._lib.llama_attach_threadpool
+_attach_threadpool.argtypes = [L.llama_context_p_ctypes, ctypes.c_void_p, ctypes.c_void_p]
+_attach_threadpool.restype = None
+_init_lock = threading.Lock()
+_initialised = False
 
-@L.llama_log_callback
-def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    """llama.cpp logs every tensor at load; errors reach the user as exceptions instead."""
+
+def _backend_init() -> None:
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            logs.install()
+            L.llama_backend_init()
+            _initialised = True
 
 
 class LlamaModel:
-    """A loaded language model GGUF and its vocabulary."""
+    """A loaded language model GGUF (checked beforehand by model_check) and its vocabulary."""
 
-    def __init__(self, path: str | os.PathLike[str], n_gpu_layers: int = 0, verbose: bool = False) -> None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: file not found")
-        L.llama_backend_init()
-        if not verbose:
-            L.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+    def __init__(self, file: LlmFile, n_gpu_layers: int = 0) -> None:
+        _backend_init()
+        self.ptr = None
+        self._lock = threading.Lock()
+        self._contexts = 0
+        self._closing = False
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
-        self.path = str(path)
-        self.ptr = L.llama_model_load_from_file(os.fsencode(path), params)
+        self.path = file.path
+        self.file = file
+        bridge = logs.install()
+        mark = bridge.serial
+        self.ptr = L.llama_model_load_from_file(os.fsencode(file.path), params)
         if not self.ptr:
-            raise ValueError(f"{path}: llama.cpp could not load this model (not a language-model GGUF?)")
+            why = "; ".join(bridge.since(mark)[-3:]) or "no reason given"
+            raise ValueError(f"{file.path}: llama.cpp could not load this model: {why}")
         self.vocab = L.llama_model_get_vocab(self.ptr)
         self.n_embd = int(L.llama_model_n_embd(self.ptr))
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self.ptr))
-
-    def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(1 << 16)
-        n = L.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        if n < 0:
-            return None
-        if n >= len(buf):
-            buf = ctypes.create_string_buffer(n + 1)
-            L.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8")
+        self.specials = file.specials
+        self.bos = int(L.llama_vocab_bos(self.vocab))
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -74,12 +93,15 @@ class LlamaModel:
 
     def token_id(self, text: str) -> int:
         """The id of a special token written as text (it must be a single token)."""
+        if text in self.specials:
+            return self.specials[text]
         ids = self.tokenize(text)
         if len(ids) != 1:
             raise ValueError(f"{self.path}: {text!r} is not a single token in this vocabulary")
         return ids[0]
 
     def piece(self, token: int, special: bool = False) -> bytes:
+        """A token's bytes; `special`: control tokens as their text (otherwise they are empty)."""
         buf = ctypes.create_string_buffer(64)
         n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
@@ -90,10 +112,36 @@ class LlamaModel:
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))
 
+    def _attach(self) -> None:
+        with self._lock:
+            if not self.ptr:
+                raise ValueError(f"{self.path}: the model is closed")
+            self._contexts += 1
+
+    def _detach(self) -> None:
+        with self._lock:
+            self._contexts -= 1
+        self._free_if_done()
+
+    def _free_if_done(self) -> None:
+        with self._lock:
+            if self._closing and self._contexts == 0 and self.ptr:
+                L.llama_model_free(self.ptr)
+                self.ptr = None
+
     def close(self) -> None:
-        if self.ptr:
-            L.llama_model_free(self.ptr)
-            self.ptr = None
+        """Free the weights (once every context made from the model is closed)."""
+        if getattr(self, "_lock", None) is None:
+            return
+        with self._lock:
+            self._closing = True
+        self._free_if_done()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: llama_cpp may be half torn down
+            pass
 
 
 @dataclass(frozen=True)
@@ -129,68 +177,112 @@ class Sampler:
         return int(L.llama_sampler_sample(self.ptr, ctx, -1))  # samples and accepts
 
     def close(self) -> None:
-        if self.ptr:
+        if getattr(self, "ptr", None):
             L.llama_sampler_free(self.ptr)
             self.ptr = None
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class ContextFull(RuntimeError):
+    """llama_decode found no room in the KV cache for the batch."""
+
 
 class LlamaSession:
-    """A context on a model: decodes tokens and embeddings at consecutive positions, tracking n_past."""
+    """A context on a model: decodes tokens and embeddings at given positions and sequences; tracks n_past of
+    sequence 0 (the conversation)."""
 
     def __init__(self, model: LlamaModel, p: ContextParams) -> None:
+        self.ptr = None
+        self.model = model
         cp = L.llama_context_default_params()
         cp.n_ctx = p.n_ctx
         cp.n_batch = p.n_batch
         cp.n_ubatch = p.n_batch
-        threads = p.n_threads or (os.cpu_count() or 1)
+        threads = p.n_threads or available_cpus()
         cp.n_threads = threads
         cp.n_threads_batch = threads
+        cp.n_seq_max = N_SEQ
+        cp.kv_unified = True  # beams share the prompt's cells
         cp.type_k = cp.type_v = _KV_TYPES[p.kv_type]
         cp.no_perf = False  # keep llama.cpp's timing counters (perf())
         if p.flash_attn is not None:
             cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        self.model = model
+        model._attach()
+        bridge = logs.install()
+        mark = bridge.serial
+        try:
+            self._pool = _core.CpuThreadPool(threads)  # started once: no thread creation per decode
+        except BaseException:
+            model._detach()
+            raise
         self.ptr = L.llama_init_from_model(model.ptr, cp)
         if not self.ptr:
-            raise RuntimeError(f"llama.cpp could not create a context of {p.n_ctx} tokens")
+            model._detach()
+            why = "; ".join(bridge.since(mark)[-3:]) or "no reason given"
+            raise MemoryError(f"llama.cpp could not create a context of {p.n_ctx} tokens: {why}")
+        if self._pool.address:
+            _attach_threadpool(self.ptr, self._pool.address, self._pool.address)
         self.n_ctx = int(L.llama_n_ctx(self.ptr))
         self.n_batch = p.n_batch
         self.n_past = 0
-        n = self.n_batch
-        self._tok = L.llama_batch_init(n, 0, 1)
-        self._emb = L.llama_batch_init(n, model.n_embd, 1)
+        self._tok = L.llama_batch_init(self.n_batch, 0, 1)
+        self._emb = L.llama_batch_init(self.n_batch, model.n_embd, 1)
+        self._mem = L.llama_get_memory(self.ptr)
+
+    # ---- the KV cache ----
 
     def clear(self) -> None:
-        L.llama_memory_clear(L.llama_get_memory(self.ptr), True)
+        L.llama_memory_clear(self._mem, True)
         self.n_past = 0
 
     def truncate(self, n_keep: int) -> None:
-        """Forget everything from position n_keep on (the KV cache keeps the prefix)."""
+        """Forget sequence 0 from position n_keep on (the KV cache keeps the prefix)."""
         if n_keep < self.n_past:
-            L.llama_memory_seq_rm(L.llama_get_memory(self.ptr), 0, n_keep, -1)
+            L.llama_memory_seq_rm(self._mem, 0, n_keep, -1)
             self.n_past = n_keep
 
-    def _run(self, batch: L.llama_batch, n: int, want_logits: bool) -> None:
+    def seq_copy(self, src: int, dst: int) -> None:
+        """Sequence dst becomes a copy of src (their cells are shared, nothing is recomputed)."""
+        L.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    def seq_drop(self, seq: int) -> None:
+        L.llama_memory_seq_rm(self._mem, seq, -1, -1)
+
+    # ---- decoding ----
+
+    def _run(self, batch: L.llama_batch, n: int, positions: list[int], seqs: list[int], logits: list[bool]) -> None:
         batch.n_tokens = n
         for i in range(n):
-            batch.pos[i] = self.n_past + i
+            batch.pos[i] = positions[i]
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1 if (want_logits and i == n - 1) else 0
+            batch.seq_id[i][0] = seqs[i]
+            batch.logits[i] = 1 if logits[i] else 0
         rc = L.llama_decode(self.ptr, batch)
+        if rc == 1:
+            raise ContextFull(f"the KV cache of {self.n_ctx} cells has no room for {n} more positions")
         if rc != 0:
-            raise RuntimeError(f"llama_decode failed ({rc}) at position {self.n_past}")
-        self.n_past += n
+            raise RuntimeError(f"llama_decode failed ({rc}) at position {positions[0]}")
 
     def decode_tokens(self, tokens: list[int], logits_last: bool = True) -> None:
+        """Tokens at the end of sequence 0."""
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
             for i, t in enumerate(chunk):
                 self._tok.token[i] = t
-            self._run(self._tok, len(chunk), logits_last and start + len(chunk) == len(tokens))
+            n = len(chunk)
+            last = logits_last and start + n == len(tokens)
+            self._run(self._tok, n, list(range(self.n_past, self.n_past + n)), [0] * n,
+                      [last and i == n - 1 for i in range(n)])
+            self.n_past += n
 
     def decode_embeddings(self, embd: np.ndarray, logits_last: bool = False) -> None:
-        """embd: float32 [n, n_embd], one row per position."""
+        """Embedding rows (float32 [n, n_embd]) at the end of sequence 0."""
         embd = np.ascontiguousarray(embd, dtype=np.float32)
         if embd.ndim != 2 or embd.shape[1] != self.model.n_embd:
             raise ValueError(f"embeddings of shape {embd.shape} do not fit a model of width {self.model.n_embd}")
@@ -198,7 +290,19 @@ class LlamaSession:
         for start in range(0, embd.shape[0], self.n_batch):
             chunk = embd[start : start + self.n_batch]
             dst[: chunk.size] = chunk.reshape(-1)
-            self._run(self._emb, chunk.shape[0], logits_last and start + chunk.shape[0] == embd.shape[0])
+            n = chunk.shape[0]
+            last = logits_last and start + n == embd.shape[0]
+            self._run(self._emb, n, list(range(self.n_past, self.n_past + n)), [0] * n,
+                      [last and i == n - 1 for i in range(n)])
+            self.n_past += n
+
+    def decode_side_by_side(self, tokens: list[int], seqs: list[int], pos: int) -> np.ndarray:
+        """One token for each of several sequences, all at position pos: float32 [len(tokens), n_vocab] logits."""
+        n = len(tokens)
+        for i, t in enumerate(tokens):
+            self._tok.token[i] = t
+        self._run(self._tok, n, [pos] * n, seqs, [True] * n)
+        return np.stack([self.logits(i) for i in range(n)])
 
     def suppress(self, tokens: set[int]) -> None:
         """Make `tokens` impossible for the next sample (in the context's own logits)."""
@@ -206,9 +310,9 @@ class LlamaSession:
         view = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
         view[list(tokens)] = -np.inf
 
-    def logits(self) -> np.ndarray:
-        """float32 [n_vocab] of the last decoded position that asked for logits."""
-        ptr = L.llama_get_logits_ith(self.ptr, -1)
+    def logits(self, i: int = -1) -> np.ndarray:
+        """float32 [n_vocab] of the i-th output of the last decode (-1: the last)."""
+        ptr = L.llama_get_logits_ith(self.ptr, i)
         return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
 
     def perf(self) -> dict[str, float]:
@@ -217,8 +321,16 @@ class LlamaSession:
         return {"prompt_tokens": p.n_p_eval, "prompt_ms": p.t_p_eval_ms, "tokens": p.n_eval, "decode_ms": p.t_eval_ms}
 
     def close(self) -> None:
-        if self.ptr:
+        if getattr(self, "ptr", None):
             L.llama_batch_free(self._tok)
             L.llama_batch_free(self._emb)
             L.llama_free(self.ptr)
             self.ptr = None
+            self._pool = None  # after the context that computed on it
+            self.model._detach()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

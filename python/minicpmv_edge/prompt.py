@@ -1,117 +1,53 @@
-"""Conversations -> the exact prompt the original processors build (shared/spec/hf-reference.md §8).
+"""Conversation turns -> the exact prompt the original processors build (shared/spec/hf-reference.md §8), as
+positions: token ids, and (image, row) pairs where image embedding rows go.
 
-Messages are rendered with the model's own Jinja chat template, each image first written as the tag
-`(<image>./</image>)` and the parts of a message joined by "\\n" (as `chat()` does); each tag then becomes the
-version's placeholder, whose `<unk>` runs receive the image embeddings.
+Messages are rendered with the model's own Jinja chat template, each image written as the tag `(<image>./</image>)`
+and the parts of a message joined by "\\n" (as `chat()` does). Every image then gets the version's layout
+(`<image_id>k</image_id>`, overview, slice grid), whose query_num rows per piece receive the image embeddings.
+
+Tokenization follows the original tokenizer (special tokens split the text; the runs between them are BPE-encoded
+whole), with one deliberate difference: text that comes from a message is plain text, so a user who types
+`<|im_end|>` or `<image>` cannot fake a role or an image (`parse_special=True` restores the original behaviour).
 """
 
 from __future__ import annotations
 
-import base64
-import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import jinja2
-import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from PIL import Image
 
-from .image import ImageInput
+from .messages import MessageError, Turn
 from .versions import ModelVersion
-from .video import Video, is_video_path
 
 IMAGE_TAG = "(<image>./</image>)"
-UNK = "<unk>"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_SENTINEL = "\ue000{}\ue001"  # private-use characters: where each message's content goes in the template
+
+Position = int | tuple[int, int]  # a token id, or (image index, embedding row)
 
 
-class MessageError(ValueError):
-    """A conversation the runtime cannot use (bad role, content or image reference)."""
+class Vocabulary(Protocol):
+    specials: dict[str, int]  # strings the tokenizer matches as special tokens (control, user-defined, unknown)
+
+    def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]: ...
 
 
-@dataclass
-class Turn:
-    role: str
-    parts: list[str | ImageInput]  # text and images, in order
+@dataclass(frozen=True)
+class Prompt:
+    positions: list[Position]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def image_rows(self) -> int:
+        return sum(1 for p in self.positions if isinstance(p, tuple))
 
 
-def _is_image_path(s: str) -> bool:
-    return Path(s).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(s)
-
-
-def _image_url(url: str) -> ImageInput:
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        if ";base64" not in head:
-            raise MessageError("image_url: only base64 data: URLs are supported")
-        try:
-            return base64.b64decode(data, validate=True)
-        except ValueError as e:
-            raise MessageError(f"image_url: invalid base64 data ({e})") from e
-    if url.startswith("file://"):
-        return Path(url[len("file://"):])
-    if url.startswith(("http://", "https://")):
-        raise MessageError(f"image_url {url!r}: this runtime does not download; pass a local path or a data: URL")
-    return Path(url)
-
-
-def _parts(content: Any) -> list[str | ImageInput]:
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, (list, tuple)):
-        raise MessageError(f"message content must be a string or a list, not {type(content).__name__}")
-    out: list[str | ImageInput] = []
-    for c in content:
-        if isinstance(c, dict):  # OpenAI shape
-            kind = c.get("type")
-            if kind == "text":
-                out.append(str(c.get("text", "")))
-            elif kind in ("video", "video_url"):
-                ref = c.get(kind)
-                url = ref.get("url") if isinstance(ref, dict) else ref
-                if not isinstance(url, str):
-                    raise MessageError(f"{kind} part without a path")
-                out.append(Video(url[len("file://"):] if url.startswith("file://") else url))
-            elif kind == "image_url":
-                ref = c.get("image_url")
-                url = ref.get("url") if isinstance(ref, dict) else ref
-                if not isinstance(url, str):
-                    raise MessageError("image_url part without a url")
-                out.append(_image_url(url))
-            else:
-                raise MessageError(f"unsupported content part type {kind!r} (use 'text' or 'image_url')")
-        elif isinstance(c, Video):
-            out.append(c)
-        elif is_video_path(c) and (isinstance(c, os.PathLike) or os.path.isfile(c)):
-            out.append(Video(c))
-        elif isinstance(c, str):
-            out.append(c if not _is_image_path(c) else Path(c))
-        elif isinstance(c, (Image.Image, np.ndarray, bytes, bytearray, os.PathLike)):
-            out.append(c)
-        else:
-            raise MessageError(f"unsupported content item of type {type(c).__name__}")
-    return out
-
-
-def normalize(msgs: list[dict], system_prompt: str = "") -> list[Turn]:
-    """Original (`content` = str or list of images and strings) and OpenAI (`content` parts) shapes alike."""
-    if not isinstance(msgs, list) or not msgs:
-        raise MessageError("msgs must be a non-empty list of {'role', 'content'} messages")
-    turns = [Turn("system", [system_prompt])] if system_prompt else []
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise MessageError(f"message {i} must have 'role' and 'content'")
-        if m["role"] not in ("system", "user", "assistant"):
-            raise MessageError(f"message {i}: unknown role {m['role']!r}")
-        turns.append(Turn(m["role"], _parts(m["content"])))
-    if turns[-1].role != "user":
-        raise MessageError("the last message must be from the user")
-    return turns
-
-
-def render_template(template: str, turns: list[Turn], bos_token: str, eos_token: str) -> str:
+def render_template(template: str, messages: list[dict[str, str]], bos_token: str, eos_token: str) -> str:
     """The chat template applied as `apply_chat_template(..., add_generation_prompt=True)` does."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 
@@ -119,8 +55,6 @@ def render_template(template: str, turns: list[Turn], bos_token: str, eos_token:
         raise MessageError(f"chat template: {message}")
 
     env.globals["raise_exception"] = raise_exception
-    messages = [{"role": t.role, "content": "\n".join(p if isinstance(p, str) else IMAGE_TAG for p in t.parts)}
-                for t in turns]
     try:
         return env.from_string(template).render(messages=messages, add_generation_prompt=True,
                                                 bos_token=bos_token, eos_token=eos_token)
@@ -128,26 +62,166 @@ def render_template(template: str, turns: list[Turn], bos_token: str, eos_token:
         raise MessageError(f"chat template: {e}") from e
 
 
-def image_placeholder(v: ModelVersion, query_num: int, grid: tuple[int, int] | None, index: int,
-                      use_image_id: bool) -> str:
-    """One image's text: as the original processor's get_slice_image_placeholder for this version."""
-    piece = UNK * query_num
-    out = f"<image_id>{index}</image_id>" if use_image_id else ""
-    out += f"<image>{piece}</image>"
-    if grid is not None:
-        cols, rows = grid
-        row = (v.slice_open + piece + v.slice_close) * cols
-        out += v.grid_open + "\n".join([row] * rows) + v.grid_close
+class _Emitter:
+    """Positions in order; text is buffered until the next special token or image, then tokenized whole."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+        self.out: list[Position] = []
+        self._buf: list[str] = []
+        by_first: dict[str, list[tuple[str, int]]] = {}
+        for text, tid in vocab.specials.items():
+            if text:
+                by_first.setdefault(text[0], []).append((text, tid))
+        self._by_first = {c: sorted(v, key=lambda t: -len(t[0])) for c, v in by_first.items()}
+        self._first = re.compile("[" + "".join(re.escape(c) for c in self._by_first) + "]") if by_first else None
+
+    def text(self, s: str) -> None:
+        self._buf.append(s)
+
+    def special(self, token: str) -> None:
+        if token not in self.vocab.specials:
+            raise MessageError(f"the vocabulary has no special token {token!r}")
+        self.flush()
+        self.out.append(self.vocab.specials[token])
+
+    def rows(self, image: int, start: int, n: int) -> None:
+        self.flush()
+        self.out.extend((image, r) for r in range(start, start + n))
+
+    def template_text(self, s: str) -> None:
+        """Text in which special-token strings are special tokens (the longest match at each place)."""
+        pos = 0
+        for m in self._first.finditer(s) if self._first else ():
+            i = m.start()
+            if i < pos:
+                continue
+            for text, tid in self._by_first[s[i]]:
+                if s.startswith(text, i):
+                    self.text(s[pos:i])
+                    self.flush()
+                    self.out.append(tid)
+                    pos = i + len(text)
+                    break
+        self.text(s[pos:])
+
+    def flush(self) -> None:
+        text = "".join(self._buf)
+        self._buf = []
+        if text:
+            self.out.extend(self.vocab.tokenize(text, add_special=False, parse_special=False))
+
+
+def _emit_image(em: _Emitter, v: ModelVersion, query_num: int, grid: tuple[int, int] | None, index: int,
+                use_image_id: bool) -> None:
+    """One image as the original processor's get_slice_image_placeholder writes it for this version."""
+    if use_image_id:
+        em.special("<image_id>")
+        em.text(str(index))
+        em.special("</image_id>")
+    em.special("<image>")
+    em.rows(index, 0, query_num)
+    em.special("</image>")
+    if grid is None:
+        return
+    cols, rows = grid
+    if v.grid_open:
+        em.special(v.grid_open)
+    for r in range(rows):
+        if r:
+            em.text("\n")
+        for c in range(cols):
+            em.special(v.slice_open)
+            em.rows(index, (1 + r * cols + c) * query_num, query_num)
+            em.special(v.slice_close)
+    if v.grid_close:
+        em.special(v.grid_close)
+
+
+def _contents(turns: Sequence[Turn]) -> list[tuple[str, list[tuple[int, int, bool]]]]:
+    """Per turn: the content string the template sees, and each part's (start, end, is_image) in it."""
+    out = []
+    for t in turns:
+        spans, text, at = [], [], 0
+        for i, p in enumerate(t.parts):
+            if i:
+                text.append("\n")
+                spans.append((at, at + 1, False))
+                at += 1
+            s = p if isinstance(p, str) else IMAGE_TAG
+            text.append(s)
+            spans.append((at, at + len(s), not isinstance(p, str)))
+            at += len(s)
+        out.append(("".join(text), spans))
     return out
 
 
-def expand(text: str, placeholders: list[str]) -> str:
-    """Replace the image tags of the rendered template, in order, by their placeholders."""
-    chunks = text.split(IMAGE_TAG)
-    if len(chunks) - 1 != len(placeholders):
-        raise MessageError(f"the prompt has {len(chunks) - 1} image tags for {len(placeholders)} images "
-                           f"(does a message contain the literal text {IMAGE_TAG!r}?)")
-    out = chunks[0]
-    for ph, rest in zip(placeholders, chunks[1:], strict=True):
-        out += ph + rest
+def _locate(rendered: str, skeleton: list[str], contents: list[str]) -> list[tuple[int, int, int]]:
+    """Where each message's content ended up in the rendered prompt: (start in rendered, length, characters the
+    template dropped from its front). The template's own text (`skeleton`, between the contents) must surround
+    them unchanged; a content may have been trimmed (2.5's template does `| trim`)."""
+    if not rendered.startswith(skeleton[0]):
+        raise MessageError("the chat template renders differently for different message texts")
+    pos, out = len(skeleton[0]), []
+    for content, after in zip(contents, skeleton[1:], strict=True):
+        for variant in (content, content.strip(), content.lstrip(), content.rstrip()):
+            if rendered.startswith(variant, pos) and rendered.startswith(after, pos + len(variant)):
+                dropped = len(content) - len(content.lstrip()) if variant and not content.startswith(variant) else 0
+                out.append((pos, len(variant), dropped))
+                pos += len(variant) + len(after)
+                break
+        else:
+            raise MessageError("the chat template changes message text in a way this runtime cannot follow; "
+                               "pass parse_special=True to tokenize the rendered prompt as a whole")
+    if pos != len(rendered):
+        raise MessageError("the chat template renders differently for different message texts")
     return out
+
+
+def _render(template: str, turns: Sequence[Turn], v: ModelVersion
+            ) -> tuple[str, list[tuple[int, int, int]], list[tuple[str, list[tuple[int, int, bool]]]]]:
+    """(rendered prompt, where each message's content is in it, each content with its parts' spans)."""
+    contents = _contents(turns)
+    if any("\ue000" in c or "\ue001" in c for c, _ in contents):
+        raise MessageError("message text contains the private-use characters U+E000/U+E001")
+    messages = [{"role": t.role, "content": c} for t, (c, _) in zip(turns, contents, strict=True)]
+    rendered = render_template(template, messages, v.bos_token, v.eos_token)
+    marked = render_template(template, [{"role": t.role, "content": _SENTINEL.format(i)}
+                                        for i, t in enumerate(turns)], v.bos_token, v.eos_token)
+    skeleton = re.split("\ue000[0-9]+\ue001", marked)
+    if len(skeleton) != len(turns) + 1:
+        raise MessageError("the chat template does not render every message exactly once")
+    return rendered, _locate(rendered, skeleton, [c for c, _ in contents]), contents
+
+
+def check_template(template: str, v: ModelVersion) -> None:
+    """MessageError if the template cannot render an ordinary one-image question the way build_prompt needs."""
+    _render(template, [Turn("user", [IMAGE_TAG, "What is in the image?"])], v)
+
+
+def build_prompt(template: str, turns: Sequence[Turn], v: ModelVersion, vocab: Vocabulary, query_num: int,
+                 grids: Sequence[tuple[int, int] | None], use_image_id: bool, parse_special: bool = False) -> Prompt:
+    """The prompt's positions; `grids` holds the slicing grid of every image part, in order."""
+    rendered, where, contents = _render(template, turns, v)
+    if sum(1 for _, spans in contents for s in spans if s[2]) != len(grids):
+        raise MessageError("internal: the conversation's images and their encodings differ in number")
+
+    em = _Emitter(vocab)
+    user_text = em.template_text if parse_special else em.text
+    image = 0
+    cursor = 0
+    for (start, length, dropped), (_, spans) in zip(where, contents, strict=True):
+        em.template_text(rendered[cursor:start])
+        for a, b, is_image in spans:
+            a, b = max(a - dropped, 0), min(b - dropped, length)
+            if a >= b:
+                continue
+            if is_image:
+                _emit_image(em, v, query_num, grids[image], image, use_image_id)
+                image += 1
+            else:
+                user_text(rendered[start + a : start + b])
+        cursor = start + length
+    em.template_text(rendered[cursor:])
+    em.flush()
+    return Prompt(em.out)

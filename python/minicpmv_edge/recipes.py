@@ -165,7 +165,7 @@ def _configs(p: Preset, v: ModelVersion, ids: dict[str, int], vocab_size: int) -
             str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
                      "special": True} for t, i in ids.items()},
         "bos_token": v.bos_token, "eos_token": v.eos_token, "pad_token": v.pad_token, "unk_token": "<unk>",
-        "chat_template": v.chat_template, "clean_up_tokenization_spaces": False,
+        "chat_template": v.chat_template, "clean_up_tokenization_spaces": v.clean_up_spaces,
         "model_max_length": int(llm["max_position_embeddings"]),  # type: ignore[call-overload]
         "tokenizer_class": "MiniCPMVTokenizerFast",
         "auto_map": {"AutoTokenizer": [None, "tokenization_minicpmv_fast.MiniCPMVTokenizerFast"]},

@@ -17,7 +17,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--mmproj", required=True, help="vision encoder GGUF")
     ap.add_argument("-n", "--n-predict", type=int, default=None, help="max new tokens (default: the model's, 2048)")
     ap.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size")
-    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    ap.add_argument("-t", "--threads", type=int, default=None,
+                    help="threads (default: the CPUs this process may use: affinity and cgroup quota)")
     ap.add_argument("--temp", type=float, default=0.7, help="temperature, 0 = greedy")
     ap.add_argument("--top-p", type=float, default=0.8, help="top-p")
     ap.add_argument("--top-k", type=int, default=100, help="top-k")
@@ -25,7 +26,10 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     ap.add_argument("--max-slices", type=int, default=None, help="max_slice_nums (default: 9)")
     ap.add_argument("--system", default="", help="system prompt")
+    ap.add_argument("-ngl", "--n-gpu-layers", type=int, default=0,
+                    help="language-model layers to offload to the GPU llama.cpp was built for (-1: all)")
     ap.add_argument("--device", default="cpu", help="vision encoder device: cpu, auto or a ggml device name")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log lines")
 
 
 def add_run_args(ap: argparse.ArgumentParser) -> None:
@@ -36,7 +40,8 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> MiniCPMV:
-    return MiniCPMV(args.model, args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device)
+    return MiniCPMV(args.model, args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
+                    n_gpu_layers=args.n_gpu_layers, verbose=args.verbose)
 
 
 def _answer(m: MiniCPMV, msgs: list[dict], args: argparse.Namespace) -> str:
@@ -96,7 +101,7 @@ def chat(args: argparse.Namespace) -> int:
             msg = {"role": "user", "content": [*pending, line]}
             try:
                 answer = _answer(m, [*history, msg], args)
-            except ValueError as e:  # a bad image or message: say so and keep the session
+            except (ValueError, MemoryError) as e:  # a bad image or message: say so and keep the session
                 print(f"error: {e}", file=sys.stderr)
                 continue
             history += [msg, {"role": "assistant", "content": answer}]

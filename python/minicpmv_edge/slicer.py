@@ -3,13 +3,14 @@ processor does (shared/spec/hf-reference.md §7). The work is in C++ (cpp/slicin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._native import _core
-from .image import DEFAULT_MAX_PIXELS, ImageInput, load_rgb
+from .cpus import available_cpus
+from .image import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_rgb
+from .params import check_int
 
 
 @dataclass(frozen=True)
@@ -19,16 +20,26 @@ class SliceConfig:
     patch_size: int = 14
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    n_threads: int = field(default_factory=available_cpus)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_patches: int | None = None  # largest piece, in patches; None: 4 x a full (scale_resolution)^2 piece
 
     def __post_init__(self) -> None:
-        if self.max_slice_nums < 1:
-            raise ValueError(f"max_slice_nums must be at least 1, got {self.max_slice_nums}")
-        if self.patch_size < 1 or self.scale_resolution < self.patch_size:
-            raise ValueError(f"invalid scale_resolution {self.scale_resolution} / patch_size {self.patch_size}")
-        if self.n_threads < 1:
-            raise ValueError(f"n_threads must be at least 1, got {self.n_threads}")
+        check_int("max_slice_nums", self.max_slice_nums, 1)
+        check_int("patch_size", self.patch_size, 1)
+        check_int("scale_resolution", self.scale_resolution, self.patch_size)
+        check_int("n_threads", self.n_threads, 1)
+        if self.max_pixels is not None:
+            check_int("max_pixels", self.max_pixels, 1)
+        if self.max_patches is not None:
+            check_int("max_patches", self.max_patches, 1)
+
+    @property
+    def patch_limit(self) -> int:
+        """The largest piece accepted, in patches: pieces have about (scale_resolution / patch_size)^2 patches;
+        only extreme aspect ratios (beyond about 1000:1) make larger ones."""
+        side = self.scale_resolution // self.patch_size
+        return self.max_patches if self.max_patches is not None else 4 * side * side
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,22 @@ def plan(width: int, height: int, config: SliceConfig | None = None) -> tuple[tu
     return p.grid, p.pieces
 
 
+def check_plan(width: int, height: int, config: SliceConfig) -> None:
+    """ImageError if slicing a width x height image would make a piece larger than the patch limit (checked on
+    the plan, before any pixel is resized)."""
+    _, pieces = plan(width, height, config)
+    ps, limit = config.patch_size, config.patch_limit
+    for i, (w, h) in enumerate(pieces):
+        n = (w // ps) * (h // ps)
+        if n > limit:
+            raise ImageError(f"image {width}x{height}: piece {i} would be {w}x{h} px = {n} patches, more than "
+                             f"max_patches {limit} (aspect ratio {max(width, height) / min(width, height):.0f}:1 "
+                             "is too extreme to encode)")
+
+
 def slice_image(image: ImageInput, config: SliceConfig | None = None) -> SlicedImage:
     c = config or SliceConfig()
     rgb = load_rgb(image, c.max_pixels)
+    check_plan(rgb.shape[1], rgb.shape[0], c)
     p, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads)
     return SlicedImage(p.grid, pieces, c)

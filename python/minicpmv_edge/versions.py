@@ -40,6 +40,14 @@ class ModelVersion:
     grid_open: str
     grid_close: str
     max_new_tokens: int  # chat()'s default
+    clean_up_spaces: bool  # the tokenizer's clean_up_tokenization_spaces: decode drops the space before , . ? ! 's
+
+    @property
+    def layout_tokens(self) -> tuple[str, ...]:
+        """The special tokens the image layout and the stops need in a vocabulary."""
+        ids = ("<image_id>", "</image_id>") if self.use_image_id else ()
+        grid = tuple(t for t in (self.slice_open, self.slice_close, self.grid_open, self.grid_close) if t)
+        return ("<image>", "</image>", *grid, *ids, *self.stop_tokens)
 
 
 _QWEN2_SPLIT = (
@@ -96,6 +104,7 @@ VERSIONS: dict[str, ModelVersion] = {
         grid_open="",
         grid_close="",
         max_new_tokens=2048,
+        clean_up_spaces=False,
     ),
     "2.5": ModelVersion(
         name="2.5",
@@ -128,6 +137,7 @@ VERSIONS: dict[str, ModelVersion] = {
         grid_open="<slice>",
         grid_close="</slice>",
         max_new_tokens=1024,
+        clean_up_spaces=True,
     ),
 }
 

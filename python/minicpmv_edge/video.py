@@ -59,8 +59,10 @@ def _open(path: Path):
         raise VideoError(f"{path}: file not found")
     try:
         container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise VideoError(f"{path}: not a video file PyAV can read ({e})") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # PyAV raises FFmpegError, but also IndexError, ValueError, ... on damaged files
+        raise VideoError(f"{path}: not a video file PyAV can read ({type(e).__name__}: {e})") from e
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: has no video stream")
@@ -69,8 +71,6 @@ def _open(path: Path):
 
 def probe(path: str | os.PathLike[str]) -> tuple[int, float]:
     """(frame count, average frame rate); counts packets when the container does not say."""
-    import av
-
     p = Path(path)
     container = _open(p)
     try:
@@ -80,8 +80,10 @@ def probe(path: str | os.PathLike[str]) -> tuple[int, float]:
         n = int(stream.frames or 0)
         if n <= 0:
             n = sum(1 for pkt in container.demux(stream) if pkt.size)
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{p}: cannot read the video stream ({e})") from e
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise VideoError(f"{p}: cannot read the video stream ({type(e).__name__}: {e})") from e
     finally:
         container.close()
     if n <= 0 or fps <= 0:
@@ -97,8 +99,6 @@ def sampled_frames(path: str | os.PathLike[str]) -> tuple[int, Iterator[np.ndarr
 
 
 def _decode(path: Path, wanted: list[int]) -> Iterator[np.ndarray]:
-    import av
-
     container = _open(path)
     targets = iter(wanted)
     nxt = next(targets, None)
@@ -111,8 +111,10 @@ def _decode(path: Path, wanted: list[int]) -> Iterator[np.ndarray]:
                 got += 1
                 yield frame.to_ndarray(format="rgb24")
                 nxt = next(targets, None)
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: decoding failed at frame {got} ({e})") from e
+    except MemoryError:
+        raise
+    except Exception as e:  # any failure inside PyAV's demuxer or decoder is a damaged video
+        raise VideoError(f"{path}: decoding failed at frame {got} ({type(e).__name__}: {e})") from e
     finally:
         container.close()
     if got == 0:

@@ -1,0 +1,66 @@
+"""What sequence 0 of the context holds, position by position, and how a new prompt reuses it: only what comes
+after the longest common prefix of consecutive prompts (tokens, and image rows identified by their image's cache
+key) is prefilled again, so a multi-turn chat pays only for its new turn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cache import Encoded
+from .llama_adapter import LlamaSession
+from .prompt import Prompt
+
+
+class KVState:
+    def __init__(self, session: LlamaSession, reuse: bool) -> None:
+        self.session = session
+        self.reuse = reuse
+        self.items: list[object] = []  # per position: a token id, or (image key, row)
+
+    def forget(self) -> None:
+        """The cache is in an unknown state (a decode failed midway): the next prompt starts afresh."""
+        self.items = []
+
+    def prefill(self, prompt: Prompt, images: list[Encoded]) -> int:
+        """Decode the prompt (its last position with logits); returns how many positions were kept."""
+        items = [p if isinstance(p, int) else (images[p[0]].key, p[1]) for p in prompt.positions]
+        keep = 0
+        if self.reuse:
+            old = self.items[: self.session.n_past]
+            limit = min(len(old), len(items) - 1)  # the last position is decoded again, for its logits
+            while keep < limit and old[keep] == items[keep]:
+                keep += 1
+        if keep:
+            self.session.truncate(keep)
+        else:
+            self.session.clear()
+        self.items = items[:keep]
+        pos, n = prompt.positions, len(prompt.positions)
+        i = keep
+        try:
+            while i < n:
+                j = i
+                is_img = not isinstance(pos[i], int)
+                while j < n and (not isinstance(pos[j], int)) == is_img:
+                    j += 1
+                last = j == n
+                if is_img:
+                    self.session.decode_embeddings(np.stack([images[a].emb[r] for a, r in pos[i:j]]),
+                                                   logits_last=last)
+                else:
+                    self.session.decode_tokens(pos[i:j], logits_last=last)
+                self.items += items[i:j]
+                i = j
+        except BaseException:
+            self.forget()
+            raise
+        return keep
+
+    def append(self, token: int) -> None:
+        """Decode one generated token after the conversation."""
+        try:
+            self.session.decode_tokens([token])
+        except BaseException:
+            self.forget()
+            raise
+        self.items.append(token)

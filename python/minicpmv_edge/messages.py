@@ -1,0 +1,144 @@
+"""Conversations as the runtime takes them: the original `chat()` shape (`content` a string, or a list of strings
+and images) and OpenAI's content parts (shared/spec/hf-reference.md §8.4).
+
+As in the original, a string is always text. Images are PIL images, uint8 arrays, `Path`s, `Image(...)` or typed
+parts (`{"type": "image", "image": ...}`, `{"type": "image_url", "image_url": {"url": ...}}`); videos are `Video(...)`,
+`Path`s with a video suffix or `{"type": "video" | "video_url", ...}` parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from .image import Image
+from .video import Video, is_video_path
+
+ROLES = ("system", "user", "assistant")
+
+
+class MessageError(ValueError):
+    """A conversation the runtime cannot use (bad role, content or image reference)."""
+
+
+@dataclass
+class Turn:
+    role: str
+    parts: list[str | Image | Video]  # text, images and videos, in order
+
+
+def _url(part: dict, kind: str) -> str:
+    ref = part.get(kind)
+    url = ref.get("url") if isinstance(ref, dict) else ref
+    if not isinstance(url, str) or not url:
+        raise MessageError(f"a {kind!r} part needs a url string")
+    if url.startswith(("http://", "https://")):
+        raise MessageError(f"{kind} {url[:80]!r}: this runtime does not download; pass a local path or a data: URL")
+    return url
+
+
+def _image_url(url: str) -> Image:
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        if ";base64" not in head:
+            raise MessageError("image_url: only base64 data: URLs are supported")
+        try:
+            return Image(base64.b64decode(data, validate=True))
+        except ValueError as e:
+            raise MessageError(f"image_url: invalid base64 data ({e})") from e
+    return Image(Path(url.removeprefix("file://")))
+
+
+def _typed_part(part: dict) -> str | Image | Video:
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise MessageError(f"a 'text' part needs a 'text' string, not {type(text).__name__}")
+        return _text(text)
+    if kind == "image":
+        source = part.get("image")
+        if isinstance(source, str):
+            return Image(Path(source))
+        try:
+            return Image(source)
+        except TypeError as e:
+            raise MessageError(f"an 'image' part: {e}") from e
+    if kind == "image_url":
+        return _image_url(_url(part, kind))
+    if kind in ("video", "video_url"):
+        ref = part.get(kind)
+        if isinstance(ref, os.PathLike):
+            return Video(ref)
+        return Video(_url(part, kind).removeprefix("file://"))
+    raise MessageError(f"unsupported content part type {kind!r} (use 'text', 'image', 'image_url', 'video' or "
+                       "'video_url')")
+
+
+def _text(s: str) -> str:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MessageError(f"text is not valid Unicode ({e.reason} at position {e.start})") from None
+    return s
+
+
+def _part(item: Any) -> str | Image | Video:
+    if isinstance(item, str):
+        return _text(item)
+    if isinstance(item, dict):
+        return _typed_part(item)
+    if isinstance(item, (Image, Video)):
+        return item
+    if isinstance(item, os.PathLike):
+        return Video(item) if is_video_path(item) else Image(item)
+    if isinstance(item, (PILImage.Image, np.ndarray, bytes, bytearray)):
+        return Image(item)
+    raise MessageError(f"unsupported content item of type {type(item).__name__} (strings are text; images are PIL "
+                       "images, arrays, Paths or Image(...); videos are Video(...))")
+
+
+def _parts(content: Any, where: str) -> list[str | Image | Video]:
+    if isinstance(content, str):
+        return [_text(content)]
+    if not isinstance(content, (list, tuple)):
+        raise MessageError(f"{where}: content must be a string or a list, not {type(content).__name__}")
+    try:
+        return [_part(c) for c in content]
+    except MessageError as e:
+        raise MessageError(f"{where}: {e}") from e
+
+
+def normalize(msgs: Any, system_prompt: str = "") -> list[Turn]:
+    """The conversation as turns. A `system` message may come first (ours: the original takes only
+    `system_prompt=`); both at once are refused, as the original refuses a system message."""
+    if not isinstance(msgs, (list, tuple)) or not msgs:
+        raise MessageError("msgs must be a non-empty list of {'role', 'content'} messages")
+    turns: list[Turn] = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise MessageError(f"message {i} must be a dict with 'role' and 'content'")
+        role = m["role"]
+        if role not in ROLES:
+            raise MessageError(f"message {i}: unknown role {role!r} (use {', '.join(ROLES)})")
+        if role == "system" and i > 0:
+            raise MessageError(f"message {i}: a system message can only be the first")
+        turns.append(Turn(role, _parts(m["content"], f"message {i}")))
+    if turns[0].role == "system" and system_prompt:
+        raise MessageError("a system message and system_prompt= were both given; use one of them")
+    if system_prompt:
+        turns.insert(0, Turn("system", [_text(system_prompt)]))
+    first = 1 if turns[0].role == "system" else 0
+    if len(turns) <= first or turns[first].role != "user":
+        raise MessageError("the first message (after the system message) must be from the user")
+    if turns[-1].role != "user":
+        raise MessageError("the last message must be from the user")
+    if turns[0].role == "system" and any(not isinstance(p, str) for p in turns[0].parts):
+        raise MessageError("the system message can hold text only")
+    return turns

@@ -1,0 +1,90 @@
+"""chat()'s keywords as checked configuration: the original `model.chat()` defaults (shared/spec/hf-reference.md
+§8.4) and a clear error for every value of the wrong type or out of range, before any native code runs."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+MAX_BEAMS = 8  # sequences a context is created for (twice this, plus the prompt's): see generate.py
+
+# The original chat(): sampling=True uses the first set, sampling=False (beam search) the second; a keyword that is
+# not in the active set is ignored, as the original silently drops it.
+SAMPLING_DEFAULTS = {"temperature": 0.7, "top_p": 0.8, "top_k": 100, "repetition_penalty": 1.05}
+BEAM_DEFAULTS = {"num_beams": 3, "repetition_penalty": 1.2}
+
+
+def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    v = int(value)
+    if v < lo or (hi is not None and v > hi):
+        bound = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise ValueError(f"{name} must be {bound}, got {v}")
+    return v
+
+
+def check_float(name: str, value: object, lo: float, hi: float | None = None, *, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+        low = f"more than {lo}" if lo_open else f"at least {lo}"
+        raise ValueError(f"{name} must be a finite number {low}" + (f" and at most {hi}" if hi is not None else "")
+                         + f", got {value!r}")
+    return v
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How tokens are chosen. `sampling=False` is the original's beam search (num_beams, repetition_penalty);
+    otherwise temperature (0 = greedy), top-k (0 = off), top-p, repetition penalty and seed."""
+
+    max_new_tokens: int
+    min_new_tokens: int = 0
+    sampling: bool = True
+    temperature: float = SAMPLING_DEFAULTS["temperature"]
+    top_p: float = SAMPLING_DEFAULTS["top_p"]
+    top_k: int = SAMPLING_DEFAULTS["top_k"]
+    repetition_penalty: float = SAMPLING_DEFAULTS["repetition_penalty"]
+    num_beams: int = BEAM_DEFAULTS["num_beams"]
+    seed: int = 0
+    skip_special_tokens: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("min_new_tokens", self.min_new_tokens, 0)
+        check_bool("sampling", self.sampling)
+        check_float("temperature", self.temperature, 0.0)
+        check_float("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        check_int("top_k", self.top_k, 0)
+        check_float("repetition_penalty", self.repetition_penalty, 0.0, lo_open=True)
+        check_int("num_beams", self.num_beams, 1, MAX_BEAMS)
+        check_int("seed", self.seed, 0)
+        check_bool("skip_special_tokens", self.skip_special_tokens)
+
+
+@dataclass(frozen=True)
+class PromptParams:
+    """How the conversation becomes a prompt: system prompt, slicing, image ids, special strings in text."""
+
+    system_prompt: str = ""
+    max_slice_nums: int | None = None  # None: the model's default (9)
+    use_image_id: bool | None = None  # None: the model's default (2.6: on, except for video)
+    parse_special: bool = False  # True: special-token strings typed in messages become control tokens
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.system_prompt, str):
+            raise TypeError(f"system_prompt must be a string, not {type(self.system_prompt).__name__}")
+        if self.max_slice_nums is not None:
+            check_int("max_slice_nums", self.max_slice_nums, 1)
+        if self.use_image_id is not None:
+            check_bool("use_image_id", self.use_image_id)
+        check_bool("parse_special", self.parse_special)
