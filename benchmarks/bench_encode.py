@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's helpers: its libmtmd wrapper, run_measured
 
 
 def image(side: int) -> np.ndarray:
@@ -52,7 +52,6 @@ def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], 
         def run(img: np.ndarray) -> int:
             return int(enc.encode(enc.slice(img, n_threads=threads)).shape[0])
     else:
-        sys.path.insert(0, str(HERE.parent / "tests"))
         from reference.mtmd import Mtmd
 
         m = Mtmd(Path(model), Path(mmproj), n_threads=threads)
@@ -70,7 +69,6 @@ def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], 
         out[str(side)] = {"seconds": min(times), "pieces": n}
     if engine == "ours" and profile:
         out["profile_ms"] = dict(sorted(enc.native.profile.items(), key=lambda kv: -kv[1])[:12])
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
@@ -99,6 +97,8 @@ def main() -> None:
                                args.repeat, args.profile)))
         return
 
+    from helpers import run_measured
+
     from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
     from minicpmv_edge.demo import ensure_model
 
@@ -112,10 +112,10 @@ def main() -> None:
         for engine in ("ours", "mtmd"):
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", str(args.repeat),
                    "--child", engine, str(model), str(mmproj), ",".join(map(str, sides))]
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r, peak_mb = run_measured(cmd, timeout=7200)  # peak RSS of a fresh process, not inherited from us
             if r.returncode != 0:
                 raise SystemExit(f"{engine} {ftype} failed:\n{r.stderr[-3000:]}")
-            results[(engine, ftype)] = json.loads(r.stdout.strip().splitlines()[-1])
+            results[(engine, ftype)] = {**json.loads(r.stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb}
     peak = sgemm_peak(args.threads)
 
     print(f"real-dims MiniCPM-V 2.6 vision encoder, {args.threads} threads; f32 sgemm peak (OpenBLAS): "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from minicpmv_edge import Image as ImageRef
 from minicpmv_edge.chat import MiniCPMV
 from reference.pipeline import ReferencePipeline
 
@@ -83,12 +84,17 @@ def test_openai_shape_and_paths_equal_the_original_shape(runtimes, tmp_path: Pat
     rt = runtimes["2.6"]
     kw = {"temperature": 0, "max_new_tokens": 12}
     a = rt.chat([{"role": "user", "content": [img, "What is it?"]}], **kw)
-    b = rt.chat([{"role": "user", "content": [str(tmp_path / "x.png"), "What is it?"]}], **kw)
+    b = rt.chat([{"role": "user", "content": [tmp_path / "x.png", "What is it?"]}], **kw)
     c = rt.chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                                 {"type": "text", "text": "What is it?"}]}], **kw)
     d = rt.chat([{"role": "user", "content": [{"type": "image_url", "image_url": str(tmp_path / "x.png")},
                                                 {"type": "text", "text": "What is it?"}]}], **kw)
-    assert a == b == c == d
+    e = rt.chat([{"role": "user", "content": [ImageRef(str(tmp_path / "x.png")), "What is it?"]}], **kw)
+    f = rt.chat([{"role": "user", "content": [{"type": "image", "image": img}, "What is it?"]}], **kw)
+    assert a == b == c == d == e == f
+    # a string is text, as in the original chat(): a file name in it is not opened
+    rt.chat([{"role": "user", "content": [str(tmp_path / "x.png"), "What is it?"]}], **kw)
+    assert rt.last.images == 0
 
 
 def test_stream_pieces_join_to_the_text(runtimes) -> None:
@@ -101,15 +107,14 @@ def test_stream_pieces_join_to_the_text(runtimes) -> None:
 
 
 def test_utf8_stream_never_splits_a_character(runtimes) -> None:
-    from minicpmv_edge.chat import Utf8Stream
+    from minicpmv_edge.text import TextDecoder
 
     model = runtimes["2.6"].model
     text = "emoji 😀👍🏽 and 世界, ünïcödé"
     ids = model.tokenize(text)
-    pieces = [model.piece(t) for t in ids]
-    assert any(len(p) and not _is_utf8(p) for p in pieces)  # some tokens hold part of a character
-    s = Utf8Stream()
-    out = [s.push(p) for p in pieces] + [s.flush()]
+    assert any(len(model.piece(t)) and not _is_utf8(model.piece(t)) for t in ids)  # tokens holding part of a char
+    s = TextDecoder(model.piece, clean_spaces=False)
+    out = [s.push(t) for t in ids] + [s.flush()]
     assert "".join(out) == text
     assert all(_is_utf8(o.encode()) for o in out)
 
@@ -140,13 +145,21 @@ def test_system_prompt_and_image_ids(runtimes, references) -> None:
         assert rt.last.tokens == want_ids, kw
 
 
-def test_context_overflow_is_refused_before_decoding(converted) -> None:
+def test_context_budget_as_llama_cpp(converted) -> None:
+    """Generation runs to the end of the context ("length"); only a prompt that does not fit is an error."""
     res = converted("2.6", "f16")
     with MiniCPMV(res.model, res.mmproj, n_ctx=256, n_threads=2) as rt:
-        with pytest.raises(ValueError, match=r"the prompt is \d+ tokens and max_new_tokens 200: \d+ is more than "
+        msgs = SCENARIOS["small image"]()
+        rt.chat(msgs, temperature=1.0, top_k=0, top_p=1.0, seed=3, min_new_tokens=2048)  # default max_new_tokens
+        assert rt.last.finish_reason == "length"
+        assert rt.last.prompt_tokens + len(rt.last.tokens) == rt.session.n_ctx + 1  # the last one is not decoded
+        rt.chat(msgs, temperature=1.0, seed=3, max_new_tokens=5, min_new_tokens=5)
+        assert rt.last.finish_reason == "length" and len(rt.last.tokens) == 5
+        four = [{"role": "user", "content": [_image(300, 200, i) for i in range(4)] + ["Compare."]}]
+        with pytest.raises(ValueError, match=r"the prompt is \d+ tokens \(256 of them image rows\), more than "
                                              r"n_ctx 256"):
-            rt.chat(SCENARIOS["small image"](), max_new_tokens=200)
-        assert rt.session.n_past == 0
+            rt.chat(four)
+        assert rt.chat(msgs, temperature=0, max_new_tokens=4) == rt.chat(msgs, temperature=0, max_new_tokens=4)
 
 
 def test_mismatched_files_are_refused(converted) -> None:
@@ -158,9 +171,17 @@ def test_mismatched_files_are_refused(converted) -> None:
 
 @pytest.mark.parametrize(("msgs", "message"), [
     ([], "non-empty list"),
-    ([{"role": "user"}], "must have 'role' and 'content'"),
+    ([{"role": "user"}], "must be a dict with 'role' and 'content'"),
+    ("hello", "non-empty list"),
     ([{"role": "robot", "content": "hi"}], "unknown role 'robot'"),
     ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "last message must be from the user"),
+    ([{"role": "assistant", "content": "yo"}, {"role": "user", "content": "hi"}], "first message .* must be from"),
+    ([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}, {"role": "user", "content": "hi"}],
+     "a system message can only be the first"),
+    ([{"role": "user", "content": None}], "content must be a string or a list"),
+    ([{"role": "user", "content": [{"type": "text", "text": None}]}], "needs a 'text' string"),
+    ([{"role": "user", "content": [{"type": "text"}]}], "needs a 'text' string"),
+    ([{"role": "user", "content": [3.5]}], "unsupported content item of type float"),
     ([{"role": "user", "content": [{"type": "audio", "audio": "x"}]}], "unsupported content part type 'audio'"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.org/a.png"}}]}],
      "does not download"),
@@ -168,30 +189,54 @@ def test_mismatched_files_are_refused(converted) -> None:
      "invalid base64"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/no/such/image.png"}}]}],
      "file not found"),
-    ([{"role": "user", "content": "a literal <unk> token"}], "literal text '<unk>'"),
+    ([{"role": "user", "content": [{"type": "image_url"}]}], "needs a url string"),
+    ([{"role": "user", "content": [{"type": "image", "image": 12}]}], "Image\\(\\) takes a path"),
+    ([{"role": "system", "content": [np.zeros((8, 8, 3), np.uint8)]}, {"role": "user", "content": "hi"}],
+     "system message can hold text only"),
 ])
 def test_bad_conversations_raise(runtimes, msgs, message) -> None:
     with pytest.raises(ValueError, match=message):
         runtimes["2.6"].chat(msgs, max_new_tokens=4)
+    assert runtimes["2.6"].chat([{"role": "user", "content": "still fine"}], max_new_tokens=2) is not None
 
 
-def test_soak_memory_is_flat(runtimes) -> None:
-    """200 chats with images in one process: resident memory grows by less than 5 %."""
-    import resource  # noqa: F401  (Linux: /proc gives the current RSS, which is what matters here)
+def test_soak_memory_is_flat(converted) -> None:
+    """200 chats, each with a new image through the encoder (cache off): resident memory grows by less than 5 %;
+    the same for 4 threads x 25 chats on the same object."""
+    import threading
 
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1])
+    from helpers import rss_mb
 
-    rt = runtimes["2.6"]
-    imgs = [_image(200 + 13 * i, 150 + 7 * i, i) for i in range(8)]
-    for i in range(20):  # warm-up: buffers and caches reach their working size
-        rt.chat([{"role": "user", "content": [imgs[i % 8], "What is it?"]}], max_new_tokens=8, seed=i)
-    before = rss()
-    for i in range(200):
-        rt.chat([{"role": "user", "content": [imgs[i % 8], "What is it?"]}], max_new_tokens=8, seed=i)
-    after = rss()
-    assert after < before * 1.05, (before, after)
+    from minicpmv_edge import EmbeddingCache
+
+    res = converted("2.6", "f16")
+    with MiniCPMV(res.model, res.mmproj, n_threads=2, cache=EmbeddingCache(max_bytes=0)) as rt:
+        sizes = [(120 + 9 * k, 90 + 7 * k) for k in range(8)]  # new pixels every call, sizes from a fixed set
+
+        def ask(i: int) -> None:
+            rt.chat([{"role": "user", "content": [_image(*sizes[i % 8], i), "What is it?"]}], max_new_tokens=8,
+                    seed=i)
+            assert rt.last.pieces_encoded == 1 or threading.current_thread() is not threading.main_thread()
+
+        for i in range(20):  # warm-up: buffers and caches reach their working size
+            ask(i)
+        before = rss_mb()
+        for i in range(200):
+            ask(1000 + i)
+        after = rss_mb()
+        assert after < before * 1.05, (before, after)
+
+        def threaded(base: int) -> None:
+            ts = [threading.Thread(target=lambda t=t: [ask(base + 25 * t + j) for j in range(25)]) for t in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+
+        threaded(5000)  # new threads get malloc arenas of their own once: that is the warm-up here
+        before = rss_mb()
+        threaded(6000)
+        assert rss_mb() < before * 1.05, (before, rss_mb())
 
 
 def test_min_new_tokens_forbids_early_stops(runtimes) -> None:

@@ -28,7 +28,7 @@ def test_run_streams_the_same_answer_as_the_api(converted, tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr
     assert "2 image(s)" in out.stderr and "prefill" in out.stderr and "tok/s" in out.stderr
     with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:
-        want = m.chat([{"role": "user", "content": [str(a), str(b), "Compare them."]}], temperature=0,
+        want = m.chat([{"role": "user", "content": [a, b, "Compare them."]}], temperature=0,
                       max_new_tokens=16, max_slice_nums=4)
     assert out.stdout.strip() == want
 
@@ -42,6 +42,7 @@ def test_run_errors_are_one_line(converted, tmp_path: Path) -> None:
 
 
 def test_interactive_chat_keeps_history(converted, tmp_path: Path) -> None:
+    """Through the CLI: the second answer is the API's answer to the whole two-turn conversation."""
     res = converted("2.6", "f16")
     a = _img(tmp_path / "a.png", 320, 240, 3)
     script = f"/image {a}\nWhat is this?\nAnd the colours?\n/clear\nhello\n/image {tmp_path / 'nope.png'}\nbad\n/exit\n"
@@ -51,11 +52,26 @@ def test_interactive_chat_keeps_history(converted, tmp_path: Path) -> None:
     summaries = [line for line in out.stderr.splitlines() if "pieces encoded" in line]
     assert [s.split(",")[0] for s in summaries] == ["1 image(s)", "1 image(s)", "0 image(s)"]
     assert "(conversation cleared)" in out.stderr and "file not found" in out.stderr
-    with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:  # the second answer saw the first turn
-        first = m.chat([{"role": "user", "content": [str(a), "What is this?"]}], temperature=0, max_new_tokens=8)
-        m.chat([{"role": "user", "content": [str(a), "What is this?"]}, {"role": "assistant", "content": first},
-                {"role": "user", "content": "And the colours?"}], temperature=0, max_new_tokens=8)
-        assert m.last.prompt_tokens > 64 + 20
+    answers = out.stdout.splitlines()
+    with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:
+        q1 = [{"role": "user", "content": [a, "What is this?"]}]
+        first = m.chat(q1, temperature=0, max_new_tokens=8)
+        second = m.chat([*q1, {"role": "assistant", "content": first}, {"role": "user", "content": "And the colours?"}],
+                        temperature=0, max_new_tokens=8)
+        third = m.chat([{"role": "user", "content": "hello"}], temperature=0, max_new_tokens=8)
+    assert [x.strip() for x in answers[:3]] == [first, second, third]
+
+
+def test_run_flags_for_offload_and_logging(converted, tmp_path: Path) -> None:
+    """-ngl (llama.cpp's name; a CPU build offloads nothing) and -v, which shows llama.cpp's log lines."""
+    res = converted("2.6", "f16")
+    base = [cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "-p", "hi", "-n", "4", "--temp", "0"]
+    quiet = subprocess.run([*base, "-ngl", "99"], capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([*base, "--n-gpu-layers", "99", "-v"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert quiet.stdout == loud.stdout
+    assert "minicpmv_edge.llama: llama_model_loader" in loud.stderr
+    assert "llama_model_loader" not in quiet.stderr
 
 
 def test_demo_builds_once_and_chats_about_the_bundled_image(tmp_path: Path) -> None:

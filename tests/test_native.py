@@ -27,7 +27,13 @@ from pathlib import Path
 m = Mtmd(Path({model!r}), Path({mmproj!r}))   # a llama.cpp model and libmtmd, loaded
 assert [d.kind for d in _core.list_devices()][0] == "cpu"
 info = _core.read_gguf_info({mmproj!r})        # our extension, working
-maps = [line.split()[-1] for line in open("/proc/self/maps") if "libggml-base" in line]
+if sys.platform == "linux":  # mapped files: psutil reads them on Linux, lsof lists them on macOS
+    import psutil
+    maps = [m.path for m in psutil.Process().memory_maps() if "libggml-base" in m.path]
+else:
+    import os, subprocess
+    lsof = subprocess.run(["lsof", "-p", str(os.getpid()), "-Fn"], capture_output=True, text=True).stdout
+    maps = [line[1:] for line in lsof.splitlines() if line.startswith("n") and "libggml-base" in line]
 print(sorted(set(maps)))
 m.close()
 """

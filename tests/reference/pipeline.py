@@ -26,7 +26,8 @@ class ReferencePipeline:
         self.version = str(self.cfg["version"])
         tc = json.loads((hf_dir / "tokenizer_config.json").read_text())
         self.tok = PreTrainedTokenizerFast(tokenizer_file=str(hf_dir / "tokenizer.json"), bos_token=tc["bos_token"],
-                                           eos_token=tc["eos_token"], unk_token=tc["unk_token"])
+                                           eos_token=tc["eos_token"], unk_token=tc["unk_token"],
+                                           clean_up_tokenization_spaces=tc["clean_up_tokenization_spaces"])
         self.tok.chat_template = tc["chat_template"]
         self.llm = load_llm(hf_dir)
         self.vision = ReferenceVision(hf_dir)
@@ -95,6 +96,24 @@ class ReferencePipeline:
         for (a, b), f in zip(bounds, feats, strict=True):
             emb[a:b] = f
         return emb
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        """The answer text as the original chat() returns it for generated `ids` (stop token excluded): the
+        tokenizer's decode, special tokens included, stripped (its deletion of id 0 is a deviation of ours)."""
+        return self.tok.decode(ids, skip_special_tokens=skip_special_tokens).strip()
+
+    @torch.no_grad()
+    def beam(self, msgs: list[dict], n_tokens: int = 32, num_beams: int = 3, repetition_penalty: float = 1.2,
+             min_new_tokens: int = 0, **kw) -> list[int]:
+        """chat(sampling=False): transformers' own beam search over the same inputs_embeds (stop token dropped)."""
+        ids, pieces = self.prompt(msgs, **kw)
+        emb = self.embeddings(ids, pieces)
+        extra = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
+        out = self.llm.generate(inputs_embeds=emb[None], attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                num_beams=num_beams, repetition_penalty=repetition_penalty, do_sample=False,
+                                max_new_tokens=n_tokens, pad_token_id=0, eos_token_id=sorted(self.stop), **extra)
+        got = out[0].tolist()
+        return got[:-1] if got and got[-1] in self.stop else got
 
     @torch.no_grad()
     def generate(self, msgs: list[dict], n_tokens: int = 32, **kw) -> tuple[list[int], np.ndarray]:
