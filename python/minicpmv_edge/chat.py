@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -287,8 +287,11 @@ class MiniCPMV:
         progress = Progress(token_times=stats.token_times)
         t1 = time.perf_counter()
         try:
-            tokens = (sample(self.kv, self.model, gp, self.stop_ids, progress) if gp.sampling
-                      else iter(beam_search(self.kv, gp, self.stop_ids, progress)))
+            if gp.sampling or gp.num_beams == 1:  # one beam is transformers' greedy search: temperature 0
+                tokens = sample(self.kv, self.model, gp if gp.sampling else replace(gp, temperature=0.0), self.stop_ids,
+                                progress)
+            else:
+                tokens = iter(beam_search(self.kv, gp, self.stop_ids, progress))
             for i, tok in enumerate(tokens):
                 if i == 0:
                     stats.ttft_ms = (time.perf_counter() - t_call) * 1e3
