@@ -36,19 +36,15 @@ from .prompt import build_prompt, check_template
 from .text import TextDecoder
 from .versions import VERSIONS, UnsupportedVersionError
 from .video import Video
-from .visuals import Visuals
+from .visuals import EncodeStats, Visuals
 
 __all__ = ["ChatStats", "ChatStream", "MessageError", "MiniCPMV"]
 
 
 @dataclass
-class ChatStats:
-    """What a chat() did, and how long each stage took."""
+class ChatStats(EncodeStats):
+    """What a chat() did, and how long each stage took (the images' part is visuals.EncodeStats)."""
 
-    images: int = 0  # images and video frames in the prompt
-    pieces: int = 0
-    pieces_encoded: int = 0  # pieces that went through the vision encoder (the rest came from the cache)
-    encode_ms: float = 0.0
     reused_tokens: int = 0  # prompt positions whose KV cache entries were kept from the previous call
     prompt_tokens: int = 0
     prefill_ms: float = 0.0
@@ -271,8 +267,7 @@ class MiniCPMV:
         turns, encoded, es = self.visuals.encode(turns, pp.max_slice_nums or v.max_slice_nums, progress)
         prompt = build_prompt(self.template, turns, v, self.model, self.encoder.query_num, [e.grid for e in encoded],
                               use_image_id, pp.parse_special)
-        stats = self.last = ChatStats(images=es.images, pieces=es.pieces, pieces_encoded=es.pieces_encoded,
-                                      encode_ms=es.encode_ms, prompt_tokens=len(prompt))
+        stats = self.last = ChatStats(**vars(es), prompt_tokens=len(prompt))
         if len(prompt) > self.session.n_ctx:
             raise ValueError(f"the prompt is {len(prompt)} tokens ({prompt.image_rows} of them image rows), more "
                              f"than n_ctx {self.session.n_ctx}")

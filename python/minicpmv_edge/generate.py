@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kv import KVState
-from .llama_adapter import N_SEQ, ContextFull, LlamaModel, Sampler, SamplerParams
+from .llama_adapter import N_SEQ, ContextFull, LlamaModel, Sampler
 from .params import MAX_BEAMS, GenerationParams
 
 
@@ -36,9 +36,7 @@ class Progress:
 def sample(kv: KVState, model: LlamaModel, p: GenerationParams, stop_ids: set[int], out: Progress) -> Iterator[int]:
     """Tokens one at a time; each is decoded into the context only when the next one is asked for."""
     session = kv.session
-    sampler = Sampler(model, SamplerParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                                           repetition_penalty=p.repetition_penalty, seed=p.seed,
-                                           penalty_window=p.max_new_tokens))
+    sampler = Sampler(model, p)
     try:
         for step in range(p.max_new_tokens):
             if step == 0:

@@ -21,7 +21,7 @@ from . import logs
 from ._native import _core
 from .cpus import available_cpus
 from .model_check import LlmFile
-from .params import MAX_BEAMS
+from .params import MAX_BEAMS, GenerationParams
 
 N_SEQ = 2 * MAX_BEAMS + 1  # sequence 0 holds the prompt; beams alternate between two sets of MAX_BEAMS
 
@@ -144,25 +144,16 @@ class LlamaModel:
             pass
 
 
-@dataclass(frozen=True)
-class SamplerParams:
-    temperature: float = 0.7  # 0: greedy
-    top_p: float = 0.8
-    top_k: int = 100
-    repetition_penalty: float = 1.05
-    seed: int = 0
-    penalty_window: int = 2048  # generated tokens the repetition penalty looks back over
-
-
 class Sampler:
     """llama.cpp's sampler chain, in the original generate()'s order: repetition penalty, temperature, top-k,
     top-p, then a draw (or greedy when the temperature is 0)."""
 
-    def __init__(self, model: LlamaModel, p: SamplerParams) -> None:
+    def __init__(self, model: LlamaModel, p: GenerationParams) -> None:
+        """The penalty looks back over every generated token (at most max_new_tokens), never the prompt."""
         self.ptr = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         add = lambda s: L.llama_sampler_chain_add(self.ptr, s)  # noqa: E731
         if p.repetition_penalty != 1.0:
-            add(L.llama_sampler_init_penalties(model.n_vocab, p.penalty_window, p.repetition_penalty, 0.0, 0.0))
+            add(L.llama_sampler_init_penalties(model.n_vocab, p.max_new_tokens, p.repetition_penalty, 0.0, 0.0))
         if p.temperature <= 0:
             add(L.llama_sampler_init_greedy())
         else:
