@@ -1,5 +1,5 @@
 // A MiniCPM-V vision encoder + resampler ("mmproj") GGUF, as llama.cpp and our converter write it
-// (shared/spec/mmproj-format.md §2): hyper-parameters and weight tensors, validated by name, type and shape.
+// (llama.cpp's `clip-impl.h` names): hyper-parameters and weight tensors, validated by name, type and shape.
 #pragma once
 
 #include <array>

@@ -1,7 +1,7 @@
 // Bicubic resampling that reproduces Pillow's Image.resize(size, Image.BICUBIC) on RGB images bit for bit:
 // a separable filter (horizontal pass, then vertical), cubic kernel with a = -0.5 whose support widens by the
 // scale factor when downscaling (antialiasing), coefficients rounded to 22-bit fixed point, sums rounded and
-// clamped to 0..255 after each pass. Facts from shared/spec/hf-reference.md §7; the code is ours.
+// clamped to 0..255 after each pass. Facts from Pillow's `libImaging/Resample.c`; the code is ours.
 #pragma once
 
 #include "image.h"

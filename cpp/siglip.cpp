@@ -13,7 +13,7 @@ namespace {
 // torch.arange(start, end, step) in float32 as the original ran it (torch's CPU kernel): the count from
 // doubles; blocks of 2 x 8 values from an 8-lane vector kernel, where each lane is base + j * step with
 // base = float(start + step * idx); the tail one value at a time as float(start + step * i). The rounding
-// of these values decides the bucket at exact ratios (spec §4.1: 25, 49, 50, 55, 58, 77, ... patches).
+// of these values decides the bucket at exact ratios (the original `modeling_navit_siglip.py`: 25, 49, 50, 55, 58, 77, ... patches).
 std::vector<float> arange_f32(double start, double end, double step) {
     constexpr int64_t kLanes = 8;
     const auto n = std::max<int64_t>(int64_t(std::ceil((end - start) / step)), 0);

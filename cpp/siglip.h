@@ -1,5 +1,5 @@
-// The SigLIP-NaViT vision tower of MiniCPM-V 2.5 / 2.6 as a ggml graph (shared/spec/hf-reference.md §4.1,
-// mmproj-format.md §3.2-3.5): patch embedding, learned positions bucketed onto the pos_side^2 table,
+// The SigLIP-NaViT vision tower of MiniCPM-V 2.5 / 2.6 as a ggml graph (the original
+// `modeling_navit_siglip.py`; llama.cpp's `models/minicpmv.cpp` names): patch embedding, learned positions bucketed onto the pos_side^2 table,
 // pre-LN blocks with tanh-GELU MLPs, post-LN. One graph encodes B pieces of the same patch grid.
 #pragma once
 
@@ -13,7 +13,7 @@ namespace mcv {
 
 // How a piece's patches pick rows of the position table.
 enum class PosRule {
-    navit_2d,  // 2.6: 2-D buckets, the original float32 torch.bucketize results (not exact floor: see spec §4.1)
+    navit_2d,  // 2.6: 2-D buckets, the original float32 torch.bucketize results (not exact floor: docs/sources.md)
     flat_1d,   // 2.5: the original's mask-shape quirk, 1-D buckets over the flattened piece, first table row
     floor_2d,  // llama.cpp's rule: floor(side * i / n) in both directions
 };

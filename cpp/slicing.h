@@ -1,5 +1,5 @@
 // MiniCPM-V's image slicing ("LLaVA-UHD"), as the original Hugging Face processor does it
-// (shared/spec/hf-reference.md §7): an overview plus a grid of slices, every side a multiple of the patch size.
+// (the original `image_processing_minicpmv.py`): an overview plus a grid of slices, every side a multiple of the patch size.
 #pragma once
 
 #include <array>

@@ -126,7 +126,7 @@ def test_libmtmd_encodes_our_mmproj(tiny_hf, converted, version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_mmproj_keys_and_tensors(tiny_hf, converted, version: str) -> None:
-    """shared/spec/mmproj-format.md §2.3-2.4."""
+    """llama.cpp's mmproj keys and tensors (`clip-impl.h`)."""
     r = gguf.GGUFReader(converted(version, "f16").mmproj)
     cfg = json.loads((tiny_hf[version] / "config.json").read_text())
     vc = cfg["vision_config"]

@@ -45,7 +45,7 @@ def test_position_ids_reproduce_torch_bucketize() -> None:
     for n in range(1, 601):
         got = _core.position_ids(n, 1, 70, _core.PosRule.navit_2d)
         assert np.array_equal(got, position_ids_hf(n, 1).numpy()), n
-    # where they differ from llama.cpp's exact floor (hf-reference.md §4.1)
+    # where they differ from llama.cpp's exact floor (the original `modeling_navit_siglip.py`)
     differ = [n for n in range(1, 141) if not np.array_equal(
         _core.position_ids(n, 1, 70, _core.PosRule.navit_2d), _core.position_ids(n, 1, 70, _core.PosRule.floor_2d))]
     assert differ == [25, 49, 50, 55, 58, 77, 82, 86, 94, 98, 100, 110, 115, 135]

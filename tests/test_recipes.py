@@ -1,4 +1,4 @@
-"""The tiny checkpoints: deterministic, in the original layout (shared/spec/hf-reference.md §2, §3)."""
+"""The tiny checkpoints: deterministic, in the original layout (the original checkpoints' files)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from minicpmv_edge import recipes
 
-# hf-reference.md §3.5, per version (the expectation is the spec, not our versions table)
+# the original tokenizer_config.json files, per version (the expectation is theirs, not our versions table)
 SPECIAL = {
     "2.6": ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "</image>", "<ref>", "</ref>",
             "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>", "<slice>", "</slice>",

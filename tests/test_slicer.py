@@ -1,4 +1,4 @@
-"""The C++ slicer against the original processor's rules (shared/spec/hf-reference.md §7, re-implemented in
+"""The C++ slicer against the original processor's rules (`image_processing_minicpmv.py`, re-implemented in
 tests/reference/slicing.py) and against Pillow's pixels."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from minicpmv_edge.image import ImageError, load_rgb
 from minicpmv_edge.slicer import SliceConfig, plan, slice_image
 from reference import slicing as ref
 
-# spec §7 worked examples: input (W, H) -> grid [cols, rows] and tgt_sizes (h, w) in patches
+# worked examples of the original processor: input (W, H) -> grid [cols, rows] and tgt_sizes (h, w) in patches
 WORKED = [
     ((448, 448), None, [(32, 32)]),
     ((300, 200), None, [(26, 39)]),

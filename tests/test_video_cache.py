@@ -36,7 +36,7 @@ def make_clip(path: Path, seconds: float, fps: int, w: int, h: int, seed: int = 
 
 
 def reference_frames(path: Path) -> list[Image.Image]:
-    """Every frame as PyAV decodes it, then the original recipe's choice (hf-reference.md §8.4), written here
+    """Every frame as PyAV decodes it, then the original recipe's choice (docs/sources.md), written here
     independently of minicpmv_edge.video."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]

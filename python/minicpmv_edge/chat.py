@@ -1,4 +1,4 @@
-"""MiniCPMV: the runtime's façade (shared/spec/hf-reference.md §6, §8). It loads the two files and delegates along
+"""MiniCPMV: the runtime's façade (the original `modeling_minicpmv.py` `chat()`). It loads the two files and delegates along
 the data path: messages (messages.py) -> images and video frames encoded (visuals.py) -> prompt positions
 (prompt.py) -> KV state with prefix reuse (kv.py) -> tokens by sampling or beam search (generate.py) -> text as
 the original decodes it (text.py).

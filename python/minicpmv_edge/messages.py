@@ -1,5 +1,5 @@
 """Conversations as the runtime takes them: the original `chat()` shape (`content` a string, or a list of strings
-and images) and OpenAI's content parts (shared/spec/hf-reference.md §8.4).
+and images) and OpenAI's content parts (the original `modeling_minicpmv.py` `chat()`).
 
 As in the original, a string is always text. Images are PIL images, uint8 arrays, `Path`s, `Image(...)` or typed
 parts (`{"type": "image", "image": ...}`, `{"type": "image_url", "image_url": {"url": ...}}`); videos are `Video(...)`,

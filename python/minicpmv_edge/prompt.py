@@ -1,4 +1,4 @@
-"""Conversation turns -> the exact prompt the original processors build (shared/spec/hf-reference.md §8), as
+"""Conversation turns -> the exact prompt the original processors build (`processing_minicpmv.py`), as
 positions: token ids, and (image, row) pairs where image embedding rows go.
 
 Messages are rendered with the model's own Jinja chat template, each image written as the tag `(<image>./</image>)`

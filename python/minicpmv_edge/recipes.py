@@ -1,9 +1,9 @@
 """Deterministic MiniCPM-V checkpoints in the original Hugging Face layout, for tests, the demo and benchmarks.
 
 Each preset writes `config.json`, `preprocessor_config.json`, `generation_config.json`, `model.safetensors`
-(`vpm.` / `resampler.` / `llm.` names, shapes as shared/spec/hf-reference.md §2) and tokenizer files. The
+(`vpm.` / `resampler.` / `llm.` names and shapes of the original checkpoints) and tokenizer files. The
 tokenizer is a real byte-level BPE trained here on a fixed corpus, with the real model's pre-tokenizer split and
-every special token of spec §3.5 as one token. Weights are seeded per tensor name, so the files are identical on
+every special token of the original tokenizers as one token. Weights are seeded per tensor name, so the files are identical on
 every machine.
 """
 

@@ -1,5 +1,5 @@
 """MiniCPM-V's image slicing: an overview plus a grid of slices, resized and normalised as the original
-processor does (shared/spec/hf-reference.md §7). The work is in C++ (cpp/slicing.cpp, cpp/resize.cpp)."""
+processor does (the original `image_processing_minicpmv.py`). The work is in C++ (cpp/slicing.cpp, cpp/resize.cpp)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Everything that differs between MiniCPM-V versions, as one table of data.
 
-Source: shared/spec/hf-reference.md §1 (version matrix), §3 (configs, special tokens), §8 (prompt layout) and
-shared/spec/mmproj-format.md §1–2 (llama.cpp's `clip.minicpmv_version` numbers). Code elsewhere reads fields of a
+Sources (docs/sources.md): the original checkpoints' config and tokenizer files (dimensions, special tokens,
+templates), `processing_minicpmv.py` (prompt layout) and llama.cpp's `clip-impl.h` (`clip.minicpmv_version`). Code elsewhere reads fields of a
 `ModelVersion`; it never branches on the version name.
 """
 
@@ -32,7 +32,7 @@ class ModelVersion:
     stop_tokens: tuple[str, ...]  # generation stops on any of these
     special_tokens: tuple[str, ...]  # added tokens, in id order after the BPE vocabulary
     chat_template: str  # Jinja template as stored in tokenizer_config.json
-    # prompt layout of one image (hf-reference.md §8.1): [<image_id>k</image_id>] overview_open unk*Q
+    # prompt layout of one image (the original get_slice_image_placeholder): [<image_id>k</image_id>] overview_open unk*Q
     # overview_close, then if sliced: grid_open, rows joined by "\n" of cols x (slice_open unk*Q slice_close),
     # grid_close
     slice_open: str
@@ -172,7 +172,7 @@ def _is_number(v: object) -> bool:
 
 @dataclass(frozen=True)
 class ProjectorVersion:
-    """A value of llama.cpp's `clip.minicpmv_version` in an mmproj file (shared/spec/mmproj-format.md §1)."""
+    """A value of llama.cpp's `clip.minicpmv_version` in an mmproj file (llama.cpp's `clip-impl.h`)."""
 
     number: int
     model: str

@@ -1,4 +1,4 @@
-"""Video input, as the original recipe feeds MiniCPM-V 2.6 (shared/spec/hf-reference.md §8.4): about one frame
+"""Video input, as the original recipe feeds MiniCPM-V 2.6 (docs/sources.md): about one frame
 per second (every round(fps)-th frame), at most 64 frames (uniform sub-sampling beyond that), all in one user turn,
 each frame sliced with max_slice_nums 2 (1 when there are more than 16 frames) and no image ids.
 

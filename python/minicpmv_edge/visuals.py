@@ -1,6 +1,6 @@
 """The images and video frames of a conversation, encoded in prompt order (through the embedding cache).
 
-A video becomes its sampled frames in place (shared/spec/hf-reference.md §8.4); each frame is decoded, sliced,
+A video becomes its sampled frames in place (the video recipe, docs/sources.md); each frame is decoded, sliced,
 encoded and dropped before the next is decoded. In the turns returned, every image is replaced by its `Encoded`
 entry (grid, pieces, embedding rows), which is all the prompt layout needs.
 """

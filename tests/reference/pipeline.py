@@ -1,4 +1,4 @@
-"""The original MiniCPM-V pipeline in PyTorch, written from shared/spec/hf-reference.md §6-§8: original
+"""The original MiniCPM-V pipeline in PyTorch, written from the original `modeling_minicpmv.py`, `processing_minicpmv.py`: original
 preprocessing (reference/slicing.py), the reference vision tower and resampler, the HF tokenizer and chat
 template, image features scattered over the `<unk>` rows between the markers, and the transformers LLM fed
 `inputs_embeds`, decoded greedily without a cache."""

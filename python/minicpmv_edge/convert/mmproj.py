@@ -1,6 +1,6 @@
 """The vision tower (`vpm.*`) and resampler (`resampler.*`) as a llama.cpp "mmproj" GGUF.
 
-Layout: shared/spec/mmproj-format.md §2 (keys §2.3, tensors §2.4). Kept as llama.cpp's legacy converter writes it,
+Layout: llama.cpp's `clip-impl.h` keys and tensor names (docs/sources.md). Kept as llama.cpp's legacy converter writes it,
 so that llama.cpp of any era loads our files: fc1/fc2 under the swapped names `ffn_down`/`ffn_up`, the fused
 `in_proj` split into q/k/v, `proj` transposed, and a 70x70 sin-cos table as `resampler.pos_embed_k`.
 """
@@ -18,7 +18,7 @@ from .gguf_out import PlannedTensor, matrix_type
 from .mapping import Source
 from .safetensors_io import CheckpointError
 
-POS_GRID = 70  # the resampler's sin-cos cache side (hf-reference.md §5.1)
+POS_GRID = 70  # the resampler's sin-cos cache side (the original `resampler.py`)
 
 # original vision name (without "vpm.") -> GGUF name
 _VISION_GLOBAL = {
@@ -41,7 +41,7 @@ _VISION_LAYER = {
 
 
 def sincos_2d(dim: int, rows: int, cols: int) -> np.ndarray:
-    """[rows*cols, dim]: channels [sin col, cos col, sin row, cos row], each dim/4 wide, float32 (spec §5.1)."""
+    """[rows*cols, dim]: channels [sin col, cos col, sin row, cos row], each dim/4 wide, float32 (the original `resampler.py`)."""
     omega = 1.0 / np.float32(10000) ** (np.arange(dim // 4, dtype=np.float32) / np.float32(dim / 4))
     r, c = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
 
@@ -107,7 +107,7 @@ def plan_mmproj(src: Source, cfg: dict, version: ModelVersion, outtype: QT) -> l
 
 
 def _tensor_type(name: str, shape: tuple[int, ...], outtype: QT) -> QT:
-    """llama.cpp's choices (spec §2.4): matrices in the output type, vectors/queries/tables in f32; the
+    """llama.cpp's choices (its legacy converter): matrices in the output type, vectors/queries/tables in f32; the
     embeddings (patch conv, position table) never block-quantized."""
     if outtype == QT.F32 or len(shape) == 1 or name == "resampler.query":
         return QT.F32
