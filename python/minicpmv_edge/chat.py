@@ -1,7 +1,7 @@
-"""MiniCPMV: the runtime's façade (the original `modeling_minicpmv.py` `chat()`). It loads the two files and delegates along
-the data path: messages (messages.py) -> images and video frames encoded (visuals.py) -> prompt positions
-(prompt.py) -> KV state with prefix reuse (kv.py) -> tokens by sampling or beam search (generate.py) -> text as
-the original decodes it (text.py).
+"""MiniCPMV: the runtime's façade (the original `modeling_minicpmv.py` `chat()`). It loads the two files and
+delegates along the data path: messages (messages.py) -> images and video frames encoded (visuals.py) -> prompt
+positions (prompt.py) -> KV state with prefix reuse (kv.py) -> tokens by sampling or beam search (generate.py) ->
+text as the original decodes it (text.py).
 
 Threads: one MiniCPMV may be shared. Calls are serialised: a chat() holds the object until it returns, a stream
 from its creation until it is exhausted, closed or dropped; a chat() from another thread meanwhile waits, one from

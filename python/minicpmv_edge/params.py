@@ -1,5 +1,6 @@
 """chat()'s keywords as checked configuration: the original `model.chat()` defaults (the original
-`modeling_minicpmv.py` `chat()`) and a clear error for every value of the wrong type or out of range, before any native code runs."""
+`modeling_minicpmv.py` `chat()`) and a clear error for every value of the wrong type or out of range, before any
+native code runs."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 Each preset writes `config.json`, `preprocessor_config.json`, `generation_config.json`, `model.safetensors`
 (`vpm.` / `resampler.` / `llm.` names and shapes of the original checkpoints) and tokenizer files. The
 tokenizer is a real byte-level BPE trained here on a fixed corpus, with the real model's pre-tokenizer split and
-every special token of the original tokenizers as one token. Weights are seeded per tensor name, so the files are identical on
-every machine.
+every special token of the original tokenizers as one token. Weights are seeded per tensor name, so the files are
+identical on every machine.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Everything that differs between MiniCPM-V versions, as one table of data.
 
 Sources (docs/sources.md): the original checkpoints' config and tokenizer files (dimensions, special tokens,
-templates), `processing_minicpmv.py` (prompt layout) and llama.cpp's `clip-impl.h` (`clip.minicpmv_version`). Code elsewhere reads fields of a
-`ModelVersion`; it never branches on the version name.
+templates), `processing_minicpmv.py` (prompt layout) and llama.cpp's `clip-impl.h` (`clip.minicpmv_version`).
+Code elsewhere reads fields of a `ModelVersion`; it never branches on the version name.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ class ModelVersion:
     stop_tokens: tuple[str, ...]  # generation stops on any of these
     special_tokens: tuple[str, ...]  # added tokens, in id order after the BPE vocabulary
     chat_template: str  # Jinja template as stored in tokenizer_config.json
-    # prompt layout of one image (the original get_slice_image_placeholder): [<image_id>k</image_id>] overview_open unk*Q
-    # overview_close, then if sliced: grid_open, rows joined by "\n" of cols x (slice_open unk*Q slice_close),
-    # grid_close
+    # prompt layout of one image (the original get_slice_image_placeholder): [<image_id>k</image_id>]
+    # overview_open unk*Q overview_close, then if sliced: grid_open, rows joined by "\n" of
+    # cols x (slice_open unk*Q slice_close), grid_close
     slice_open: str
     slice_close: str
     grid_open: str

@@ -1,4 +1,5 @@
-"""The language model as transformers runs it (Qwen2ForCausalLM for 2.6, LlamaForCausalLM for 2.5), as the original builds its `llm`."""
+"""The language model as transformers runs it (Qwen2ForCausalLM for 2.6, LlamaForCausalLM for 2.5), as the
+original builds its `llm`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The original MiniCPM-V pipeline in PyTorch, written from the original `modeling_minicpmv.py`, `processing_minicpmv.py`: original
-preprocessing (reference/slicing.py), the reference vision tower and resampler, the HF tokenizer and chat
-template, image features scattered over the `<unk>` rows between the markers, and the transformers LLM fed
-`inputs_embeds`, decoded greedily without a cache."""
+"""The original MiniCPM-V pipeline in PyTorch, written from the original `modeling_minicpmv.py` and
+`processing_minicpmv.py`: original preprocessing (reference/slicing.py), the reference vision tower and resampler,
+the HF tokenizer and chat template, image features scattered over the `<unk>` rows between the markers, and the
+transformers LLM fed `inputs_embeds`, decoded greedily without a cache."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MiniCPM-V's slicing rule in plain Python, written from the original `image_processing_minicpmv.py` (the original processor's
+"""MiniCPM-V's slicing rule in plain Python, written from the original `image_processing_minicpmv.py` (its
 `get_sliced_grid`, `find_best_resize`, `get_refine_size`, `slice_image`), with Pillow for the pixels."""
 
 from __future__ import annotations

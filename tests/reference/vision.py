@@ -1,4 +1,5 @@
-"""The vision tower and resampler of MiniCPM-V 2.5/2.6 in PyTorch (the original `modeling_navit_siglip.py`, `resampler.py`).
+"""The vision tower and resampler of MiniCPM-V 2.5/2.6 in PyTorch (the original `modeling_navit_siglip.py` and
+`resampler.py`).
 
 The encoder layers are transformers' `Idefics2VisionTransformer` (the class 2.5 imports and 2.6 copies); position
 ids are computed here so a test can choose the original float32 `bucketize` rule or llama.cpp's exact floor; the
@@ -42,7 +43,8 @@ def reshape_by_patch(image: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
-    """[h*w, dim], channels [sin col, cos col, sin row, cos row] (the original `resampler.py`), float32 numpy as the original."""
+    """[h*w, dim], channels [sin col, cos col, sin row, cos row] (the original `resampler.py`), float32 numpy as
+    the original."""
     omega = np.arange(dim // 4, dtype=np.float32)
     omega /= dim / 4.0
     omega = 1.0 / 10000**omega
@@ -87,7 +89,8 @@ class ReferenceVision(torch.nn.Module):
         """pixels: [3, H, W] normalised float32 -> [(H/14)*(W/14), D] after post-LN.
 
         rule "hf": 2.6, transformers' own embeddings on the 2-D piece with an all-true (1, h, w) mask;
-        "flat": 2.5's original quirk, the piece as a patch strip with a (1, 1, L) mask (the original 2.5 `get_vllm_embedding`);
+        "flat": 2.5's original quirk, the piece as a patch strip with a (1, 1, L) mask (the original 2.5
+        `get_vllm_embedding`);
         "floor": llama.cpp's exact floor(70 i / n) ids.
         """
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]

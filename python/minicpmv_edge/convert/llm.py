@@ -1,7 +1,8 @@
 """The language model (`llm.*`) as a llama.cpp GGUF: `qwen2` for 2.6, `llama` for 2.5.
 
 One mapping table from original names (after stripping `llm.`) to llama.cpp names; the only transform is the
-q/k row permutation that llama.cpp's `llama` architecture needs for its interleaved RoPE (llama.cpp's `convert_hf_to_gguf.py`).
+q/k row permutation that llama.cpp's `llama` architecture needs for its interleaved RoPE (llama.cpp's
+`convert_hf_to_gguf.py`).
 """
 
 from __future__ import annotations

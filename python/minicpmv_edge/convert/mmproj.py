@@ -1,7 +1,7 @@
 """The vision tower (`vpm.*`) and resampler (`resampler.*`) as a llama.cpp "mmproj" GGUF.
 
-Layout: llama.cpp's `clip-impl.h` keys and tensor names (docs/sources.md). Kept as llama.cpp's legacy converter writes it,
-so that llama.cpp of any era loads our files: fc1/fc2 under the swapped names `ffn_down`/`ffn_up`, the fused
+Layout: llama.cpp's `clip-impl.h` keys and tensor names (docs/sources.md). Kept as llama.cpp's legacy converter
+writes it, so that llama.cpp of any era loads our files: fc1/fc2 under the swapped names `ffn_down`/`ffn_up`, the fused
 `in_proj` split into q/k/v, `proj` transposed, and a 70x70 sin-cos table as `resampler.pos_embed_k`.
 """
 
@@ -41,7 +41,8 @@ _VISION_LAYER = {
 
 
 def sincos_2d(dim: int, rows: int, cols: int) -> np.ndarray:
-    """[rows*cols, dim]: channels [sin col, cos col, sin row, cos row], each dim/4 wide, float32 (the original `resampler.py`)."""
+    """[rows*cols, dim]: channels [sin col, cos col, sin row, cos row], each dim/4 wide, float32 (the original
+    `resampler.py`)."""
     omega = 1.0 / np.float32(10000) ** (np.arange(dim // 4, dtype=np.float32) / np.float32(dim / 4))
     r, c = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
 
