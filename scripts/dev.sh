@@ -38,7 +38,7 @@ if ! "$VPY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LCP')
 fi
 extra=""
 if [ "$job" = "test" ]; then
-  pip_q "torch==2.13.0"   # CPU build, the test reference only
+  pip_q "torch==2.14.1" "torchvision==0.29.1"   # the test reference only (torchvision: for timm)
   extra="[test]"
 fi
 pip_q --no-build-isolation -e ".${extra}"
