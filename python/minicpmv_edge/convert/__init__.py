@@ -15,7 +15,7 @@ from ..versions import ModelVersion, version_from_config
 from .gguf_out import FILE_TYPES, GGUFFile
 from .llm import plan_llm, write_llm_kv
 from .mapping import Source
-from .mmproj import plan_mmproj, write_mmproj_kv
+from .mmproj import plan_mmproj, vision_config, write_mmproj_kv
 from .safetensors_io import CheckpointError, SafetensorsCheckpoint, load_json
 from .vocab import read_vocab, write_vocab
 
@@ -30,7 +30,7 @@ class ConvertResult:
 
 
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
-             "rms_norm_eps", "rope_theta", "max_position_embeddings", "query_num", "vision_config")
+             "rms_norm_eps", "rope_theta", "max_position_embeddings", "query_num")
 _REQUIRED_VISION = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
                     "image_size")
 
@@ -45,6 +45,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
         raise CheckpointError(f"{hf}: not a directory")
     cfg = load_json(hf / "config.json")
     version = version_from_config(cfg, str(hf / "config.json"))
+    cfg = {**cfg, "vision_config": vision_config(cfg, version, str(hf / "config.json"))}
     for k in _REQUIRED:
         if k not in cfg:
             raise CheckpointError(f"{hf / 'config.json'}: missing key {k!r}")

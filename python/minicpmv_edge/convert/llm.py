@@ -1,12 +1,14 @@
-"""The language model (`llm.*`) as a llama.cpp GGUF: `qwen2` for 2.6, `llama` for 2.5.
+"""The language model (`llm.*`) as a llama.cpp GGUF: `qwen2` for 2.6, `llama` for 2.5, `minicpm` for 2.0.
 
 One mapping table from original names (after stripping `llm.`) to llama.cpp names; the only transform is the
-q/k row permutation that llama.cpp's `llama` architecture needs for its interleaved RoPE (llama.cpp's
-`convert_hf_to_gguf.py`).
+q/k row permutation that llama.cpp's `llama` and `minicpm` architectures need for their interleaved RoPE
+(llama.cpp's `convert_hf_to_gguf.py`). MiniCPM's three scalings (input embeddings x scale_emb, each residual
+branch x scale_depth / sqrt(layers), logits / (hidden / dim_model_base)) are llama.cpp's `minicpm.*_scale` keys.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import gguf
@@ -37,7 +39,7 @@ _LAYER = {
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-_REQUIRED_BIAS = {"qwen2": True, "llama": False}  # qwen2 has q/k/v biases, llama none
+_REQUIRED_BIAS = {"qwen2": True, "llama": False, "minicpm": False}  # qwen2 has q/k/v biases, the others none
 
 
 def _permute_rows(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -100,6 +102,10 @@ def write_llm_kv(w: gguf.GGUFWriter, cfg: dict, version: ModelVersion, file_type
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     w.add_rope_dimension_count(int(cfg["hidden_size"]) // n_head)
     w.add_vocab_size(int(cfg["vocab_size"]))
+    if version.llm_arch == "minicpm":  # llama.cpp reads all three; MiniCPMConfig's defaults are 1
+        w.add_embedding_scale(float(cfg.get("scale_emb", 1)))
+        w.add_residual_scale(float(cfg.get("scale_depth", 1)) / math.sqrt(int(cfg["num_hidden_layers"])))
+        w.add_logit_scale(float(cfg["hidden_size"]) / float(cfg.get("dim_model_base", 1)))
     w.add_string("minicpmv_edge.version", version.name)
     if file_type == 7:
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)

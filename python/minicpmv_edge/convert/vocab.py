@@ -1,7 +1,10 @@
-"""The byte-level BPE vocabulary of a checkpoint as llama.cpp's `tokenizer.ggml.*` keys.
+"""A checkpoint's vocabulary as llama.cpp's `tokenizer.ggml.*` keys.
 
-Reads `tokenizer.json` (vocabulary, merges, added tokens) and `tokenizer_config.json` (chat template, BOS
-handling) directly, with no tokenizer class: MiniCPM-V ships its tokenizer as remote code.
+2.5/2.6: the byte-level BPE of `tokenizer.json` (vocabulary, merges, added tokens), read directly with no
+tokenizer class (MiniCPM-V ships its tokenizer as remote code). 2.0: the SentencePiece `tokenizer.model`, read
+with the sentencepiece package as llama.cpp's own converter reads it (pieces, scores, types), then the added tokens
+of `tokenizer_config.json`. The chat template and BOS handling come from `tokenizer_config.json`, or for 2.0
+(whose chat() builds its prompt in code) from the versions table.
 """
 
 from __future__ import annotations
@@ -15,20 +18,75 @@ from ..versions import ModelVersion
 from .safetensors_io import CheckpointError, load_json
 
 # llama.cpp token types
-_NORMAL, _CONTROL, _USER_DEFINED = 1, 3, 4
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 
 
 @dataclass(frozen=True)
 class Vocab:
     tokens: list[str]
     types: list[int]
-    merges: list[str]
+    merges: list[str]  # BPE only
     ids: dict[str, int]  # token text -> id, added tokens included
     chat_template: str
     add_bos: bool
+    scores: list[float] | None = None  # SentencePiece only
 
 
 def read_vocab(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
+    if version.tokenizer == "spm":
+        return _read_spm(folder, version, vocab_size)
+    return _read_bpe(folder, version, vocab_size)
+
+
+def _added_tokens(tc: dict, where: Path) -> list[tuple[int, str, bool]]:
+    """(id, text, special) of tokenizer_config.json's added_tokens_decoder."""
+    out = []
+    for key, t in (tc.get("added_tokens_decoder") or {}).items():
+        if not isinstance(t, dict) or not isinstance(t.get("content"), str) or not str(key).isdigit():
+            raise CheckpointError(f"{where}: malformed added_tokens_decoder entry {key!r}")
+        out.append((int(key), t["content"], bool(t.get("special", False))))
+    return out
+
+
+def _read_spm(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
+    import sentencepiece as spm
+
+    model = folder / "tokenizer.model"
+    tc_path = folder / "tokenizer_config.json"
+    tc = load_json(tc_path)
+    if not model.exists():
+        raise CheckpointError(f"{model}: file not found")
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.LoadFromSerializedProto(model.read_bytes())
+    except (RuntimeError, OSError) as e:
+        raise CheckpointError(f"{model}: not a SentencePiece model ({e})") from e
+    n = sp.vocab_size()
+    if n > vocab_size:
+        raise CheckpointError(f"{model}: {n} pieces, more than config.json's vocab_size {vocab_size}")
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [_USER_DEFINED] * vocab_size
+    scores = [-1000.0] * vocab_size
+    for i in range(n):
+        tokens[i] = sp.id_to_piece(i)
+        scores[i] = sp.get_score(i)
+        types[i] = (_UNKNOWN if sp.is_unknown(i) else _CONTROL if sp.is_control(i) else _UNUSED if sp.is_unused(i)
+                    else _BYTE if sp.is_byte(i) else _NORMAL)
+    for i, text, special in _added_tokens(tc, tc_path):
+        if i >= vocab_size:
+            raise CheckpointError(f"{tc_path}: added token {text!r} has id {i}, beyond vocab_size {vocab_size}")
+        tokens[i] = text
+        types[i] = _CONTROL if special else _USER_DEFINED
+    ids = {t: i for i, t in enumerate(tokens)}
+    missing = [t for t in (version.bos_token, version.eos_token, *version.stop_tokens, *version.special_tokens)
+               if t not in ids]
+    if missing:
+        raise CheckpointError(f"{model}: {version.display} token {missing[0]!r} is not in the vocabulary")
+    return Vocab(tokens, types, [], ids, version.chat_template, bool(tc.get("add_bos_token", version.add_bos)),
+                 scores)
+
+
+def _read_bpe(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
     tj = load_json(folder / "tokenizer.json")
     tc = load_json(folder / "tokenizer_config.json")
     model = tj.get("model") or {}
@@ -63,11 +121,20 @@ def read_vocab(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
 
 
 def write_vocab(w: gguf.GGUFWriter, v: Vocab, version: ModelVersion) -> None:
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(version.tokenizer_pre)
-    w.add_token_list(v.tokens)
-    w.add_token_types(v.types)
-    w.add_token_merges(v.merges)
+    if version.tokenizer == "spm":
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(v.tokens)
+        w.add_token_scores(v.scores or [0.0] * len(v.tokens))
+        w.add_token_types(v.types)
+        w.add_unk_token_id(v.ids["<unk>"])
+        w.add_add_space_prefix(True)  # legacy mode: every text run gets SentencePiece's dummy prefix
+    else:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(version.tokenizer_pre)
+        w.add_token_list(v.tokens)
+        w.add_token_types(v.types)
+        w.add_token_merges(v.merges)
     w.add_bos_token_id(v.ids[version.bos_token])
     w.add_eos_token_id(v.ids[version.eos_token])
     if version.pad_token in v.ids:
