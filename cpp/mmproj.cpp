@@ -1,6 +1,7 @@
 #include "mmproj.h"
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -159,17 +160,35 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
 
     if (r.str("general.architecture") != "clip") r.fail("general.architecture is not 'clip' (not an mmproj file)");
     if (!r.has("clip.has_vision_encoder") || !r.boolean("clip.has_vision_encoder")) r.fail("has no vision encoder");
+    // llama.cpp's MiniCPM-V resampler files, and ours for 2.0 (a projector type llama.cpp does not know)
     const std::string projector = r.has("clip.projector_type") ? r.str("clip.projector_type") : "";
-    const bool minicpmv = projector == "resampler" ||
+    const bool minicpmv = projector == "resampler" || projector == "minicpmv-2.0" ||
                           (projector.empty() && r.has("clip.has_minicpmv_projector") &&
                            r.boolean("clip.has_minicpmv_projector"));
     if (!minicpmv) {
         r.fail("projector type '" + (projector.empty() ? std::string("(none)") : projector) +
-               "' is not the MiniCPM-V resampler");
+               "' is not a MiniCPM-V resampler");
     }
     // informational: which versions are accepted, and their position-id rule, is the caller's versions table
     hp.minicpmv_version = r.has("clip.minicpmv_version") ? int(r.integer("clip.minicpmv_version", 0, INT32_MAX)) : 0;
     if (r.has("clip.use_gelu") && !r.boolean("clip.use_gelu")) r.fail("clip.use_gelu is false (SigLIP uses GELU)");
+    // the graph's two variants, explicit in our files (absent in llama.cpp's: buckets, tanh)
+    if (r.has("minicpmv_edge.vision.position_embedding")) {
+        const std::string kind = r.str("minicpmv_edge.vision.position_embedding");
+        if (kind == "resampled_grid") {
+            hp.pos_embedding = PosEmbedding::resampled_grid;
+        } else if (kind != "buckets") {
+            r.fail("unknown minicpmv_edge.vision.position_embedding '" + kind + "'");
+        }
+    }
+    if (r.has("minicpmv_edge.vision.gelu")) {
+        const std::string kind = r.str("minicpmv_edge.vision.gelu");
+        if (kind == "erf") {
+            hp.gelu = Gelu::erf;
+        } else if (kind != "tanh") {
+            r.fail("unknown minicpmv_edge.vision.gelu '" + kind + "'");
+        }
+    }
     hp.image_size = int(r.integer("clip.vision.image_size", 14, 8192));
     hp.patch_size = int(r.integer("clip.vision.patch_size", 1, 64));
     hp.n_embd = int(r.integer("clip.vision.embedding_length", 1, 16384));
@@ -244,6 +263,7 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
         take(&L.fc2_b, b + fc2 + ".bias", {D}, Kind::vector);
     }
     take(&m.query, "resampler.query", {E, Q}, Kind::embedding);
+    if (r.find("resampler.pos_embed_q")) take(&m.query_pos, "resampler.pos_embed_q", {E, Q}, Kind::embedding);
     take(&m.kv_w, "resampler.kv.weight", {D, E}, Kind::matrix);
     const char * attn[4] = {"q", "k", "v", "out"};
     ggml_tensor ** attn_w[4] = {&m.attn_q_w, &m.attn_k_w, &m.attn_v_w, &m.attn_o_w};
@@ -298,6 +318,16 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
         }
         if (!f.read(target, std::streamsize(n))) r.fail("read error in tensor '" + std::string(t->name) + "'");
         if (!host) ggml_backend_tensor_set(*dst, staging.data(), 0, n);
+        if (*dst == m.pos_embd && hp.pos_embedding == PosEmbedding::resampled_grid) {
+            // resized per piece on the host: keep an f32 copy of the table
+            m.pos_table.resize(size_t(ggml_nelements(t)));
+            const auto * traits = ggml_get_type_traits(t->type);
+            if (t->type == GGML_TYPE_F32) {
+                std::memcpy(m.pos_table.data(), target, n);
+            } else {
+                traits->to_float(target, m.pos_table.data(), ggml_nelements(t));
+            }
+        }
     }
     return m;
 }

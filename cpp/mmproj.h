@@ -12,6 +12,15 @@
 
 namespace mcv {
 
+// How a piece's patches get their position embedding (the mmproj key minicpmv_edge.vision.position_embedding).
+enum class PosEmbedding {
+    buckets,         // rows of a pos_side^2 table picked by bucket ids (2.5, 2.6: NaViT; see PosRule)
+    resampled_grid,  // the pos_side x pos_side table resized to the piece's patch grid, antialiased bicubic (2.0)
+};
+
+// The vision MLP's activation (minicpmv_edge.vision.gelu; llama.cpp's files: clip.use_gelu, the tanh form).
+enum class Gelu { tanh, erf };
+
 struct VisionHParams {
     int image_size = 0;  // slicing scale resolution (448), not SigLIP's 980
     int patch_size = 0;  // 14
@@ -26,6 +35,8 @@ struct VisionHParams {
     std::array<float, 3> mean{};
     std::array<float, 3> std{};
     int minicpmv_version = 0;  // as stored; informational, the graph does not depend on it
+    PosEmbedding pos_embedding = PosEmbedding::buckets;
+    Gelu gelu = Gelu::tanh;
 };
 
 struct VisionLayer {
@@ -49,6 +60,7 @@ struct VisionModel {
     ggml_tensor * post_ln_w = nullptr, * post_ln_b = nullptr;  // [D]
     // resampler (one cross-attention layer, E / 128 heads)
     ggml_tensor * query = nullptr;                               // [E, Q]
+    ggml_tensor * query_pos = nullptr;                           // [E, Q] added to LN_q(query) (2.0), optional
     ggml_tensor * kv_w = nullptr;                                // [D, E], no bias
     ggml_tensor * attn_q_w = nullptr, * attn_q_b = nullptr;      // [E, E], [E]
     ggml_tensor * attn_k_w = nullptr, * attn_k_b = nullptr;
@@ -59,6 +71,7 @@ struct VisionModel {
     ggml_tensor * ln_post_w = nullptr, * ln_post_b = nullptr;
     ggml_tensor * proj_w = nullptr;                              // [E, E]: out = proj_w x (stored transposed)
     bool legacy_ffn_names = false;  // fc1/fc2 stored as ffn_down/ffn_up (llama.cpp's legacy converter)
+    std::vector<float> pos_table;   // [pos_side^2, D] f32 host copy, for PosEmbedding::resampled_grid
 
     ggml_context_ptr ctx;            // tensor metadata
     ggml_backend_buffer_ptr weights; // tensor data

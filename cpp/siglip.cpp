@@ -1,5 +1,6 @@
 #include "siglip.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <stdexcept>
@@ -40,14 +41,41 @@ std::vector<int32_t> buckets(int n, const std::vector<float> & boundaries) {
     return out;
 }
 
-// GELU, tanh approximation (SigLIP's gelu_pytorch_tanh). ggml_gelu reads a table indexed by the f16-rounded
-// input on the CPU (about 1e-3 relative error); f32 weights ask for fidelity, so they get the formula itself:
-// x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3)) = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
-ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x, bool exact) {
+// GELU: SigLIP's tanh approximation (gelu_pytorch_tanh) or timm's exact erf form. ggml_gelu reads a table indexed
+// by the f16-rounded input on the CPU (about 1e-3 relative error); f32 weights ask for fidelity, so the tanh form
+// is then the formula itself: x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3)). ggml_gelu_erf is exact in f32.
+ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact) {
+    if (kind == Gelu::erf) return ggml_gelu_erf(ctx, x);
     if (!exact) return ggml_gelu(ctx, x);
     ggml_tensor * t = ggml_scale_bias(ctx, ggml_sqr(ctx, x), 0.044715f, 1.0f);  // 1 + 0.044715 x^2
     t = ggml_scale(ctx, ggml_mul(ctx, t, x), 1.5957691216057308f);            // 2 sqrt(2/pi) (x + 0.044715 x^3)
     return ggml_mul(ctx, x, ggml_sigmoid(ctx, t));
+}
+
+// the antialiased cubic kernel of torch (and Pillow): a = -0.5
+float aa_cubic(float x) {
+    constexpr float a = -0.5f;
+    x = std::fabs(x);
+    if (x < 1.0f) return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f;
+    if (x < 2.0f) return (((x - 5.0f) * x + 8.0f) * x - 4.0f) * a;
+    return 0.0f;
+}
+
+// [n_out, n_in] row-normalised weights of resizing n_in samples to n_out: support 2 * max(scale, 1) around the
+// centre scale * (i + 0.5), each tap weighted k((j - centre + 0.5) / max(scale, 1)) (float32, as torch)
+std::vector<float> aa_bicubic_weights(int n_in, int n_out) {
+    const float scale = float(n_in) / float(n_out);
+    const float stretch = std::max(scale, 1.0f), support = 2.0f * stretch;
+    std::vector<float> w(size_t(n_out) * size_t(n_in), 0.0f);
+    for (int i = 0; i < n_out; ++i) {
+        const float centre = scale * (float(i) + 0.5f);
+        const int lo = std::max(int(centre - support + 0.5f), 0), hi = std::min(int(centre + support + 0.5f), n_in);
+        float total = 0.0f;
+        for (int j = lo; j < hi; ++j) total += (w[size_t(i) * size_t(n_in) + size_t(j)] =
+                                                    aa_cubic((float(j) - centre + 0.5f) / stretch));
+        for (int j = lo; j < hi && total != 0.0f; ++j) w[size_t(i) * size_t(n_in) + size_t(j)] /= total;
+    }
+    return w;
 }
 
 }  // namespace
@@ -86,6 +114,40 @@ std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule) {
     return ids;
 }
 
+std::vector<float> resample_grid(const std::vector<float> & table, int side, int dim, int h, int w) {
+    if (h <= 0 || w <= 0 || side <= 0 || table.size() != size_t(side) * size_t(side) * size_t(dim)) {
+        throw std::invalid_argument("resample_grid: bad sizes");
+    }
+    if (h == side && w == side) return table;
+    const std::vector<float> wx = aa_bicubic_weights(side, w), wy = aa_bicubic_weights(side, h);
+    // along the width first: [side rows, w, dim]
+    std::vector<float> mid(size_t(side) * size_t(w) * size_t(dim), 0.0f);
+    for (int r = 0; r < side; ++r) {
+        for (int c = 0; c < w; ++c) {
+            float * o = mid.data() + (size_t(r) * size_t(w) + size_t(c)) * size_t(dim);
+            for (int j = 0; j < side; ++j) {
+                const float k = wx[size_t(c) * size_t(side) + size_t(j)];
+                if (k == 0.0f) continue;
+                const float * in = table.data() + (size_t(r) * size_t(side) + size_t(j)) * size_t(dim);
+                for (int d = 0; d < dim; ++d) o[d] += k * in[d];
+            }
+        }
+    }
+    std::vector<float> out(size_t(h) * size_t(w) * size_t(dim), 0.0f);
+    for (int r = 0; r < h; ++r) {
+        for (int i = 0; i < side; ++i) {
+            const float k = wy[size_t(r) * size_t(side) + size_t(i)];
+            if (k == 0.0f) continue;
+            for (int c = 0; c < w; ++c) {
+                float * o = out.data() + (size_t(r) * size_t(w) + size_t(c)) * size_t(dim);
+                const float * in = mid.data() + (size_t(i) * size_t(w) + size_t(c)) * size_t(dim);
+                for (int d = 0; d < dim; ++d) o[d] += k * in[d];
+            }
+        }
+    }
+    return out;
+}
+
 void patchify(const float * chw, int h, int w, int patch, float * out) {
     const size_t W = size_t(w) * size_t(patch), plane = W * size_t(h) * size_t(patch);
     const size_t per_patch = size_t(patch) * size_t(patch) * 3;
@@ -113,14 +175,23 @@ ggml_tensor * SiglipGraph::build() {
     inp_patches = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, P * P * 3, N, B);
     ggml_set_name(inp_patches, "inp_patches");
     ggml_set_input(inp_patches);
-    inp_pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
-    ggml_set_name(inp_pos, "inp_pos");
-    ggml_set_input(inp_pos);
+    ggml_tensor * pos = nullptr;  // [D, N]
+    if (hp.pos_embedding == PosEmbedding::resampled_grid) {
+        inp_pos_embd = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, D, N);
+        ggml_set_name(inp_pos_embd, "inp_pos_embd");
+        ggml_set_input(inp_pos_embd);
+        pos = inp_pos_embd;
+    } else {
+        inp_pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+        ggml_set_name(inp_pos, "inp_pos");
+        ggml_set_input(inp_pos);
+        pos = ggml_get_rows(ctx, model.pos_embd, inp_pos);
+    }
 
     // patch embedding: the stride-P, kernel-P conv is a matmul over non-overlapping patches
     ggml_tensor * kernel = ggml_reshape_2d(ctx, model.patch_w, P * P * 3, D);         // [P*P*3, D]
     ggml_tensor * x = cb(linear(ctx, inp_patches, kernel, model.patch_b, mm), "patch_embd", -1);  // [D, N, B]
-    x = cb(ggml_add(ctx, x, ggml_get_rows(ctx, model.pos_embd, inp_pos)), "pos_embd", -1);  // + [D, N]
+    x = cb(ggml_add(ctx, x, pos), "pos_embd", -1);                                               // + [D, N]
 
     for (int il = 0; il < hp.n_layer; ++il) {
         const VisionLayer & L = model.layers[size_t(il)];
@@ -134,7 +205,7 @@ ggml_tensor * SiglipGraph::build() {
 
         cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
         cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b, mm), "ffn_up", il);                       // [F, N, B]
-        cur = cb(gelu_tanh(ctx, cur, /*exact =*/L.fc1_w->type == GGML_TYPE_F32), "ffn_gelu", il);
+        cur = cb(gelu(ctx, cur, hp.gelu, /*exact =*/L.fc1_w->type == GGML_TYPE_F32), "ffn_gelu", il);
         cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm), "ffn_down", il);                     // [D, N, B]
         x = cb(ggml_add(ctx, x, cur), "ffn_residual", il);
     }
@@ -146,8 +217,13 @@ void SiglipGraph::set_inputs(const std::vector<const float *> & pixels, PosRule 
     std::vector<float> buf(per_piece * size_t(n_batch));
     for (int b = 0; b < n_batch; ++b) patchify(pixels[size_t(b)], ph, pw, hp.patch_size, buf.data() + b * per_piece);
     ggml_backend_tensor_set(inp_patches, buf.data(), 0, buf.size() * sizeof(float));
-    const std::vector<int32_t> ids = position_ids(ph, pw, hp.pos_side, rule);
-    ggml_backend_tensor_set(inp_pos, ids.data(), 0, ids.size() * sizeof(int32_t));
+    if (inp_pos_embd) {
+        const std::vector<float> pos = resample_grid(model.pos_table, hp.pos_side, hp.n_embd, ph, pw);
+        ggml_backend_tensor_set(inp_pos_embd, pos.data(), 0, pos.size() * sizeof(float));
+    } else {
+        const std::vector<int32_t> ids = position_ids(ph, pw, hp.pos_side, rule);
+        ggml_backend_tensor_set(inp_pos, ids.data(), 0, ids.size() * sizeof(int32_t));
+    }
 }
 
 }  // namespace mcv

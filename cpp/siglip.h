@@ -24,6 +24,11 @@ std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule);
 // host-side patchify: CHW pixels [3, h*P, w*P] -> [P*P*3, h*w] in the conv kernel's (kx, ky, c) order
 void patchify(const float * chw, int h, int w, int patch, float * out);
 
+// [h * w, dim]: a side x side table [side^2, dim] resized to h x w the way torch's
+// F.interpolate(mode="bicubic", antialias=True, align_corners=False) does it (timm's resample_abs_pos_embed);
+// the table itself when h == w == side
+std::vector<float> resample_grid(const std::vector<float> & table, int side, int dim, int h, int w);
+
 struct SiglipGraph {
     const VisionModel & model;
     const VisionHParams & hp;
@@ -35,7 +40,8 @@ struct SiglipGraph {
     ggml_context * ctx;
 
     ggml_tensor * inp_patches = nullptr;  // [P*P*3, n_patch, n_batch] f32
-    ggml_tensor * inp_pos = nullptr;      // [n_patch] i32
+    ggml_tensor * inp_pos = nullptr;      // [n_patch] i32 (PosEmbedding::buckets)
+    ggml_tensor * inp_pos_embd = nullptr; // [D, n_patch] f32 (PosEmbedding::resampled_grid)
 
     SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm);
 
