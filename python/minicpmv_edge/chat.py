@@ -33,7 +33,7 @@ from .messages import MessageError, normalize
 from .model_check import ModelFileError, check_llm_file
 from .params import BEAM_DEFAULTS, SAMPLING_DEFAULTS, GenerationParams, PromptParams, check_bool, check_int
 from .prompt import build_prompt, check_template
-from .text import TextDecoder
+from .text import AnswerText
 from .versions import VERSIONS, UnsupportedVersionError
 from .video import Video
 from .visuals import EncodeStats, Visuals
@@ -54,6 +54,7 @@ class ChatStats(EncodeStats):
     token_times: list[float] = field(default_factory=list)  # perf_counter() when each token was chosen
     first_logits: np.ndarray | None = None  # the logits the first generated token was chosen from
     finish_reason: str | None = None  # "stop": a stop token; "length": max_new_tokens or the end of the context
+    text: str = ""  # the answer as the original chat() returns it (set when generation ends)
 
     def summary(self) -> str:
         pf = self.prompt_tokens / max(self.prefill_ms, 1e-9) * 1e3
@@ -201,7 +202,7 @@ class MiniCPMV:
         self.n_threads = threads
         self.cache = cache if cache is not None else EmbeddingCache()
         self.visuals = Visuals(self.encoder, self.cache, file_identity(mmproj_path), threads)
-        self.kv = KVState(self.session, reuse_kv)
+        self.kv = KVState(self.session, reuse_kv, llm.embedding_scale)
         self.last = ChatStats()
         self._closed = False
 
@@ -247,9 +248,12 @@ class MiniCPMV:
             if self._closed:
                 raise ClosedError("this MiniCPMV is closed")
             pieces = self._answer(turns, gp, pp, progress)
+            stats = self.last
             if stream:
-                return ChatStream(pieces, self._gate, self.last)
-            text = "".join(pieces).strip()
+                return ChatStream(pieces, self._gate, stats)
+            for _ in pieces:
+                pass
+            text = stats.text
         except BaseException:
             if self._gate.stream is None:
                 self._gate.leave()
@@ -263,6 +267,9 @@ class MiniCPMV:
         v = self.version
         t_call = time.perf_counter()
         has_video = any(isinstance(p, Video) for t in turns for p in t.parts)
+        if has_video and not v.video:
+            raise MessageError(f"{v.display} has no video recipe (the original takes images only); pass the frames "
+                               "you want as images")
         use_image_id = (v.use_image_id and not has_video) if pp.use_image_id is None else pp.use_image_id
         turns, encoded, es = self.visuals.encode(turns, pp.max_slice_nums or v.max_slice_nums, progress)
         prompt = build_prompt(self.template, turns, v, self.model, self.encoder.query_num, [e.grid for e in encoded],
@@ -277,27 +284,27 @@ class MiniCPMV:
         t0 = time.perf_counter()
         stats.reused_tokens = self.kv.prefill(prompt, encoded)
         stats.prefill_ms = (time.perf_counter() - t0) * 1e3
-        special = not gp.skip_special_tokens
-        text = TextDecoder(lambda t: self.model.piece(t, special), self.version.clean_up_spaces)
+        text = AnswerText(self.model.piece, self.version, self.model.specials, self.model.file.pieces,
+                          gp.skip_special_tokens)
         progress = Progress(token_times=stats.token_times)
+        prefix = (self.model.bos,) if self.version.penalty_sees_bos else ()
         t1 = time.perf_counter()
         try:
             if gp.sampling or gp.num_beams == 1:  # one beam is transformers' greedy search: temperature 0
                 tokens = sample(self.kv, self.model, gp if gp.sampling else replace(gp, temperature=0.0), self.stop_ids,
-                                progress)
+                                progress, prefix)
             else:
-                tokens = iter(beam_search(self.kv, gp, self.stop_ids, progress))
+                tokens = iter(beam_search(self.kv, gp, self.stop_ids, progress, prefix))
             for i, tok in enumerate(tokens):
                 if i == 0:
                     stats.ttft_ms = (time.perf_counter() - t_call) * 1e3
-                    if tok == self.model.bos:  # the original drops a leading BOS from the text
-                        continue
                 piece = text.push(tok)
                 if piece:
                     yield piece
             tail = text.flush()
             if tail:
                 yield tail
+            stats.text = text.final
         finally:
             stats.tokens = progress.tokens
             stats.first_logits = progress.first_logits

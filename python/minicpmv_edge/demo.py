@@ -1,4 +1,5 @@
-"""`minicpmv-edge demo`: build the tiny 2.6 checkpoint once (cached), convert it, and chat about a bundled image.
+"""`minicpmv-edge demo`: build a tiny checkpoint once (cached; 2.6 unless --model-version), convert it, and chat
+about a bundled image.
 
 It runs the whole path: original-layout checkpoint -> GGUF files -> slicing -> vision encoder -> llama.cpp
 decoding with the image embeddings -> streamed text. The tiny model has random weights, so its text is noise.
@@ -42,6 +43,7 @@ DEMO_IMAGE = Path(__file__).parent / "data" / "demo.png"
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model-version", choices=sorted(VERSIONS), default="2.6", help="which tiny model to build")
     ap.add_argument("-p", "--prompt", default="What is in the image?", help="the question")
     ap.add_argument("--image", default=str(DEMO_IMAGE), help="image file (default: a bundled picture)")
     ap.add_argument("-n", "--n-predict", type=int, default=32, help="tokens to generate")
@@ -52,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from .chat import MiniCPMV
 
     t0 = time.perf_counter()
-    model, mmproj = ensure_model("tiny-2.6")
-    print(f"tiny MiniCPM-V 2.6 checkpoint converted: {model} + {mmproj} ({time.perf_counter() - t0:.1f} s)",
-          file=sys.stderr)
+    model, mmproj = ensure_model(f"tiny-{args.model_version}")
+    print(f"tiny {VERSIONS[args.model_version].display} checkpoint converted: {model} + {mmproj} "
+          f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     with MiniCPMV(model, mmproj, n_ctx=2048, n_threads=args.threads) as m:
         print(f"> {args.prompt}  [{args.image}]", file=sys.stderr)
         for piece in m.chat([{"role": "user", "content": [Path(args.image), args.prompt]}], stream=True,

@@ -22,14 +22,18 @@ from .versions import ProjectorVersion, projector_version
 
 
 def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
-    """The mmproj's MiniCPM-V version (ValueError for anything that is not a resampler MiniCPM-V file)."""
+    """The mmproj's MiniCPM-V version (ValueError for anything that is not a MiniCPM-V mmproj file)."""
     info = _core.read_gguf_info(str(path))
     kv = dict(info.kv)
     if kv.get("general.architecture") != "clip":
         raise ValueError(f"{path}: general.architecture is {kv.get('general.architecture')!r}, not 'clip' "
                          "(not an mmproj file)")
+    ptype = kv.get("clip.projector_type")
+    if ptype is None and kv.get("clip.has_minicpmv_projector") is True:
+        ptype = "resampler"  # llama.cpp's older files
     value = kv.get("clip.minicpmv_version")
-    return projector_version(int(value) if isinstance(value, (int, float)) else None, str(path))
+    number = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return projector_version(str(ptype), number, str(path))
 
 
 class VisionEncoder:
@@ -45,7 +49,7 @@ class VisionEncoder:
         if max_patches is not None:
             check_int("max_patches", max_patches, 1)
         self.projector = read_projector_version(self.path)
-        rule_name = position_ids or self.projector.position_ids
+        rule_name = position_ids or self.projector.position_ids or "navit_2d"  # (unused by a resampled grid)
         if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
         rule = getattr(_core.PosRule, rule_name)

@@ -33,10 +33,14 @@ class Progress:
     finish_reason: str | None = None  # "stop" (a stop token) or "length" (max_new_tokens or the context's end)
 
 
-def sample(kv: KVState, model: LlamaModel, p: GenerationParams, stop_ids: set[int], out: Progress) -> Iterator[int]:
-    """Tokens one at a time; each is decoded into the context only when the next one is asked for."""
+def sample(kv: KVState, model: LlamaModel, p: GenerationParams, stop_ids: set[int], out: Progress,
+           penalty_prefix: tuple[int, ...] = ()) -> Iterator[int]:
+    """Tokens one at a time; each is decoded into the context only when the next one is asked for.
+    `penalty_prefix`: tokens the repetition penalty counts as already generated (2.0's dummy BOS)."""
     session = kv.session
     sampler = Sampler(model, p)
+    for t in penalty_prefix:
+        sampler.accept(t)
     try:
         for step in range(p.max_new_tokens):
             if step == 0:
@@ -97,8 +101,10 @@ class _Hypotheses:
         return tokens, stopped
 
 
-def beam_search(kv: KVState, p: GenerationParams, stop_ids: set[int], out: Progress) -> list[int]:
-    """The best hypothesis (stop token excluded); sequence 0 keeps the prompt, the beams' cells are dropped."""
+def beam_search(kv: KVState, p: GenerationParams, stop_ids: set[int], out: Progress,
+                penalty_prefix: tuple[int, ...] = ()) -> list[int]:
+    """The best hypothesis (stop token excluded); sequence 0 keeps the prompt, the beams' cells are dropped.
+    `penalty_prefix`: tokens every beam's repetition penalty counts as already generated."""
     session = kv.session
     k = p.num_beams
     assert 1 <= k <= MAX_BEAMS and 2 * MAX_BEAMS < N_SEQ
@@ -121,8 +127,8 @@ def beam_search(kv: KVState, p: GenerationParams, stop_ids: set[int], out: Progr
             logp = _log_softmax(logits)
             if p.repetition_penalty != 1.0:
                 for b in range(k):
-                    if history[b]:
-                        ids = np.unique(history[b])
+                    if history[b] or penalty_prefix:
+                        ids = np.unique([*penalty_prefix, *history[b]])
                         v = logp[b, ids]
                         logp[b, ids] = np.where(v < 0, v * np.float32(p.repetition_penalty),
                                                 v / np.float32(p.repetition_penalty))

@@ -12,9 +12,12 @@ from .prompt import Prompt
 
 
 class KVState:
-    def __init__(self, session: LlamaSession, reuse: bool) -> None:
+    def __init__(self, session: LlamaSession, reuse: bool, embedding_scale: float = 1.0) -> None:
+        """`embedding_scale`: what llama.cpp multiplies input rows by (MiniCPM's scale_emb); image rows are divided
+        by it first, since the original adds image features unscaled."""
         self.session = session
         self.reuse = reuse
+        self.embedding_scale = embedding_scale
         self.items: list[object] = []  # per position: a token id, or (image key, row)
 
     def forget(self) -> None:
@@ -45,8 +48,10 @@ class KVState:
                     j += 1
                 last = j == n
                 if is_img:
-                    self.session.decode_embeddings(np.stack([images[a].emb[r] for a, r in pos[i:j]]),
-                                                   logits_last=last)
+                    rows = np.stack([images[a].emb[r] for a, r in pos[i:j]])
+                    if self.embedding_scale != 1.0:
+                        rows /= np.float32(self.embedding_scale)
+                    self.session.decode_embeddings(rows, logits_last=last)
                 else:
                     self.session.decode_tokens(pos[i:j], logits_last=last)
                 self.items += items[i:j]

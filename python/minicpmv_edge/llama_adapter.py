@@ -167,6 +167,10 @@ class Sampler:
     def sample(self, ctx: L.llama_context_p) -> int:
         return int(L.llama_sampler_sample(self.ptr, ctx, -1))  # samples and accepts
 
+    def accept(self, token: int) -> None:
+        """Count a token as already generated (for the repetition penalty)."""
+        L.llama_sampler_accept(self.ptr, token)
+
     def close(self) -> None:
         if getattr(self, "ptr", None):
             L.llama_sampler_free(self.ptr)

@@ -33,6 +33,8 @@ class LlmFile:
     n_layer: int
     chat_template: str | None
     specials: dict[str, int]  # special-token text -> id (control, user-defined and unknown tokens)
+    embedding_scale: float  # llama.cpp multiplies every input row by it, embeddings given as rows included
+    pieces: tuple[str, ...] = ()  # the token texts of a SentencePiece ("llama") vocabulary, for its legacy decode
 
 
 def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmFile:
@@ -98,6 +100,9 @@ def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmF
     real(f"{arch}.rope.freq_base", 0.0, 1e12, required=False)
     real(f"{arch}.rope.freq_scale", 0.0, 1e6, required=False)
     real(f"{arch}.rope.scaling.factor", 0.0, 1e6, required=False)
+    embedding_scale = real(f"{arch}.embedding_scale", 0.0, 1e6, required=False) or 1.0
+    real(f"{arch}.residual_scale", 0.0, 1e6, required=False)
+    real(f"{arch}.logit_scale", 0.0, 1e6, required=False)
 
     model = get("tokenizer.ggml.model", str)
     if model not in ("gpt2", "llama"):
@@ -136,4 +141,5 @@ def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmF
         for i, (text, kind) in enumerate(zip(tokens, types, strict=True)):
             if kind in (_UNKNOWN, _CONTROL, _USER_DEFINED):
                 specials.setdefault(text, i)
-    return LlmFile(p, arch, n_vocab, n_embd, n_layer, template, specials)
+    return LlmFile(p, arch, n_vocab, n_embd, n_layer, template, specials, embedding_scale,
+                   tuple(tokens) if model == "llama" else ())
