@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/reference as `reference`
 from minicpmv_edge import recipes
 from minicpmv_edge.convert import ConvertResult, convert_checkpoint
 
-VERSIONS = ["2.6", "2.5"]
+VERSIONS = ["2.6", "2.5", "2.0"]
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from PIL import Image
 
 from minicpmv_edge import Image as ImageRef
 from minicpmv_edge.chat import MiniCPMV
-from reference.pipeline import ReferencePipeline
+from reference.pipeline import reference_pipeline
 
-VERSIONS = ["2.6", "2.5"]
+VERSIONS = ["2.6", "2.5", "2.0"]
 
 
 def _image(w: int, h: int, seed: int) -> Image.Image:
@@ -53,7 +53,7 @@ def runtimes(converted):
 
 @pytest.fixture(scope="module")
 def references(tiny_hf):
-    return {v: ReferencePipeline(tiny_hf[v]) for v in VERSIONS}
+    return {v: reference_pipeline(tiny_hf[v]) for v in VERSIONS}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -245,3 +245,13 @@ def test_min_new_tokens_forbids_early_stops(runtimes) -> None:
     for seed in range(6):
         rt.chat(msgs, temperature=1.5, top_k=0, top_p=1.0, seed=seed, max_new_tokens=30, min_new_tokens=30)
         assert len(rt.last.tokens) == 30 and not set(rt.last.tokens) & rt.stop_ids
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_repetition_penalty_as_the_original(runtimes, references, version: str) -> None:
+    """Greedy with a repetition penalty: transformers' processor over the generated ids (for 2.0 also the dummy
+    BOS its transformers 4.36 started generation with), on the raw logits."""
+    msgs = SCENARIOS["two turns"]()
+    want, _ = references[version].generate(msgs, n_tokens=40, repetition_penalty=1.3)
+    runtimes[version].chat(msgs, temperature=0, repetition_penalty=1.3, max_new_tokens=40)
+    assert runtimes[version].last.tokens == want

@@ -33,6 +33,19 @@ def test_run_streams_the_same_answer_as_the_api(converted, tmp_path: Path) -> No
     assert out.stdout.strip() == want
 
 
+def test_run_with_2_0_files(converted, tmp_path: Path) -> None:
+    res = converted("2.0", "f16")
+    a = _img(tmp_path / "a.png", 640, 480, 1)
+    out = subprocess.run([cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image", str(a),
+                          "-p", "What is it?", "-n", "12", "--temp", "0", "-t", "2"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:
+        want = m.chat([{"role": "user", "content": [a, "What is it?"]}], temperature=0, max_new_tokens=12)
+        assert m.version.name == "2.0" and m.last.pieces == 3  # 640x480: overview + 2 slices
+    assert out.stdout.replace(" ", "").strip() == want.replace(" ", "")  # stream vs. the original's spacing
+
+
 def test_run_errors_are_one_line(converted, tmp_path: Path) -> None:
     res = converted("2.6", "f16")
     out = subprocess.run([cli(), "run", "-m", str(res.model), "--mmproj", str(res.mmproj), "--image",

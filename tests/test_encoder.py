@@ -17,18 +17,21 @@ from minicpmv_edge.convert.gguf_out import GGUFFile, PlannedTensor
 from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
 from minicpmv_edge.encoder import VisionEncoder
 from reference.mtmd import Mtmd
-from reference.vision import ReferenceVision, position_ids_hf
+from reference.vision import position_ids_hf, reference_vision
 
-VERSIONS = ["2.6", "2.5"]
-RULE = {"2.6": "hf", "2.5": "flat"}  # the original position ids of each version
+VERSIONS = ["2.6", "2.5", "2.0"]
+RULE = {"2.6": "hf", "2.5": "flat", "2.0": None}  # the original position ids of each version (2.0: a resized grid)
 # piece patch grids (h, w): square, the 25- and 50-patch sides where float32 buckets differ from floor,
-# slices of common photos, an extreme strip
-GRIDS = [(32, 32), (25, 50), (50, 25), (23, 45), (28, 37), (39, 26), (24, 43), (11, 90), (49, 20), (7, 3)]
+# slices of common photos, an extreme strip; 27 x 27 (2.0's own table, used as it is), grids smaller than it in
+# both, one and neither direction
+GRIDS = [(32, 32), (25, 50), (50, 25), (23, 45), (28, 37), (39, 26), (24, 43), (11, 90), (49, 20), (7, 3), (27, 27),
+         (27, 40), (9, 27), (14, 20)]
 
 
 @pytest.fixture(scope="module")
-def refs(tiny_hf) -> dict[str, ReferenceVision]:
-    return {v: ReferenceVision(tiny_hf[v]) for v in VERSIONS}
+def refs(tiny_hf) -> dict:
+    """The original towers: transformers' Idefics2 (2.5, 2.6), timm's VisionTransformer (2.0)."""
+    return {v: reference_vision(tiny_hf[v]) for v in VERSIONS}
 
 
 def _pixels(h: int, w: int, seed: int) -> np.ndarray:
@@ -86,7 +89,7 @@ def test_batched_pieces_equal_one_by_one(converted, blas: bool) -> None:
     assert small.native.graph_evaluations == len(pieces)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", ["2.6", "2.5"])  # llama.cpp has no 2.0 vision
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 def test_agrees_with_libmtmd(converted, version: str, outtype: str) -> None:
     """448x448, same file: cosine >= 0.999 per token. 2.5 is compared under llama.cpp's floor position ids (our
@@ -152,9 +155,14 @@ def test_standard_and_legacy_files_give_identical_output(converted, tiny_hf, tmp
 
 @pytest.mark.parametrize(("edit", "exc", "message"), [
     ({"set_keys": {"clip.projector_type": ("mlp", gguf.GGUFValueType.STRING)},
-      "drop_keys": ("clip.projector_type",)}, ValueError, "projector type 'mlp' is not the MiniCPM-V resampler"),
+      "drop_keys": ("clip.projector_type",)}, ValueError, "projector 'mlp' version 3 is not a supported MiniCPM-V"),
     ({"set_keys": {"clip.minicpmv_version": (9, gguf.GGUFValueType.INT32)}, "drop_keys": ("clip.minicpmv_version",)},
-     UnsupportedVersionError, "clip.minicpmv_version 9"),
+     UnsupportedVersionError, "projector 'resampler' version 9 is not a supported MiniCPM-V"),
+    ({"set_keys": {"minicpmv_edge.vision.gelu": ("relu", gguf.GGUFValueType.STRING)},
+      "drop_keys": ("minicpmv_edge.vision.gelu",)}, ValueError, "unknown minicpmv_edge.vision.gelu 'relu'"),
+    ({"set_keys": {"minicpmv_edge.vision.position_embedding": ("rope", gguf.GGUFValueType.STRING)},
+      "drop_keys": ("minicpmv_edge.vision.position_embedding",)}, ValueError,
+     "unknown minicpmv_edge.vision.position_embedding 'rope'"),
     ({"drop_tensors": ("v.blk.1.attn_k.bias",)}, ValueError, "missing tensor 'v.blk.1.attn_k.bias'"),
     ({"reshape": {"resampler.kv.weight": (256, 90)}}, ValueError,
      r"tensor 'resampler.kv.weight' has shape \[90, 256\], expected \[96, 256\]"),

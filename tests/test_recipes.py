@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
@@ -115,3 +116,56 @@ def test_real_dims_preset_matches_the_real_model() -> None:
     assert shapes["resampler.attn.in_proj_weight"] == (10752, 3584)
     assert shapes["resampler.kv_proj.weight"] == (3584, 1152)
     assert p.vision_heads == 16 and p.llm_width == 3584
+
+
+def test_2_0_original_layout(tiny_hf: dict[str, Path]) -> None:
+    """openbmb/MiniCPM-V-2's files: no version key, the timm tower named in vision_encoder, timm tensor names with
+    the dropped last block not stored, the stored 8x8 query table, MiniCPM's scalings, a SentencePiece model."""
+    from reference.vision import sincos_2d
+
+    d = tiny_hf["2.0"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.model",
+        "tokenizer_config.json"]
+    cfg = json.loads((d / "config.json").read_text())
+    assert "version" not in cfg and cfg["vision_encoder"] == "vit_so400m_patch14_siglip_384.webli"
+    assert cfg["drop_vision_last_layer"] is True and cfg["tie_word_embeddings"] is False
+    assert {k: cfg[k] for k in ("scale_emb", "scale_depth", "query_num", "max_slice_nums", "scale_resolution")} == {
+        "scale_emb": 12, "scale_depth": 1.4, "query_num": 64, "max_slice_nums": 9, "scale_resolution": 448}
+    vc = cfg["vision_config"]
+    D, E = vc["hidden_size"], cfg["hidden_size"]
+    with safe_open(d / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+        shape = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+        query_pos = f.get_tensor("resampler.pos_embed").float().numpy()
+    assert shape["vpm.pos_embed"] == (1, 27 * 27, D) and shape["vpm.patch_embed.proj.weight"] == (D, 3, 14, 14)
+    assert shape["vpm.blocks.0.attn.qkv.weight"] == (3 * D, D) and "vpm.norm.weight" in keys
+    stored = {int(k.split(".")[2]) for k in keys if k.startswith("vpm.blocks.")}
+    assert stored == set(range(vc["num_hidden_layers"] - 1))  # the last block is dropped, not stored
+    assert "llm.lm_head.weight" in keys and not any(k.endswith(".bias") for k in keys if k.startswith("llm."))
+    np.testing.assert_allclose(query_pos, sincos_2d(E, 8, 8).numpy(), atol=1e-2)  # bf16-rounded sin-cos
+    tc = json.loads((d / "tokenizer_config.json").read_text())
+    assert tc["legacy"] is True and tc["add_bos_token"] is True and "chat_template" not in tc
+
+
+def test_2_0_tokenizer_is_sentencepiece_with_the_original_special_tokens(tiny_hf: dict[str, Path]) -> None:
+    from transformers import LlamaTokenizer
+
+    tok = LlamaTokenizer.from_pretrained(str(tiny_hf["2.0"]))
+    assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    specials = ["<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>",
+                "</point>", "<slice>", "</slice>"]
+    ids = [tok.convert_tokens_to_ids(t) for t in specials]
+    assert len(set(ids)) == len(specials) and all(2 < i < len(tok) for i in ids)
+    # the legacy slow tokenizer: BOS, then SentencePiece with its dummy prefix on each run between special tokens
+    assert tok.encode("<image>x")[:2] == [1, ids[0]] and tok.convert_ids_to_tokens(tok.encode("<image>x")[2])[0] == "▁"
+
+
+def test_real_2_0_preset_matches_the_real_model() -> None:
+    p = recipes.PRESETS["real-2.0"]
+    shapes = {n: s for n, s, _ in recipes._shapes(p, recipes.VERSIONS["2.0"], 600)}
+    assert shapes["vpm.blocks.25.mlp.fc1.weight"] == (4304, 1152) and "vpm.blocks.26.norm1.weight" not in shapes
+    assert shapes["vpm.pos_embed"] == (1, 729, 1152)
+    assert shapes["resampler.query"] == shapes["resampler.pos_embed"] == (64, 2304)
+    assert shapes["resampler.attn.in_proj_weight"] == (6912, 2304)
+    assert p.vision_heads == 16 and p.llm_width == 2304 and p.llm_heads == 36

@@ -8,10 +8,10 @@ import pytest
 
 from minicpmv_edge.llama_adapter import LlamaModel
 from minicpmv_edge.model_check import check_llm_file
-from minicpmv_edge.text import TextDecoder, clean_up_spaces
-from reference.pipeline import ReferencePipeline
+from minicpmv_edge.text import TextDecoder, clean_up_spaces, sentencepiece_legacy_text
+from reference.llm import load_tokenizer
 
-VERSIONS = ["2.6", "2.5"]
+VERSIONS = ["2.6", "2.5"]  # byte-level BPE; 2.0's SentencePiece below
 TEXTS = ["Hello , world . I do n't know ' s ? yes ! it 's , they 're here ' ok", "a ' b 'm 've n't .",
          "emoji 😀👍🏽 and 世界 , ünïcödé !", "  leading and trailing  ", "<ref>x</ref><box>1,2</box> done ."]
 
@@ -21,7 +21,7 @@ def pairs(converted, tiny_hf):
     out = {}
     for v in VERSIONS:
         path = converted(v, "f32").model
-        out[v] = (LlamaModel(check_llm_file(path, ("qwen2", "llama"))), ReferencePipeline(tiny_hf[v]).tok)
+        out[v] = (LlamaModel(check_llm_file(path, ("qwen2", "llama"))), load_tokenizer(tiny_hf[v]))
     yield out
     for model, _ in out.values():
         model.close()
@@ -57,3 +57,19 @@ def test_clean_up_holds_back_what_the_next_token_can_change() -> None:
     out = [d.push(i) for i in range(len(pieces))]
     assert out[1] == ""  # a trailing space waits: the next token may delete it
     assert "".join(out) + d.flush() == want == "Hello, worldn't's'm"
+
+
+def test_2_0_decode_equals_the_slow_tokenizers(converted, tiny_hf) -> None:
+    """MiniCPM-V 2.0's legacy SentencePiece decode (the original's transformers 4.36): runs between added tokens
+    decoded apart and joined by spaces, the dummy prefix dropped per run, invalid bytes one U+FFFD each. Checked on
+    random ids without BOS/EOS/UNK, where transformers 4.46 (the test extra) and 4.36 decode alike."""
+    tok = load_tokenizer(tiny_hf["2.0"])
+    f = check_llm_file(converted("2.0", "f32").model, ("minicpm",))
+    added = {tok.convert_tokens_to_ids(t) for t in tok.get_added_vocab() if t not in ("<unk>", "<s>", "</s>")}
+    kind = lambda t: "added" if t in added else "special" if t in (0, 1, 2) else "normal"  # noqa: E731
+    rng = np.random.default_rng(2)
+    texts = ["<用户>Hello , world<ref>Alice</ref><box>1 2</box>\n  two  spaces<AI>", "<image>x<slice>  y</slice>"]
+    cases = [tok.encode(t, add_special_tokens=False) for t in texts]
+    cases += [[int(i) for i in rng.integers(3, len(tok), int(rng.integers(1, 25)))] for _ in range(1000)]
+    for ids in cases:
+        assert sentencepiece_legacy_text(ids, f.pieces, kind) == tok.decode(ids), ids

@@ -80,6 +80,18 @@ def test_video_parity_with_the_reference(converted, tiny_hf, tmp_path: Path, ver
         assert m.last.tokens == want
 
 
+def test_video_is_refused_for_2_0(converted, tmp_path: Path) -> None:
+    """The original 2.0 has no video recipe: a clear error before anything is decoded."""
+    from minicpmv_edge import MessageError
+
+    clip = make_clip(tmp_path / "c.mp4", seconds=2, fps=2, w=64, h=48)
+    res = converted("2.0", "f16")
+    with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:
+        with pytest.raises(MessageError, match="MiniCPM-V 2.0 has no video recipe"):
+            m.chat([{"role": "user", "content": [Video(clip), "What happens?"]}])
+        assert m.last.images == 0
+
+
 def test_many_frames_are_single_pieces(rt26, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "long.mp4", seconds=20, fps=2, w=672, h=448)
     rt26.chat([{"role": "user", "content": [Video(clip), "Summarise."]}], max_new_tokens=4, seed=0)
@@ -154,8 +166,9 @@ def _run(m: MiniCPMV, a: Image.Image, b: Image.Image) -> tuple[list[str], list[i
     return answers, encoded, reused
 
 
-def test_cache_and_kv_reuse_change_nothing_but_time(converted) -> None:
-    res = converted("2.6", "f32")
+@pytest.mark.parametrize("version", ["2.6", "2.0"])
+def test_cache_and_kv_reuse_change_nothing_but_time(converted, version: str) -> None:
+    res = converted(version, "f32")
     a, b = _img(1), _img(2, 900, 500)
     kw = {"n_threads": 2, "kv_type": "f32", "flash_attn": False}
     with MiniCPMV(res.model, res.mmproj, cache=EmbeddingCache(max_bytes=0), reuse_kv=False, **kw) as plain:

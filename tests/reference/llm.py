@@ -1,8 +1,9 @@
-"""The language model as transformers runs it (Qwen2ForCausalLM for 2.6, LlamaForCausalLM for 2.5), as the
-original builds its `llm`."""
+"""The language model as the original runs it: transformers' Qwen2ForCausalLM (2.6) or LlamaForCausalLM (2.5) built
+from the same config, as the original builds its `llm`; MiniCPM-V 2.0's MiniCPM from reference/minicpm.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -13,6 +14,10 @@ from .checkpoint import load_config, load_state
 
 def load_llm(hf_dir: Path) -> torch.nn.Module:
     cfg = load_config(hf_dir)
+    if "version" not in cfg:  # MiniCPM-V 2.0: transformers has no MiniCPM class
+        from .minicpm import MiniCPM
+
+        return MiniCPM(hf_dir)
     cls_name = {"2.6": "Qwen2ForCausalLM", "2.5": "LlamaForCausalLM"}[str(cfg["version"])]
     cls = getattr(transformers, cls_name)
     conf_cls = cls.config_class
@@ -31,4 +36,19 @@ def load_llm(hf_dir: Path) -> torch.nn.Module:
 @torch.no_grad()
 def logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
     """[len(ids), vocab] float32 logits for every position."""
+    if hasattr(model, "embed"):  # reference MiniCPM: embeddings in, logits out
+        return model(model.embed(ids)).float()
     return model(torch.tensor([ids])).logits[0].float()
+
+
+def load_tokenizer(hf_dir: Path) -> transformers.PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer as transformers runs it: the fast BPE of tokenizer.json (2.5, 2.6), or the slow
+    Llama SentencePiece tokenizer in legacy mode (2.0)."""
+    if not (hf_dir / "tokenizer.json").exists():
+        return transformers.LlamaTokenizer.from_pretrained(str(hf_dir))
+    tc = json.loads((hf_dir / "tokenizer_config.json").read_text())
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(hf_dir / "tokenizer.json"), bos_token=tc["bos_token"], eos_token=tc["eos_token"],
+        unk_token=tc["unk_token"], clean_up_tokenization_spaces=tc["clean_up_tokenization_spaces"])
+    tok.chat_template = tc["chat_template"]
+    return tok

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import PreTrainedTokenizerFast
 
 from . import slicing
-from .llm import load_llm
-from .vision import ReferenceVision
+from .llm import load_llm, load_tokenizer
+from .vision import reference_vision
 
 TAG = "(<image>./</image>)"
 
@@ -24,13 +23,9 @@ class ReferencePipeline:
     def __init__(self, hf_dir: Path) -> None:
         self.cfg = json.loads((hf_dir / "config.json").read_text())
         self.version = str(self.cfg["version"])
-        tc = json.loads((hf_dir / "tokenizer_config.json").read_text())
-        self.tok = PreTrainedTokenizerFast(tokenizer_file=str(hf_dir / "tokenizer.json"), bos_token=tc["bos_token"],
-                                           eos_token=tc["eos_token"], unk_token=tc["unk_token"],
-                                           clean_up_tokenization_spaces=tc["clean_up_tokenization_spaces"])
-        self.tok.chat_template = tc["chat_template"]
+        self.tok = load_tokenizer(hf_dir)
         self.llm = load_llm(hf_dir)
-        self.vision = ReferenceVision(hf_dir)
+        self.vision = reference_vision(hf_dir)
         self.q = self.cfg["query_num"]
         self.stop = {self.tok.convert_tokens_to_ids(t) for t in
                      (["<|im_end|>", "<|endoftext|>"] if self.version == "2.6" else ["<|eot_id|>", "<|end_of_text|>"])}
@@ -75,10 +70,17 @@ class ReferencePipeline:
             pieces += [slicing.normalize(p) for p in slicing.pieces(img, max_slice_nums)]
         return self.tok(out, add_special_tokens=False)["input_ids"], pieces
 
+    def embed(self, ids: list[int]) -> torch.Tensor:
+        """[len(ids), E]: what the model's embedding layer gives token ids."""
+        return self.llm.get_input_embeddings()(torch.tensor([ids]))[0]
+
+    def last_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.llm(inputs_embeds=emb[None]).logits[0, -1]
+
     @torch.no_grad()
     def embeddings(self, ids: list[int], pieces: list[np.ndarray]) -> torch.Tensor:
-        emb = self.llm.get_input_embeddings()(torch.tensor([ids]))[0].clone()
-        rule = "hf" if self.version == "2.6" else "flat"
+        emb = self.embed(ids).clone()
+        rule = {"2.6": "hf", "2.5": "flat"}.get(self.version)
         feats = [torch.from_numpy(self.vision.encode(p, rule=rule)) for p in pieces]
         starts = {"<image>", "<slice>"} if self.version == "2.6" else {"<image>"}
         ends = {"</image>", "</slice>"} if self.version == "2.6" else {"</image>"}
@@ -115,19 +117,78 @@ class ReferencePipeline:
         got = out[0].tolist()
         return got[:-1] if got and got[-1] in self.stop else got
 
+    penalty_prefix: tuple[int, ...] = ()  # tokens generate()'s repetition penalty sees before the first one
+
     @torch.no_grad()
-    def generate(self, msgs: list[dict], n_tokens: int = 32, **kw) -> tuple[list[int], np.ndarray]:
-        """(greedy token ids up to a stop token, first-step logits)."""
+    def generate(self, msgs: list[dict], n_tokens: int = 32, repetition_penalty: float = 1.0,
+                 **kw) -> tuple[list[int], np.ndarray]:
+        """(greedy token ids up to a stop token, first-step logits); the repetition penalty is transformers'
+        processor over the generated ids (after `penalty_prefix`), on the raw logits."""
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty)
         ids, pieces = self.prompt(msgs, **kw)
         emb = self.embeddings(ids, pieces)
         out, first = [], None
         for _ in range(n_tokens):
-            logits = self.llm(inputs_embeds=emb[None]).logits[0, -1]
+            logits = self.last_logits(emb)
             if first is None:
                 first = logits.numpy().copy()
+            seen = [*self.penalty_prefix, *out]
+            if repetition_penalty != 1.0 and seen:
+                logits = penalty(torch.tensor([seen]), logits[None].clone())[0]
             t = int(logits.argmax())
             if t in self.stop:
                 break
             out.append(t)
-            emb = torch.cat([emb, self.llm.get_input_embeddings()(torch.tensor([t]))])
+            emb = torch.cat([emb, self.embed([t])])
         return out, first
+
+
+class ReferencePipeline20(ReferencePipeline):
+    """MiniCPM-V 2.0 as its original chat() runs it: `<用户>`/`<AI>` turns with no separators and no system
+    prompt, each image's placeholder (2.5's layout, 64 rows) then "\n" in its turn (several images: our convention,
+    the same rule per image), BOS added by the slow Llama tokenizer in legacy mode, text rows x scale_emb and image
+    rows as the resampler gives them, the repetition penalty seeing the dummy BOS of transformers 4.36, and the
+    answer decoded without its pad (<unk>) ids."""
+
+    def __init__(self, hf_dir: Path) -> None:
+        self.cfg = json.loads((hf_dir / "config.json").read_text())
+        self.version = "2.0"
+        self.tok = load_tokenizer(hf_dir)  # the slow Llama tokenizer, legacy, add_bos_token from tokenizer_config
+        self.llm = load_llm(hf_dir)  # the MiniCPM reference
+        self.vision = reference_vision(hf_dir)
+        self.q = self.cfg["query_num"]
+        self.stop = {self.tok.eos_token_id}
+        self.penalty_prefix = (self.tok.bos_token_id,)
+
+    def prompt(self, msgs: list[dict], max_slice_nums: int = 9, **kw) -> tuple[list[int], list[np.ndarray]]:
+        assert not kw.get("system_prompt"), "2.0 has no system prompt"
+        text, pieces = "", []
+        for m in msgs:
+            content = m["content"] if isinstance(m["content"], list) else [m["content"]]
+            parts = []
+            for c in content:
+                if isinstance(c, Image.Image):
+                    grid, _ = slicing.plan(c.size, max_slice_nums)
+                    parts.append(self.placeholder(grid, 0, False))
+                    pieces += [slicing.normalize(p) for p in slicing.pieces(c, max_slice_nums)]
+                else:
+                    parts.append(c)
+            text += ("<用户>" if m["role"] == "user" else "<AI>") + "\n".join(parts)
+        return self.tok.encode(text + "<AI>"), pieces
+
+    def embed(self, ids: list[int]) -> torch.Tensor:
+        return self.llm.embed(ids)
+
+    def last_logits(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.llm(emb)[-1]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.tok.decode([t for t in ids if t != 0], skip_special_tokens=skip_special_tokens).strip()
+
+
+def reference_pipeline(hf_dir: Path) -> ReferencePipeline:
+    """The original pipeline of a checkpoint: 2.5/2.6 (a `version` key) or 2.0."""
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    return ReferencePipeline(hf_dir) if "version" in cfg else ReferencePipeline20(hf_dir)

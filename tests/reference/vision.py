@@ -120,3 +120,12 @@ class ReferenceVision(torch.nn.Module):
     def encode(self, pixels: np.ndarray, rule: str = "hf") -> np.ndarray:
         h, w = pixels.shape[1] // 14, pixels.shape[2] // 14
         return self.resample(self.tower(pixels, rule), h, w).numpy()
+
+
+def reference_vision(hf_dir: Path) -> torch.nn.Module:
+    """The reference tower + resampler of a checkpoint: Idefics2 for 2.5/2.6, timm for 2.0 (no `version` key)."""
+    if "version" in load_config(hf_dir):
+        return ReferenceVision(hf_dir)
+    from .vision2 import ReferenceVision20
+
+    return ReferenceVision20(hf_dir)
