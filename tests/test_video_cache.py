@@ -87,7 +87,7 @@ def test_video_is_refused_for_2_0(converted, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", seconds=2, fps=2, w=64, h=48)
     res = converted("2.0", "f16")
     with MiniCPMV(res.model, res.mmproj, n_threads=2) as m:
-        with pytest.raises(MessageError, match="MiniCPM-V 2.0 has no video recipe"):
+        with pytest.raises(MessageError, match=r"MiniCPM-V 2\.0 has no video recipe"):
             m.chat([{"role": "user", "content": [Video(clip), "What happens?"]}])
         assert m.last.images == 0
 
