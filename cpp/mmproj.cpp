@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "gguf.h"
 #include "gguf_info.h"
@@ -98,6 +99,17 @@ public:
         return v;
     }
 
+    // a string key naming one of `options` (absent: `fallback`)
+    template <typename E>
+    E choice(const char * key, E fallback, std::initializer_list<std::pair<const char *, E>> options) const {
+        if (!has(key)) return fallback;
+        const std::string value = str(key);
+        for (const auto & [name, e] : options) {
+            if (value == name) return e;
+        }
+        fail(std::string("unknown ") + key + " '" + value + "'");
+    }
+
     std::array<float, 3> rgb(const char * key) const {
         const int64_t id = key_id(key, GGUF_TYPE_ARRAY);
         if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_FLOAT32 || gguf_get_arr_n(gguf_.get(), id) != 3) {
@@ -173,22 +185,9 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     hp.minicpmv_version = r.has("clip.minicpmv_version") ? int(r.integer("clip.minicpmv_version", 0, INT32_MAX)) : 0;
     if (r.has("clip.use_gelu") && !r.boolean("clip.use_gelu")) r.fail("clip.use_gelu is false (SigLIP uses GELU)");
     // the graph's two variants, explicit in our files (absent in llama.cpp's: buckets, tanh)
-    if (r.has("minicpmv_edge.vision.position_embedding")) {
-        const std::string kind = r.str("minicpmv_edge.vision.position_embedding");
-        if (kind == "resampled_grid") {
-            hp.pos_embedding = PosEmbedding::resampled_grid;
-        } else if (kind != "buckets") {
-            r.fail("unknown minicpmv_edge.vision.position_embedding '" + kind + "'");
-        }
-    }
-    if (r.has("minicpmv_edge.vision.gelu")) {
-        const std::string kind = r.str("minicpmv_edge.vision.gelu");
-        if (kind == "erf") {
-            hp.gelu = Gelu::erf;
-        } else if (kind != "tanh") {
-            r.fail("unknown minicpmv_edge.vision.gelu '" + kind + "'");
-        }
-    }
+    hp.pos_embedding = r.choice("minicpmv_edge.vision.position_embedding", PosEmbedding::buckets,
+                                {{"buckets", PosEmbedding::buckets}, {"resampled_grid", PosEmbedding::resampled_grid}});
+    hp.gelu = r.choice("minicpmv_edge.vision.gelu", Gelu::tanh, {{"tanh", Gelu::tanh}, {"erf", Gelu::erf}});
     hp.image_size = int(r.integer("clip.vision.image_size", 14, 8192));
     hp.patch_size = int(r.integer("clip.vision.patch_size", 1, 64));
     hp.n_embd = int(r.integer("clip.vision.embedding_length", 1, 16384));

@@ -14,14 +14,6 @@ namespace {
 constexpr int kPrecisionBits = 32 - 8 - 2;  // fixed-point fraction bits for 8-bit images
 constexpr double kSupport = 2.0;            // the cubic kernel's radius at scale 1
 
-double cubic(double x) {
-    constexpr double a = -0.5;
-    x = std::fabs(x);
-    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
-    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
-    return 0.0;
-}
-
 // For each output position: the first input index, how many inputs it reads, and their fixed-point weights.
 struct Taps {
     int ksize = 0;
@@ -49,7 +41,7 @@ Taps make_taps(int in_size, int out_size) {
         const int n = hi - lo;
         double sum = 0.0;
         for (int i = 0; i < n; ++i) {
-            w[size_t(i)] = cubic((i + lo - center + 0.5) / filterscale);
+            w[size_t(i)] = cubic_kernel((i + lo - center + 0.5) / filterscale);
             sum += w[size_t(i)];
         }
         int32_t * k = &t.k[size_t(o) * size_t(t.ksize)];
@@ -128,6 +120,14 @@ void vertical(const ImageView & src, ImageU8 & out, int row_offset, const Taps &
 }
 
 }  // namespace
+
+double cubic_kernel(double x) {
+    constexpr double a = -0.5;
+    x = std::fabs(x);
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+    return 0.0;
+}
 
 ImageU8 resize_bicubic(const ImageView & src, int out_w, int out_h, int n_threads) {
     if (src.width <= 0 || src.height <= 0 || out_w <= 0 || out_h <= 0) {

@@ -10,6 +10,9 @@ namespace mcv {
 
 ImageU8 resize_bicubic(const ImageView & src, int out_w, int out_h, int n_threads);
 
+// The cubic convolution kernel with a = -0.5 (Pillow's BICUBIC, and torch's antialiased bicubic), radius 2.
+double cubic_kernel(double x);
+
 // A rectangle copied out of an image (Pillow's Image.crop inside the image bounds).
 ImageU8 crop(const ImageView & src, int x0, int y0, int w, int h);
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "graph_common.h"
+#include "resize.h"
 
 namespace mcv {
 namespace {
@@ -52,15 +53,6 @@ ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact) {
     return ggml_mul(ctx, x, ggml_sigmoid(ctx, t));
 }
 
-// the antialiased cubic kernel of torch (and Pillow): a = -0.5
-float aa_cubic(float x) {
-    constexpr float a = -0.5f;
-    x = std::fabs(x);
-    if (x < 1.0f) return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f;
-    if (x < 2.0f) return (((x - 5.0f) * x + 8.0f) * x - 4.0f) * a;
-    return 0.0f;
-}
-
 // [n_out, n_in] row-normalised weights of resizing n_in samples to n_out: support 2 * max(scale, 1) around the
 // centre scale * (i + 0.5), each tap weighted k((j - centre + 0.5) / max(scale, 1)) (float32, as torch)
 std::vector<float> aa_bicubic_weights(int n_in, int n_out) {
@@ -72,7 +64,7 @@ std::vector<float> aa_bicubic_weights(int n_in, int n_out) {
         const int lo = std::max(int(centre - support + 0.5f), 0), hi = std::min(int(centre + support + 0.5f), n_in);
         float total = 0.0f;
         for (int j = lo; j < hi; ++j) total += (w[size_t(i) * size_t(n_in) + size_t(j)] =
-                                                    aa_cubic((float(j) - centre + 0.5f) / stretch));
+                                                    float(cubic_kernel((float(j) - centre + 0.5f) / stretch)));
         for (int j = lo; j < hi && total != 0.0f; ++j) w[size_t(i) * size_t(n_in) + size_t(j)] /= total;
     }
     return w;

@@ -57,6 +57,35 @@ def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([half(grid_w), half(grid_h)], axis=1).astype(np.float32))
 
 
+class ReferenceResampler:
+    """The perceiver resampler (the original `resampler.py`): LN_kv(kv_proj(x)) as keys (+ the sin-cos code of the
+    piece's grid) and values, torch's MultiheadAttention with E / 128 heads from LN_q(query) (+ 2.0's stored query
+    table when the checkpoint has one), LN_post, then `@ proj`."""
+
+    def __init__(self, state: dict[str, torch.Tensor], E: int) -> None:
+        self.E = E
+        self.query = state["resampler.query"]
+        self.query_pos = state.get("resampler.pos_embed")  # 2.0 only
+        self.kv_proj = state["resampler.kv_proj.weight"]
+        self.attn = torch.nn.MultiheadAttention(E, E // 128)
+        self.attn.load_state_dict({k: state[f"resampler.attn.{k}"] for k in self.attn.state_dict()})
+        self.ln = {n: torch.nn.LayerNorm(E, eps=1e-6) for n in ("ln_q", "ln_kv", "ln_post")}
+        for n, ln in self.ln.items():
+            ln.load_state_dict({"weight": state[f"resampler.{n}.weight"], "bias": state[f"resampler.{n}.bias"]})
+        self.proj = state["resampler.proj"]
+
+    @torch.no_grad()
+    def __call__(self, feats: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """feats [h*w, D] -> [Q, E]."""
+        kv = self.ln["ln_kv"](feats @ self.kv_proj.T)  # [L, E]
+        q = self.ln["ln_q"](self.query)  # [Q, E]
+        if self.query_pos is not None:
+            q = q + self.query_pos
+        pos = sincos_2d(self.E, h, w)
+        out, _ = self.attn(q[:, None], (kv + pos)[:, None], kv[:, None], need_weights=False)
+        return self.ln["ln_post"](out[:, 0]) @ self.proj
+
+
 class ReferenceVision(torch.nn.Module):
     def __init__(self, hf_dir: Path) -> None:
         super().__init__()
@@ -72,16 +101,8 @@ class ReferenceVision(torch.nn.Module):
         state = load_state(hf_dir)
         vpm = {k.removeprefix("vpm."): v for k, v in state.items() if k.startswith("vpm.")}
         self.vpm.load_state_dict({k: v for k, v in vpm.items() if k in self.vpm.state_dict()}, strict=True)
-        E = cfg["hidden_size"]
-        self.E, self.side = E, vc["image_size"] // vc["patch_size"]
-        self.query = state["resampler.query"]
-        self.kv_proj = state["resampler.kv_proj.weight"]
-        self.attn = torch.nn.MultiheadAttention(E, E // 128)
-        self.attn.load_state_dict({k: state[f"resampler.attn.{k}"] for k in self.attn.state_dict()})
-        self.ln = {n: torch.nn.LayerNorm(E, eps=1e-6) for n in ("ln_q", "ln_kv", "ln_post")}
-        for n, ln in self.ln.items():
-            ln.load_state_dict({"weight": state[f"resampler.{n}.weight"], "bias": state[f"resampler.{n}.bias"]})
-        self.proj = state["resampler.proj"]
+        self.side = vc["image_size"] // vc["patch_size"]
+        self.resampler = ReferenceResampler(state, cfg["hidden_size"])
         self.eval()
 
     @torch.no_grad()
@@ -108,18 +129,9 @@ class ReferenceVision(torch.nn.Module):
         out = self.vpm.encoder(inputs_embeds=emb, attention_mask=None).last_hidden_state
         return self.vpm.post_layernorm(out)[0]
 
-    @torch.no_grad()
-    def resample(self, feats: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """feats [h*w, D] -> [Q, E]."""
-        kv = self.ln["ln_kv"](feats @ self.kv_proj.T)  # [L, E]
-        q = self.ln["ln_q"](self.query)  # [Q, E]
-        pos = sincos_2d(self.E, h, w)
-        out, _ = self.attn(q[:, None], (kv + pos)[:, None], kv[:, None], need_weights=False)
-        return self.ln["ln_post"](out[:, 0]) @ self.proj
-
     def encode(self, pixels: np.ndarray, rule: str = "hf") -> np.ndarray:
         h, w = pixels.shape[1] // 14, pixels.shape[2] // 14
-        return self.resample(self.tower(pixels, rule), h, w).numpy()
+        return self.resampler(self.tower(pixels, rule), h, w).numpy()
 
 
 def reference_vision(hf_dir: Path) -> torch.nn.Module:

@@ -13,7 +13,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from .checkpoint import load_config, load_state
-from .vision import sincos_2d
+from .vision import ReferenceResampler
 
 
 class ReferenceVision20(torch.nn.Module):
@@ -32,16 +32,7 @@ class ReferenceVision20(torch.nn.Module):
         state = load_state(hf_dir)
         self.vpm.load_state_dict({k.removeprefix("vpm."): v for k, v in state.items() if k.startswith("vpm.")},
                                  strict=True)
-        E = cfg["hidden_size"]
-        self.E = E
-        self.query, self.query_pos = state["resampler.query"], state["resampler.pos_embed"]
-        self.kv_proj = state["resampler.kv_proj.weight"]
-        self.attn = torch.nn.MultiheadAttention(E, E // 128)
-        self.attn.load_state_dict({k: state[f"resampler.attn.{k}"] for k in self.attn.state_dict()})
-        self.ln = {n: torch.nn.LayerNorm(E, eps=1e-6) for n in ("ln_q", "ln_kv", "ln_post")}
-        for n, ln in self.ln.items():
-            ln.load_state_dict({"weight": state[f"resampler.{n}.weight"], "bias": state[f"resampler.{n}.bias"]})
-        self.proj = state["resampler.proj"]
+        self.resampler = ReferenceResampler(state, cfg["hidden_size"])
         self.eval()
 
     @torch.no_grad()
@@ -49,8 +40,4 @@ class ReferenceVision20(torch.nn.Module):
         """[3, H, W] normalised float32 -> [Q, E]: one piece at a time, as the original."""
         x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None]
         h, w = x.shape[2] // 14, x.shape[3] // 14
-        feats = self.vpm.forward_features(x)[0]  # [h*w, D] after the final norm
-        kv = self.ln["ln_kv"](feats @ self.kv_proj.T)
-        q = self.ln["ln_q"](self.query) + self.query_pos
-        out, _ = self.attn(q[:, None], (kv + sincos_2d(self.E, h, w))[:, None], kv[:, None], need_weights=False)
-        return (self.ln["ln_post"](out[:, 0]) @ self.proj).numpy()
+        return self.resampler(self.vpm.forward_features(x)[0], h, w).numpy()  # tower output after its final norm
