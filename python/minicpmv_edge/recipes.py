@@ -39,7 +39,20 @@ class Preset:
     vocab: int  # BPE tokens before the special tokens; for SentencePiece the whole vocabulary
     dtype: str  # safetensors storage dtype, as the real checkpoints ("BF16" for 2.6 and 2.0, "F16" for 2.5)
     seed: int = 0
+    query_num: int = 0  # resampler queries (tokens per piece); 0: the version's (64 for 2.6)
+    corpus: tuple[str, ...] = ()  # more tokenizer training text (the demo model's words become whole tokens)
 
+    def queries(self, v: ModelVersion) -> int:
+        return self.query_num or v.query_num
+
+
+# the demo task's words (shapes_task.py), so that its answers are a few whole-word tokens, not spelt out
+_SHAPES_WORDS = ("What shape is in the image? A red circle. A green square. A blue triangle. A yellow circle.",
+                 "What color is the square? Purple. Orange. An orange square. A purple triangle. Red. Green. Blue.",
+                 "How many shapes are there? One. Two. Three. Four. Which image has more shapes?",
+                 "The first image. The second image. Describe the image. Yellow. Two shapes: a red circle, a blue "
+                 "square. One shape: a green triangle. Three shapes: a yellow square, an orange circle, a purple "
+                 "triangle. Four shapes:")
 
 PRESETS: dict[str, Preset] = {
     # vision FFN 200 is, like SigLIP's 4304, not a multiple of 32 (quantization blocks)
@@ -47,6 +60,9 @@ PRESETS: dict[str, Preset] = {
     "tiny-2.5": Preset("2.5", 96, 2, 3, 200, 256, 2, 4, 2, 512, 1024, "F16"),
     # vision layers as config.json counts them: 2.0 drops (and does not store) the last one
     "tiny-2.0": Preset("2.0", 96, 3, 3, 384, 256, 2, 4, 2, 512, 600, "BF16"),
+    # the starting point of the trained demo model (models/train_demo.py): 32 queries per piece
+    "demo-2.6": Preset("2.6", 64, 2, 2, 128, 256, 2, 4, 2, 768, 1024, "BF16", seed=11, query_num=32,
+                       corpus=_SHAPES_WORDS),
     # the real MiniCPM-V 2.6 vision tower and resampler (1152 wide, 27 layers, 64 x 3584), with a small LLM
     "real-2.6": Preset("2.6", 1152, 27, 16, 4304, 3584, 2, 28, 4, 4864, 1024, "BF16"),
     # the real MiniCPM-V 2.0 tower (so400m, 26 of 27 blocks run) and resampler (64 x 2304), the real LLM width
@@ -94,7 +110,8 @@ def _train_spm(version: ModelVersion, vocab: int) -> tuple[bytes, dict[str, int]
     return f.getvalue(), ids
 
 
-def _train_tokenizer(version: ModelVersion, bpe_vocab: int) -> tuple[str, dict[str, int]]:
+def _train_tokenizer(version: ModelVersion, bpe_vocab: int,
+                     extra: tuple[str, ...] = ()) -> tuple[str, dict[str, int]]:
     """Train the byte-level BPE and return (tokenizer.json text, special token -> id)."""
     from tokenizers import (
         AddedToken,
@@ -115,7 +132,7 @@ def _train_tokenizer(version: ModelVersion, bpe_vocab: int) -> tuple[str, dict[s
     ])
     trainer = trainers.BpeTrainer(vocab_size=bpe_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False, special_tokens=[])
-    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok.train_from_iterator(_CORPUS * 4 + list(extra) * 20, trainer)
     trained = json.loads(tok.to_str())
     vocab, merges = trained["model"]["vocab"], trained["model"]["merges"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
@@ -163,7 +180,7 @@ def _configs(p: Preset, v: ModelVersion, ids: dict[str, int], vocab_size: int) -
         "model_type": "minicpmv",
         "version": 2.6 if v.name == "2.6" else "2.5",
         **llm,
-        "query_num": v.query_num, "image_size": v.scale_resolution, "patch_size": v.patch_size,
+        "query_num": p.queries(v), "image_size": v.scale_resolution, "patch_size": v.patch_size,
         "batch_vision_input": True, "drop_vision_last_layer": False, "slice_mode": True,
         "slice_config": {"max_slice_nums": v.max_slice_nums, "patch_size": v.patch_size, "model_type": "minicpmv"},
         "vision_config": vision,
@@ -179,7 +196,7 @@ def _configs(p: Preset, v: ModelVersion, ids: dict[str, int], vocab_size: int) -
                      "AutoImageProcessor": "image_processing_minicpmv.MiniCPMVImageProcessor"},
         "processor_class": "MiniCPMVProcessor",
         "max_slice_nums": v.max_slice_nums, "scale_resolution": v.scale_resolution, "patch_size": v.patch_size,
-        "image_feature_size": v.query_num, "im_start": "<image>", "im_end": "</image>",
+        "image_feature_size": p.queries(v), "im_start": "<image>", "im_end": "</image>",
         "slice_start": "<slice>", "slice_end": "</slice>", "unk": "<unk>",
         "norm_mean": [0.5, 0.5, 0.5], "norm_std": [0.5, 0.5, 0.5], "version": float(v.name),
     }
@@ -217,7 +234,7 @@ def _configs_2_0(p: Preset, v: ModelVersion, ids: dict[str, int], vocab_size: in
         "max_position_embeddings": 4096, "num_attention_heads": p.llm_heads, "num_hidden_layers": p.llm_layers,
         "num_key_value_heads": p.llm_kv_heads, "rms_norm_eps": 1e-5, "rope_scaling": None, "rope_theta": 10000.0,
         **_MINICPM2, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.36.0",
-        "use_cache": True, "vocab_size": vocab_size, "vision_encoder": _TIMM_TOWER, "query_num": v.query_num,
+        "use_cache": True, "vocab_size": vocab_size, "vision_encoder": _TIMM_TOWER, "query_num": p.queries(v),
         "image_size": v.scale_resolution, "patch_size": v.patch_size, "max_slice_nums": v.max_slice_nums,
         "scale_resolution": v.scale_resolution, "slice_mode": True, "drop_vision_last_layer": True,
         "mm_use_im_start_end": True,
@@ -280,14 +297,14 @@ def _shapes(p: Preset, v: ModelVersion, vocab_size: int) -> list[tuple[str, tupl
     head_dim = E // p.llm_heads
     kv = p.llm_kv_heads * head_dim
     out = _vision_shapes(p, v)
-    out += [("resampler.query", (v.query_num, E), "embed"), ("resampler.kv_proj.weight", (E, D), "linear"),
+    out += [("resampler.query", (p.queries(v), E), "embed"), ("resampler.kv_proj.weight", (E, D), "linear"),
             ("resampler.attn.in_proj_weight", (3 * E, E), "linear"), ("resampler.attn.in_proj_bias", (3 * E,), "bias"),
             ("resampler.attn.out_proj.weight", (E, E), "linear"), ("resampler.attn.out_proj.bias", (E,), "bias")]
     for n in ("ln_q", "ln_kv", "ln_post"):
         out += [(f"resampler.{n}.weight", (E,), "norm"), (f"resampler.{n}.bias", (E,), "bias")]
     out += [("resampler.proj", (E, E), "linear")]
     if v.resampler_query_pos:  # 2.0 stores its 8 x 8 sin-cos query table
-        out += [("resampler.pos_embed", (v.query_num, E), "sincos")]
+        out += [("resampler.pos_embed", (p.queries(v), E), "sincos")]
     out += [("llm.model.embed_tokens.weight", (vocab_size, E), "embed")]
     for i in range(p.llm_layers):
         b = f"llm.model.layers.{i}."
@@ -338,7 +355,7 @@ def write_checkpoint(preset: str | Preset, out_dir: str | os.PathLike[str]) -> P
             (tmp / "tokenizer.model").write_bytes(model)
             configs = _configs_2_0(p, v, ids, vocab_size)
         else:
-            tok_json, ids = _train_tokenizer(v, p.vocab)
+            tok_json, ids = _train_tokenizer(v, p.vocab, p.corpus)
             vocab_size = max(ids.values()) + 1
             (tmp / "tokenizer.json").write_text(tok_json, encoding="utf-8")
             configs = _configs(p, v, ids, vocab_size)

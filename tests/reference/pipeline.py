@@ -19,13 +19,14 @@ from .vision import reference_vision
 TAG = "(<image>./</image>)"
 
 
-class ReferencePipeline:
+class ReferencePrompt:
+    """2.5/2.6 prompts as chat() + the processor build them: the tokenizer and chat template, the placeholders,
+    the original slicing and normalisation (models/train_demo.py trains on exactly these)."""
+
     def __init__(self, hf_dir: Path) -> None:
         self.cfg = json.loads((hf_dir / "config.json").read_text())
         self.version = str(self.cfg["version"])
         self.tok = load_tokenizer(hf_dir)
-        self.llm = load_llm(hf_dir)
-        self.vision = reference_vision(hf_dir)
         self.q = self.cfg["query_num"]
         self.stop = {self.tok.convert_tokens_to_ids(t) for t in
                      (["<|im_end|>", "<|endoftext|>"] if self.version == "2.6" else ["<|eot_id|>", "<|end_of_text|>"])}
@@ -44,8 +45,9 @@ class ReferencePipeline:
         return s
 
     def prompt(self, msgs: list[dict], system_prompt: str = "", max_slice_nums: int = 9,
-               use_image_id: bool | None = None) -> tuple[list[int], list[np.ndarray]]:
-        """(input ids, normalised pieces in order) as chat() + the processor build them."""
+               use_image_id: bool | None = None, pieces_of=None) -> tuple[list[int], list[np.ndarray]]:
+        """(input ids, normalised pieces in order) as chat() + the processor build them. `pieces_of(image)`
+        replaces the reference slicing (training passes the native slicer, pixel-exact and faster)."""
         use_id = (self.version == "2.6") if use_image_id is None else use_image_id
         copy, images = [], []
         if system_prompt:
@@ -67,8 +69,18 @@ class ReferencePipeline:
         for i, (img, rest) in enumerate(zip(images, chunks[1:], strict=True)):
             grid, _ = slicing.plan(img.size, max_slice_nums)
             out += self.placeholder(grid, i, use_id) + rest
-            pieces += [slicing.normalize(p) for p in slicing.pieces(img, max_slice_nums)]
+            if pieces_of is not None:
+                pieces += pieces_of(img)
+            else:
+                pieces += [slicing.normalize(p) for p in slicing.pieces(img, max_slice_nums)]
         return self.tok(out, add_special_tokens=False)["input_ids"], pieces
+
+
+class ReferencePipeline(ReferencePrompt):
+    def __init__(self, hf_dir: Path) -> None:
+        super().__init__(hf_dir)
+        self.llm = load_llm(hf_dir)
+        self.vision = reference_vision(hf_dir)
 
     def embed(self, ids: list[int]) -> torch.Tensor:
         """[len(ids), E]: what the model's embedding layer gives token ids."""
