@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run one job:  scripts/dev.sh demo | test | setup
-#   demo  - the main job: build, convert and run the tiny MiniCPM-V 2.6 model
+#   demo  - the main job: the bundled trained demo model (a tiny MiniCPM-V 2.6) answers about a bundled picture
 #   test  - the whole test suite (installs the PyTorch reference first)
 # Everything goes into ./.venv. llama-cpp-python is built from source the first time (about 4 minutes on 2 cores);
 # pip caches the wheel, so later set-ups take seconds.

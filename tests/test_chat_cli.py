@@ -11,6 +11,7 @@ from helpers import cli
 from PIL import Image
 
 from minicpmv_edge.chat import MiniCPMV
+from minicpmv_edge.shapes_task import demo_item
 
 
 def _img(path: Path, w: int, h: int, seed: int) -> Path:
@@ -93,9 +94,9 @@ def test_demo_builds_once_and_chats_about_the_bundled_image(tmp_path: Path) -> N
             for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr[-2000:]
-        assert "1 image(s), 1 pieces encoded" in r.stderr and "demo.png" in r.stderr
-    assert runs[0].stdout.strip() != "" and runs[0].stdout == runs[1].stdout
-    cached = list(tmp_path.glob("tiny-2.6-*/gguf/*.gguf"))
+        assert "1 image(s), 3 pieces encoded" in r.stderr and "demo.png" in r.stderr  # 750 x 492: overview + 2
+        assert r.stdout.strip() == demo_item().answer == "Three."  # the trained model counts the shapes
+    cached = list(tmp_path.glob("demo-2.6-*/gguf/*.gguf"))
     assert sorted(p.name for p in cached) == ["mmproj-model-f16.gguf", "model-f16.gguf"]
 
 

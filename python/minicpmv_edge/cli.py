@@ -50,7 +50,7 @@ def _commands() -> dict[str, Command]:
     from .convert import cli as conv
 
     return {
-        "demo": ("build, convert and run the tiny model (the README's main job)", demo.add_args, demo.run),
+        "demo": ("ask the bundled trained demo model about a picture (the README's main job)", demo.add_args, demo.run),
         "run": ("ask about images, streaming the answer", run_cmd.add_run_args, run_cmd.run),
         "chat": ("interactive chat with images", run_cmd.add_chat_args, run_cmd.chat),
         "convert": ("convert a Hugging Face checkpoint to GGUF", conv.add_convert_args, conv.run_convert),

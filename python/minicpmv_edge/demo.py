@@ -1,8 +1,10 @@
-"""`minicpmv-edge demo`: build a tiny checkpoint once (cached; 2.6 unless --model-version), convert it, and chat
-about a bundled image.
+"""`minicpmv-edge demo`: the bundled demo model answers a question about a picture.
 
-It runs the whole path: original-layout checkpoint -> GGUF files -> slicing -> vision encoder -> llama.cpp
-decoding with the image embeddings -> streamed text. The tiny model has random weights, so its text is noise.
+The demo model is a tiny MiniCPM-V 2.6 the project trained on the synthetic "shapes" task (models/train_demo.py;
+pictures of 1-4 circles, squares and triangles in six colours; questions about shape, colour and count), shipped
+as an original-layout checkpoint in `data/demo-2.6`. On first use it is converted to GGUF (cached); then the whole
+path runs: slicing -> vision encoder -> llama.cpp decoding with the image embeddings -> streamed text.
+`--tiny VERSION` runs a tiny random-weight model of any version instead (its text is noise).
 """
 
 from __future__ import annotations
@@ -16,13 +18,26 @@ from pathlib import Path
 
 from . import recipes
 from .convert import convert_checkpoint
+from .shapes_task import Q_COUNT
 from .versions import VERSIONS
 
 RECIPE_REVISION = 1  # bump when recipes.py changes what it writes, so cached checkpoints are rebuilt
+DATA = Path(__file__).parent / "data"
+DEMO_CHECKPOINT = DATA / "demo-2.6"
+DEMO_IMAGE = DATA / "demo.png"
+DEMO_PROMPT = Q_COUNT  # about data/demo.png (shapes_task.demo_item()): "Three."
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MINICPMV_EDGE_CACHE", Path.home() / ".cache" / "minicpmv-edge"))
+
+
+def _converted(hf: Path, base: Path, outtype: str) -> tuple[Path, Path]:
+    gg = base / "gguf"
+    model, mmproj = gg / f"model-{outtype}.gguf", gg / f"mmproj-model-{outtype}.gguf"
+    if not (model.exists() and mmproj.exists()):
+        convert_checkpoint(hf, gg, outtype, progress=False)
+    return model, mmproj
 
 
 def ensure_model(preset: str, outtype: str = "f16", root: Path | None = None) -> tuple[Path, Path]:
@@ -30,34 +45,41 @@ def ensure_model(preset: str, outtype: str = "f16", root: Path | None = None) ->
     p = recipes.PRESETS[preset]
     key = hashlib.sha256(repr((RECIPE_REVISION, p, VERSIONS[p.version])).encode()).hexdigest()[:12]
     base = (root or cache_dir()) / f"{preset}-{key}"
-    hf, gg = base / "hf", base / "gguf"
-    model, mmproj = gg / f"model-{outtype}.gguf", gg / f"mmproj-model-{outtype}.gguf"
-    if not (model.exists() and mmproj.exists()):
-        if not (hf / "model.safetensors").exists():
-            recipes.write_checkpoint(preset, hf)
-        convert_checkpoint(hf, gg, outtype, progress=False)
-    return model, mmproj
+    if not (base / "hf" / "model.safetensors").exists():
+        recipes.write_checkpoint(preset, base / "hf")
+    return _converted(base / "hf", base, outtype)
 
 
-DEMO_IMAGE = Path(__file__).parent / "data" / "demo.png"
+def ensure_demo_model(outtype: str = "f16", root: Path | None = None) -> tuple[Path, Path]:
+    """(model GGUF, mmproj GGUF) of the bundled trained checkpoint, converted on first use (keyed by its bytes)."""
+    h = hashlib.sha256()
+    for f in sorted(DEMO_CHECKPOINT.iterdir()):
+        if f.suffix in (".json", ".safetensors"):
+            h.update(f.name.encode() + f.read_bytes())
+    return _converted(DEMO_CHECKPOINT, (root or cache_dir()) / f"demo-2.6-{h.hexdigest()[:12]}", outtype)
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model-version", choices=sorted(VERSIONS), default="2.6", help="which tiny model to build")
-    ap.add_argument("-p", "--prompt", default="What is in the image?", help="the question")
+    ap.add_argument("-p", "--prompt", default=DEMO_PROMPT, help="the question")
     ap.add_argument("--image", default=str(DEMO_IMAGE), help="image file (default: a bundled picture)")
-    ap.add_argument("-n", "--n-predict", type=int, default=32, help="tokens to generate")
+    ap.add_argument("-n", "--n-predict", type=int, default=32, help="most tokens to generate")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the CPUs this process may use)")
+    ap.add_argument("--tiny", choices=sorted(VERSIONS), default=None,
+                    help="run a tiny random-weight model of this version instead of the trained demo model")
 
 
 def run(args: argparse.Namespace) -> int:
     from .chat import MiniCPMV
 
     t0 = time.perf_counter()
-    model, mmproj = ensure_model(f"tiny-{args.model_version}")
-    print(f"tiny {VERSIONS[args.model_version].display} checkpoint converted: {model} + {mmproj} "
-          f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-    with MiniCPMV(model, mmproj, n_ctx=2048, n_threads=args.threads) as m:
+    if args.tiny:
+        model, mmproj = ensure_model(f"tiny-{args.tiny}")
+        what = f"tiny random-weight {VERSIONS[args.tiny].display}"
+    else:
+        model, mmproj = ensure_demo_model()
+        what = "demo model (tiny MiniCPM-V 2.6 trained on the shapes task)"
+    print(f"{what}: {model} + {mmproj} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    with MiniCPMV(model, mmproj, n_ctx=4096, n_threads=args.threads) as m:
         print(f"> {args.prompt}  [{args.image}]", file=sys.stderr)
         for piece in m.chat([{"role": "user", "content": [Path(args.image), args.prompt]}], stream=True,
                             max_new_tokens=args.n_predict, temperature=0):
