@@ -271,20 +271,29 @@ def embed(model: DemoModel, ids: list[int], feats: torch.Tensor, unk: int) -> to
 AUX_OUT = 1 + len(COLORS) + 1 + len(SHAPES)  # per patch: background or colour, anchor; per shape: its kind
 
 
+def patch_classes(pic: Picture, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per patch of the picture's h x w overview grid [h*w]: which shape (0: none, i + 1: shapes[i]), its colour
+    (0: background, 1 + index in COLORS) and its kind (0: background, 1 + index in SHAPES)."""
+    obj = torch.from_numpy(np.asarray(pic.labels.resize((w, h), Image.NEAREST), dtype=np.int64).reshape(-1))
+    colour, kind = torch.zeros_like(obj), torch.zeros_like(obj)
+    for i, sh in enumerate(pic.shapes):
+        colour[obj == i + 1] = 1 + list(COLORS).index(sh.color)
+        kind[obj == i + 1] = 1 + SHAPES.index(sh.kind)
+    return obj, colour, kind
+
+
 def aux_loss(aux: torch.nn.Linear, tower: torch.Tensor, pic: Picture, h: int, w: int,
-             with_hits: bool = False):
+             classes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, with_hits: bool = False):
     """Dense supervision of the tower's output [h*w, D] on a picture's h x w overview piece, through a head that is not
     part of the checkpoint: every patch's colour (or background), the patch of each shape's anchor (one per shape:
     what counting needs) and each shape's kind from the mean of its patches (what a query attending to it sees)."""
     W, H = pic.image.size
-    obj = torch.from_numpy(np.asarray(pic.labels.resize((w, h), Image.NEAREST), dtype=np.int64).reshape(-1))
-    colour = torch.zeros_like(obj)
+    obj, colour, _ = classes if classes is not None else patch_classes(pic, h, w)
     anchors = torch.zeros(h, w)
     kinds, pooled = [], []
     out = aux(tower)
     for i, sh in enumerate(pic.shapes):
         mine = obj == i + 1
-        colour[mine] = 1 + list(COLORS).index(sh.color)
         ax, ay = sh.anchor
         anchors[min(h - 1, int(ay * h / H)), min(w - 1, int(ax * w / W))] = 1.0
         if mine.any():
@@ -340,16 +349,12 @@ def loss_of(model: DemoModel, aux: torch.nn.Linear, pr: Prompter, batch: list[It
 TOKEN_OUT = 1 + len(COLORS) + 1 + len(SHAPES)  # per resampler token: what it looks at (colour, kind)
 
 
-def token_loss(head: torch.nn.Linear, feats: torch.Tensor, attn: torch.Tensor, pic: Picture, h: int, w: int
-               ) -> torch.Tensor:
+def token_loss(head: torch.nn.Linear, feats: torch.Tensor, attn: torch.Tensor,
+               classes: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Each resampler output token [Q, E] must say, linearly, what its attention [Q, h*w] covers: the mix of
     colours (background included) and of shape kinds. This makes the tokens readable before the language model
     exists; with random projections they hold the same facts too weakly for it to find them in our time budget."""
-    obj = torch.from_numpy(np.asarray(pic.labels.resize((w, h), Image.NEAREST), dtype=np.int64).reshape(-1))
-    colour, kind = torch.zeros_like(obj), torch.zeros_like(obj)
-    for i, sh in enumerate(pic.shapes):
-        colour[obj == i + 1] = 1 + list(COLORS).index(sh.color)
-        kind[obj == i + 1] = 1 + SHAPES.index(sh.kind)
+    _, colour, kind = classes  # patch_classes() of the piece
     a = attn.detach()
     n = 1 + len(COLORS)
     out = head(feats)
@@ -380,10 +385,11 @@ def pretrain_vision(model: DemoModel, aux: torch.nn.Linear, tokens: torch.nn.Lin
             ov = slice_image(pic.image, slicing).pieces()[0]
             h, w = ov.shape[1] // 14, ov.shape[2] // 14
             tower = model.vpm(torch.from_numpy(ov)[None])
-            loss, hits = aux_loss(aux, tower[0], pic, h, w, with_hits=True)
+            classes = patch_classes(pic, h, w)
+            loss, hits = aux_loss(aux, tower[0], pic, h, w, classes, with_hits=True)
             feats, attn = model.resampler(tower, h, w, weights=True)
             total = total + loss
-            total_tokens = total_tokens + token_loss(tokens, feats[0], attn[0], pic, h, w)
+            total_tokens = total_tokens + token_loss(tokens, feats[0], attn[0], classes)
             right.extend(hits)
         opt.zero_grad()
         ((total + total_tokens) / len(pics)).backward()
