@@ -1,7 +1,8 @@
 """Image embeddings kept for reuse: a second question about the same picture skips the vision encoder.
 
 Keyed by the decoded pixels, the slicing parameters and the mmproj file's identity; bounded in bytes with
-least-recently-used eviction; optionally mirrored to a directory so that a later process finds them too.
+least-recently-used eviction; optionally mirrored to a directory so that a later process finds them too. One cache
+may be shared by threads (a server's conversation slots): lookups and insertions hold its lock.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +53,17 @@ class EmbeddingCache:
         self.directory = Path(directory) if directory else None
         if self.directory:
             self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
         self._items: OrderedDict[str, Encoded] = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> Encoded | None:
+        with self._lock:
+            return self._get(key)
+
+    def _get(self, key: str) -> Encoded | None:
         item = self._items.get(key)
         if item is None and self.directory:
             item = self._load(key)
@@ -70,7 +77,8 @@ class EmbeddingCache:
         return item
 
     def put(self, item: Encoded) -> None:
-        self._insert(item)
+        with self._lock:
+            self._insert(item)
         if self.directory:
             self._save(item)
 

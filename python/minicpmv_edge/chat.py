@@ -193,8 +193,9 @@ class MiniCPMV:
             except MessageError as e:
                 raise ModelFileError(f"{model_path}: tokenizer.chat_template does not render: {e}") from e
             self.model = LlamaModel(llm, n_gpu_layers=n_gpu_layers)
-            self.session = LlamaSession(self.model, ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
-                                                                  kv_type=kv_type, flash_attn=flash_attn))
+            self._ctx_params = ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, kv_type=kv_type,
+                                             flash_attn=flash_attn)
+            self.session = LlamaSession(self.model, self._ctx_params)
             self.stop_ids = {self.model.token_id(t) for t in self.version.stop_tokens}
         except BaseException:
             self._free()
@@ -204,7 +205,30 @@ class MiniCPMV:
         self.visuals = Visuals(self.encoder, self.cache, file_identity(mmproj_path), threads)
         self.kv = KVState(self.session, reuse_kv, llm.embedding_scale)
         self.last = ChatStats()
+        self._owner = True  # frees the model and the encoder on close (a slot() frees its own context only)
+        self._origin: MiniCPMV | None = None  # a slot's origin: once it is closed, so is the slot
         self._closed = False
+
+    def slot(self) -> MiniCPMV:
+        """Another conversation on the same weights, for serving several at once: its own llama.cpp context, KV
+        state and lock; the language model, the vision encoder and the embedding cache are shared (each is safe to
+        use from several threads). Close slots before their origin; a slot of a closed origin raises ClosedError."""
+        self._gate.enter()
+        try:
+            if self._closed:
+                raise ClosedError("this MiniCPMV is closed")
+            other = object.__new__(MiniCPMV)
+            other.__dict__.update({k: v for k, v in vars(self).items()
+                                   if k not in ("session", "kv", "last", "_gate")})
+            other._gate = _Gate()
+            other._owner = False
+            other._origin = self
+            other.session = LlamaSession(self.model, self._ctx_params)
+            other.kv = KVState(other.session, self.kv.reuse, self.kv.embedding_scale)
+            other.last = ChatStats()
+            return other
+        finally:
+            self._gate.leave()
 
     # ---- chat ----
 
@@ -245,7 +269,7 @@ class MiniCPMV:
         turns = normalize(msgs, pp.system_prompt)
         self._gate.enter()
         try:
-            if self._closed:
+            if self.closed:
                 raise ClosedError("this MiniCPMV is closed")
             pieces = self._answer(turns, gp, pp, progress)
             stats = self.last
@@ -314,7 +338,7 @@ class MiniCPMV:
     # ---- life cycle ----
 
     def _free(self) -> None:
-        for part in (self.session, self.model, self.encoder):
+        for part in (self.session, self.model, self.encoder) if getattr(self, "_owner", True) else (self.session,):
             if part is not None:
                 part.close()
 
@@ -334,7 +358,7 @@ class MiniCPMV:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed or (self._origin is not None and self._origin._closed)
 
     def __enter__(self) -> MiniCPMV:
         return self
