@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | setup
+# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | serve | setup
 #   demo  - the main job: the bundled trained demo model (a tiny MiniCPM-V 2.6) answers about a bundled picture
-#   test  - the whole test suite (installs the PyTorch reference first)
+#   test  - the whole test suite (installs the PyTorch reference first, and chromium for the browser test)
+#   serve - `minicpmv-edge serve ARGS` with the server extra installed
 # Everything goes into ./.venv. llama-cpp-python is built from source the first time (about 4 minutes on 2 cores);
 # pip caches the wheel, so later set-ups take seconds.
 set -euo pipefail
@@ -40,6 +41,15 @@ extra=""
 if [ "$job" = "test" ]; then
   pip_q "torch==2.14.1" "torchvision==0.29.1"   # the test reference only (torchvision: for timm)
   extra="[test]"
+  # the chat page's test drives a real browser: Debian's chromium, where apt can install it (else set CHROMIUM)
+  if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+     && command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing chromium (apt) for the browser test" >&2
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+elif [ "$job" = "serve" ]; then
+  extra="[server]"
 fi
 pip_q --no-build-isolation -e ".${extra}"
 "$VPY" -c "import minicpmv_edge._native" || { echo "setup failed: the extension does not import" >&2; exit 1; }
@@ -47,6 +57,7 @@ pip_q --no-build-isolation -e ".${extra}"
 case "$job" in
   setup) ;;
   demo) exec .venv/bin/minicpmv-edge demo "$@" ;;
+  serve) exec .venv/bin/minicpmv-edge serve "$@" ;;
   test) exec "$VPY" -m pytest "$@" ;;
-  *) echo "usage: scripts/dev.sh demo|test|setup [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/dev.sh demo|test|serve|setup [args]" >&2; exit 2 ;;
 esac

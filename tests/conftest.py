@@ -33,3 +33,12 @@ def converted(tiny_hf: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
         return cache[version, outtype]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def demo_f16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The trained demo model (python/minicpmv_edge/data/demo-2.6) as f16 GGUF files."""
+    from minicpmv_edge.demo import DEMO_CHECKPOINT
+
+    res = convert_checkpoint(DEMO_CHECKPOINT, tmp_path_factory.mktemp("demo"), "f16", progress=False)
+    return res.model, res.mmproj

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -22,12 +21,6 @@ from reference.pipeline import reference_pipeline
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT_SEED = 9000  # benchmarks/bench_accuracy.py's held-out set; these are its first 40 questions
 MAX_NEW_TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def demo_f16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    res = convert_checkpoint(DEMO_CHECKPOINT, tmp_path_factory.mktemp("demo"), "f16", progress=False)
-    return res.model, res.mmproj
 
 
 def test_accuracy_on_40_held_out_questions_is_the_pytorch_models(demo_f16: tuple[Path, Path]) -> None:

@@ -46,13 +46,14 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 
 
 def _commands() -> dict[str, Command]:
-    from . import demo, encode_cmd, run_cmd, slice_cmd
+    from . import demo, encode_cmd, run_cmd, serve_cmd, slice_cmd
     from .convert import cli as conv
 
     return {
         "demo": ("ask the bundled trained demo model about a picture (the README's main job)", demo.add_args, demo.run),
         "run": ("ask about images, streaming the answer", run_cmd.add_run_args, run_cmd.run),
         "chat": ("interactive chat with images", run_cmd.add_chat_args, run_cmd.chat),
+        "serve": ("an OpenAI-compatible server and a chat page", serve_cmd.add_args, serve_cmd.run),
         "convert": ("convert a Hugging Face checkpoint to GGUF", conv.add_convert_args, conv.run_convert),
         "quantize": ("quantize a language-model GGUF with llama.cpp", conv.add_quantize_args, conv.run_quantize),
         "slice": ("show how an image is sliced and what it costs in tokens", slice_cmd.add_args, slice_cmd.run),

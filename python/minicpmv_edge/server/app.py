@@ -1,0 +1,215 @@
+"""The HTTP routes: OpenAI's `/v1/chat/completions` and `/v1/models`, `/health`, and the chat page at `/`.
+
+Every request that holds a slot gives it back whatever happens: the answer's end, an error, or the client going
+away (a disconnect cancels the response; the cleanup runs shielded from that cancellation, closes the chat stream,
+which stops generating, and releases the slot).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from ..errors import BusyError, ClosedError
+from .answer import AnswerStream, chunk, completion, completion_id, timings, usage_chunk
+from .errors import APIError
+from .request import ChatRequest, answer_fingerprint, parse_chat_request
+from .slots import Slot, SlotPool
+
+PAGE = Path(__file__).with_name("static") / "index.html"
+DRAIN_FACTOR = 16  # an oversized body is read (and dropped) up to this many times the limit, so the client sees 413
+
+
+@dataclass
+class ServerConfig:
+    model_name: str
+    api_key: str | None = None
+    local_dir: Path | None = None
+    max_body_bytes: int = 64 << 20
+
+
+def _status(e: BaseException) -> APIError:
+    """A runtime exception -> the API error a client should see."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, MemoryError):
+        return APIError(413, f"too large for this server's memory: {e}")
+    if isinstance(e, (BusyError, ClosedError)):
+        return APIError(503, str(e))
+    if isinstance(e, (ValueError, TypeError, OSError)):  # MessageError, ImageError, VideoError, the context limit
+        return APIError(400, str(e) or type(e).__name__)
+    return APIError(500, f"internal error: {type(e).__name__}: {e}")
+
+
+class _Turn:
+    """One request's hold on a slot: the chat stream and what it has produced; finish() is idempotent."""
+
+    def __init__(self, pool: SlotPool, slot: Slot, req: ChatRequest, stream: Any) -> None:
+        self.pool, self.slot, self.req, self.stream = pool, slot, req, stream
+        self.out = AnswerStream(req.stop)
+        self.done = False
+        self.finish_reason: str | None = None
+        self._released = False
+
+    async def pieces(self):
+        """Text safe to send, piece by piece, until the answer ends (or a stop string)."""
+        while not self.out.stopped:
+            piece = await anyio.to_thread.run_sync(next, self.stream, None)
+            if piece is None:
+                break
+            text = self.out.push(piece)
+            if text:
+                yield text
+        tail = self.out.flush()
+        if tail:
+            yield tail
+        self.finish_reason = "stop" if self.out.stopped else self.stream.stats.finish_reason
+        self.done = True
+
+    @property
+    def text(self) -> str:
+        stats = self.stream.stats
+        return stats.text if self.done and not self.out.stopped and stats.text else self.out.final
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stream.close)
+        history = [*self.req.fingerprint, answer_fingerprint(self.text)] if self.done else None
+        self.pool.release(self.slot, history)
+
+
+class _ReleasingStream(StreamingResponse):
+    """A StreamingResponse that releases its turn even if it is cancelled before its body starts."""
+
+    def __init__(self, content, turn: _Turn) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.turn = turn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.turn.release()
+
+
+def create_app(pool: SlotPool, cfg: ServerConfig) -> FastAPI:
+    app = FastAPI(title="minicpmv-edge", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, e: HTTPException) -> JSONResponse:
+        err = APIError(e.status_code, str(e.detail))
+        return JSONResponse(err.body(), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, e: Exception) -> JSONResponse:
+        err = _status(e)
+        return JSONResponse(err.body(), status_code=err.status)
+
+    def check_key(request: Request) -> None:
+        if cfg.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {cfg.api_key}".encode()):
+            raise APIError(401, "invalid or missing API key: send the header 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+    async def read_json(request: Request) -> Any:
+        limit = cfg.max_body_bytes
+        too_large = APIError(413, f"the request body is larger than this server's limit of {limit} bytes "
+                                  "(--max-body-mb)", code="request_too_large")
+        length = request.headers.get("content-length", "")
+        big = length.isdigit() and int(length) > limit
+        buf, seen = bytearray(), 0
+        async for part in request.stream():
+            seen += len(part)
+            if seen > limit:
+                big = True
+                if seen > DRAIN_FACTOR * limit:
+                    break
+            elif not big:
+                buf += part
+        if big:
+            raise too_large
+        try:
+            return json.loads(bytes(buf))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise APIError(400, f"the request body is not valid JSON: {e}") from None
+
+    @app.get("/health")
+    async def health() -> dict:
+        n = len(pool.slots)
+        return {"status": "ok", "slots_idle": len(pool.free), "slots_processing": n - len(pool.free),
+                "queue": pool.waiting}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        check_key(request)
+        return {"object": "list", "data": [{"id": cfg.model_name, "object": "model", "created": 0,
+                                            "owned_by": "minicpmv-edge"}]}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        check_key(request)
+        req = parse_chat_request(await read_json(request), cfg.local_dir)
+        try:
+            slot = await pool.acquire(req.fingerprint)
+            try:
+                stream = await anyio.to_thread.run_sync(
+                    lambda: slot.model.chat(req.messages, stream=True, **req.chat_kwargs))
+            except BaseException as e:
+                pool.release(slot, None)
+                raise _status(e) from e
+        finally:
+            req.cleanup()  # the frames of a video are encoded by now (chat() encodes before it returns)
+        turn = _Turn(pool, slot, req, stream)
+        if req.stream:
+            return _ReleasingStream(_events(turn, cfg.model_name), turn)
+        try:
+            n = 0
+            async for _ in turn.pieces():
+                n += 1
+                if n % 8 == 0 and await request.is_disconnected():
+                    return JSONResponse({}, status_code=499)
+            return completion(completion_id(), cfg.model_name, turn.text, turn.finish_reason, turn.stream.stats)
+        finally:
+            await turn.release()
+
+    return app
+
+
+async def _events(turn: _Turn, model: str):
+    cid, created = completion_id(), int(time.time())
+    yield chunk(cid, model, created, {"role": "assistant", "content": ""})
+    try:
+        async for text in turn.pieces():
+            yield chunk(cid, model, created, {"content": text})
+    except Exception as e:  # the status line is sent already: the error goes in the stream, as llama-server does
+        yield f"data: {json.dumps(_status(e).body())}\n\n"
+        return
+    stats = turn.stream.stats
+    yield chunk(cid, model, created, {}, turn.finish_reason, timings=timings(stats))
+    if turn.req.include_usage:
+        yield usage_chunk(cid, model, created, stats)
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,233 @@
+"""An OpenAI chat-completions request body -> the conversation and keywords MiniCPMV.chat() takes.
+
+Follows the OpenAI API reference for `POST /v1/chat/completions` (messages with string or content-part content,
+`image_url` parts) and vLLM's `video_url` part for MiniCPM-V. Images and videos come as base64 `data:` URLs; a
+local path or `file://` URL only under the directory the server was started with (`--allow-local-files`); http(s)
+URLs are refused (the runtime never downloads). A video sent as data is written to a temporary file, which the
+caller removes (`ChatRequest.cleanup`) once the frames are encoded.
+
+Sampling defaults are the original `chat()`'s (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05), not
+OpenAI's temperature 1: a request that omits them gets what `model.chat()` would give. `temperature` 0 is greedy.
+vLLM's extra sampling fields `top_k`, `repetition_penalty` and `min_tokens` are taken too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..image import Image
+from ..video import Video
+from .errors import APIError
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_MIME_SUFFIX = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov", "video/x-matroska": ".mkv",
+                "video/x-msvideo": ".avi", "video/mpeg": ".mpg", "video/ogg": ".ogv"}
+MAX_STOPS = 4  # as OpenAI
+
+
+def _bad(message: str, param: str | None = None) -> APIError:
+    return APIError(400, message, param=param)
+
+
+@dataclass
+class ChatRequest:
+    """What one request asks for, checked: the conversation in MiniCPMV.chat()'s shape and its keywords."""
+
+    messages: list[dict]
+    stream: bool = False
+    include_usage: bool = False
+    stop: list[str] = field(default_factory=list)
+    chat_kwargs: dict[str, Any] = field(default_factory=dict)
+    fingerprint: list[str] = field(default_factory=list)  # one hash per message: which slot has its prefix
+    temp_files: list[Path] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        for f in self.temp_files:
+            f.unlink(missing_ok=True)
+        self.temp_files.clear()
+
+
+def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False) -> float | int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok:
+        raise _bad(f"'{name}' must be {'an integer' if integer else 'a number'}, not {json.dumps(v)[:40]}", name)
+    if not lo <= v <= hi:
+        raise _bad(f"'{name}' must be between {lo} and {hi}, got {v}", name)
+    return v
+
+
+def _decode_data_url(url: str, where: str) -> tuple[str, bytes]:
+    head, comma, data = url.partition(",")
+    if not comma or ";base64" not in head:
+        raise _bad(f"{where}: only base64 data: URLs are supported (data:<type>;base64,<data>)")
+    try:
+        return head[5:].split(";")[0].lower(), base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise _bad(f"{where}: invalid base64 data ({e})") from None
+
+
+class PartReader:
+    """Content parts -> text, Image and Video parts, with this server's rules for URLs."""
+
+    def __init__(self, local_dir: Path | None) -> None:
+        self.local_dir = local_dir.resolve() if local_dir else None
+
+    def local(self, url: str, where: str) -> Path:
+        if self.local_dir is None:
+            raise _bad(f"{where}: local files are not allowed by this server (start it with --allow-local-files DIR); "
+                       "send the data as a base64 data: URL")
+        path = Path(url.removeprefix("file://")).expanduser()
+        if not path.is_absolute():
+            path = self.local_dir / path
+        path = path.resolve()
+        if not path.is_relative_to(self.local_dir):
+            raise _bad(f"{where}: {url[:200]!r} is outside the directory this server may read ({self.local_dir})")
+        if not path.is_file():
+            raise _bad(f"{where}: no such file {url[:200]!r}")
+        return path
+
+    def url(self, part: dict, kind: str, where: str) -> str:
+        ref = part.get(kind)
+        url = ref.get("url") if isinstance(ref, dict) else ref
+        if not isinstance(url, str) or not url:
+            raise _bad(f"{where}: a '{kind}' part needs {{'{kind}': {{'url': '...'}}}}")
+        if url.startswith(("http://", "https://")):
+            raise _bad(f"{where}: {url[:100]!r}: this server does not download; send the data as a base64 data: URL")
+        return url
+
+    def part(self, part: Any, where: str, req: ChatRequest, h: Any) -> str | Image | Video:
+        if not isinstance(part, dict):
+            raise _bad(f"{where}: a content part must be an object, not {type(part).__name__}")
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _bad(f"{where}: a 'text' part needs a 'text' string")
+            h.update(b"t" + text.encode("utf-8", "surrogatepass"))
+            return text
+        if kind == "image_url":
+            url = self.url(part, kind, where)
+            h.update(b"i" + url.encode("utf-8", "surrogatepass"))
+            if url.startswith("data:"):
+                _, data = _decode_data_url(url, where)
+                return Image(data)
+            return Image(self.local(url, where))
+        if kind == "video_url":
+            url = self.url(part, kind, where)
+            h.update(b"v" + url.encode("utf-8", "surrogatepass"))
+            if not url.startswith("data:"):
+                return Video(self.local(url, where))
+            mime, data = _decode_data_url(url, where)
+            fd, name = tempfile.mkstemp(prefix="minicpmv-edge-video-", suffix=_MIME_SUFFIX.get(mime, ".mp4"))
+            req.temp_files.append(Path(name))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return Video(name)
+        raise _bad(f"{where}: unsupported content part type {kind!r} (this server takes 'text', 'image_url' and "
+                   "'video_url')")
+
+
+def answer_fingerprint(text: str) -> str:
+    """The fingerprint of an assistant message holding `text`, as _messages() computes it."""
+    h = hashlib.sha256(b"assistant")
+    h.update(b"t" + text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _messages(raw: Any, reader: PartReader, req: ChatRequest) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise _bad("'messages' must be a non-empty array", "messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(f"{where} must be an object", "messages")
+        role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise _bad(f"{where}: unknown role {m.get('role')!r} (use system, developer, user or assistant)",
+                       "messages")
+        content = m.get("content")
+        h = hashlib.sha256(role.encode())
+        if isinstance(content, str):
+            h.update(b"t" + content.encode("utf-8", "surrogatepass"))
+            parts: list = [content]
+        elif isinstance(content, list):
+            parts = [reader.part(p, f"{where}.content[{j}]", req, h) for j, p in enumerate(content)]
+        else:
+            raise _bad(f"{where}: 'content' must be a string or an array of content parts", "messages")
+        out.append({"role": role, "content": parts})
+        req.fingerprint.append(h.hexdigest())
+    return out
+
+
+def parse_chat_request(body: Any, local_dir: Path | None) -> ChatRequest:
+    """Check a decoded JSON body; APIError(400) names the first problem. Temporary files are removed on error."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    req = ChatRequest(messages=[])
+    try:
+        _fill(req, body, local_dir)
+    except BaseException:
+        req.cleanup()
+        raise
+    return req
+
+
+def _fill(req: ChatRequest, body: dict, local_dir: Path | None) -> None:
+    n = _number(body, "n", 1, 128, integer=True)
+    if n is not None and n != 1:
+        raise _bad("'n' > 1 is not supported: this server returns one choice per request", "n")
+    for name in ("stream", "logprobs"):
+        if name in body and body[name] is not None and not isinstance(body[name], bool):
+            raise _bad(f"'{name}' must be true or false", name)
+    if body.get("logprobs"):
+        raise _bad("'logprobs' is not supported", "logprobs")
+    if body.get("tools") or body.get("functions"):
+        raise _bad("tools and function calling are not supported", "tools")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+        raise _bad("only response_format {'type': 'text'} is supported", "response_format")
+    req.stream = bool(body.get("stream"))
+    opts = body.get("stream_options")
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise _bad("'stream_options' must be an object", "stream_options")
+        req.include_usage = bool(opts.get("include_usage"))
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)
+                             or len(stop) > MAX_STOPS):
+        raise _bad(f"'stop' must be a non-empty string or an array of up to {MAX_STOPS} of them", "stop")
+    req.stop = list(stop or [])
+    kw: dict[str, Any] = {}
+    for name, lo, hi in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0), ("repetition_penalty", 0.01, 10.0)):
+        v = _number(body, name, lo, hi)
+        if v is not None:
+            kw[name] = float(v)
+    top_k = _number(body, "top_k", -1, 1 << 20, integer=True)
+    if top_k is not None:
+        kw["top_k"] = max(0, int(top_k))
+    seed = _number(body, "seed", -(1 << 63), (1 << 64) - 1, integer=True)
+    if seed is not None:
+        kw["seed"] = int(seed) & 0xFFFFFFFF
+    limits = [_number(body, k, 1, 1 << 31, integer=True) for k in ("max_completion_tokens", "max_tokens")]
+    given = next((int(v) for v in limits if v is not None), None)
+    if given is not None:  # otherwise the model's own default (chat()); the context's end stops it either way
+        kw["max_new_tokens"] = given
+    low = _number(body, "min_tokens", 0, 1 << 31, integer=True)  # vLLM's extension
+    if low:
+        kw["min_new_tokens"] = int(low)
+    req.chat_kwargs = kw
+    req.messages = _messages(body.get("messages"), PartReader(local_dir), req)
