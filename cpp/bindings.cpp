@@ -181,14 +181,15 @@ PYBIND11_MODULE(_core, m) {
              py::arg("max_batch_bytes") = size_t(256) << 20, py::arg("profile") = false,
              py::arg("blas") = true, py::arg("max_patches") = 0)
         .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
-                                                                                    py::array::forcecast>> & arrays) {
+                                                                                    py::array::forcecast>> & arrays,
+                          int pad_to) {
             std::vector<mcv::Piece> pieces;
             for (size_t i = 0; i < arrays.size(); ++i) {
                 const auto & a = arrays[i];
                 if (a.ndim() != 3 || a.shape(0) != 3) {
                     throw std::invalid_argument("piece " + std::to_string(i) + ": expected float32 [3, H, W]");
                 }
-                pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1))});
+                pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1)), pad_to});
             }
             std::vector<float> out;
             {
@@ -197,7 +198,8 @@ PYBIND11_MODULE(_core, m) {
             }
             const auto & hp = enc.hparams();
             return to_array(out, {py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
-        }, py::arg("pieces"), "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces")
+        }, py::arg("pieces"), py::arg("pad_to") = 0,
+           "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces; pad_to > 0: 2.5's padded batch of that length")
         .def_property_readonly("hparams", [](const mcv::VisionEncoder & enc) {
             const auto & h = enc.hparams();
             py::dict d;

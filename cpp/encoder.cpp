@@ -1,6 +1,7 @@
 #include "encoder.h"
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <stdexcept>
 
@@ -69,20 +70,25 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
 
     // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin
     const int side = model_.hp.image_size / model_.hp.patch_size + 2;
-    const EncoderGraph g = build_graph(side, side, 1);
+    const EncoderGraph g = build_graph(side, side, 1, side, side);
     if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
         throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
     }
 }
 
-EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch) {
+EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw) {
     EncoderGraph g;
     ggml_init_params ip{meta_.size(), meta_.data(), /*no_alloc =*/true};
     g.ctx.reset(ggml_init(ip));
     if (!g.ctx) throw std::runtime_error("ggml_init failed");
-    g.siglip = std::make_unique<SiglipGraph>(g.ctx.get(), model_, ph, pw, n_batch, mm_);
-    g.resampler = std::make_unique<ResamplerGraph>(g.ctx.get(), model_, ph, pw, n_batch, mm_);
-    g.out = g.resampler->build(g.siglip->build());
+    ggml_context * ctx = g.ctx.get();
+    g.siglip = std::make_unique<SiglipGraph>(ctx, model_, ph, pw, n_batch, mm_);
+    g.resampler = std::make_unique<ResamplerGraph>(ctx, model_, rh, rw, n_batch, mm_);
+    ggml_tensor * x = g.siglip->build();  // [D, ph * pw, B]
+    if (int64_t(rh) * rw != int64_t(ph) * pw) {  // padded: the resampler reads each piece's own patches (the first)
+        x = ggml_cont(ctx, ggml_view_3d(ctx, x, x->ne[0], int64_t(rh) * rw, x->ne[2], x->nb[1], x->nb[2], 0));
+    }
+    g.out = g.resampler->build(x);
     ggml_set_name(g.out, "embeddings");
     ggml_set_output(g.out);
     g.graph = ggml_new_graph_custom(g.ctx.get(), kGraphNodes, false);
@@ -106,6 +112,16 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
                                         std::to_string(p.height) + " = " + std::to_string(patches) +
                                         " patches, more than max_patches " + std::to_string(opt_.max_patches));
         }
+        if (p.pad_to != 0) {
+            if (p.pad_to < patches || (opt_.max_patches > 0 && p.pad_to > opt_.max_patches)) {
+                throw std::invalid_argument("piece " + std::to_string(i) + ": pad_to " + std::to_string(p.pad_to) +
+                                            " must be between its " + std::to_string(patches) +
+                                            " patches and max_patches " + std::to_string(opt_.max_patches));
+            }
+            if (opt_.pos_rule != PosRule::flat_1d || model_.hp.pos_embedding != PosEmbedding::buckets) {
+                throw std::invalid_argument("padded pieces need the 1-D position rule of MiniCPM-Llama3-V 2.5");
+            }
+        }
     }
     std::vector<float> out;
     try {
@@ -114,30 +130,34 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
         throw OutOfMemory("cannot allocate the embeddings of " + std::to_string(pieces.size()) + " pieces");
     }
 
-    // pieces of one patch grid share a graph; batches are capped by the size of their attention scores
-    std::map<std::pair<int, int>, std::vector<size_t>> groups;
+    // pieces of one tower grid and one own grid share a graph (a padded piece's tower grid is 1 x pad_to);
+    // batches are capped by the size of their attention scores
+    std::map<std::array<int, 4>, std::vector<size_t>> groups;
     for (size_t i = 0; i < pieces.size(); ++i) {
-        groups[{pieces[i].height / hp.patch_size, pieces[i].width / hp.patch_size}].push_back(i);
+        const int rh = pieces[i].height / hp.patch_size, rw = pieces[i].width / hp.patch_size;
+        const int pad = pieces[i].pad_to;
+        groups[pad ? std::array<int, 4>{1, pad, rh, rw} : std::array<int, 4>{rh, rw, rh, rw}].push_back(i);
     }
     for (const auto & [grid, index] : groups) {
-        const auto [ph, pw] = grid;
+        const auto [ph, pw, rh, rw] = grid;
         const size_t n = size_t(ph) * size_t(pw);
         const size_t scores = n * n * size_t(hp.n_head) * sizeof(float);
         const size_t max_b = std::max<size_t>(1, opt_.max_batch_bytes / std::max<size_t>(scores, 1));
         for (size_t start = 0; start < index.size(); start += max_b) {
             const std::vector<size_t> batch(index.begin() + long(start),
                                             index.begin() + long(std::min(index.size(), start + max_b)));
-            run_batch(pieces, batch, ph, pw, out.data());
+            run_batch(pieces, batch, ph, pw, rh, rw, out.data());
         }
     }
     return out;
 }
 
 void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
-                              float * out) {
-    const std::string what = std::to_string(index.size()) + " piece(s) of " + std::to_string(pw) + "x" +
-                             std::to_string(ph) + " patches";
-    const EncoderGraph g = build_graph(ph, pw, int(index.size()));
+                              int rh, int rw, float * out) {
+    const std::string what = std::to_string(index.size()) + " piece(s) of " + std::to_string(rw) + "x" +
+                             std::to_string(rh) + " patches" +
+                             (rh * rw != ph * pw ? " padded to " + std::to_string(ph * pw) : std::string());
+    const EncoderGraph g = build_graph(ph, pw, int(index.size()), rh, rw);
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
         throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
@@ -152,7 +172,7 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     last_node_ = std::chrono::steady_clock::now();
     std::vector<const float *> pixels;
     for (size_t i : index) pixels.push_back(pieces[i].chw);
-    g.siglip->set_inputs(pixels, opt_.pos_rule);
+    g.siglip->set_inputs(pixels, opt_.pos_rule, rh, rw);
     g.resampler->set_inputs();
     const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
     if (scratch_ && scratch_->take_failure()) {

@@ -43,6 +43,11 @@ struct Piece {
     const float * chw = nullptr;  // [3, height, width] normalised pixels
     int width = 0;
     int height = 0;
+    // MiniCPM-Llama3-V 2.5's padded batch (the original `get_vllm_embedding` with batch_vision_input): the tower
+    // sees the piece as a strip of pad_to patches, its own patches first, then zero pixels, every position a key;
+    // positions are the 1-D rule over pad_to; the resampler then reads the piece's own patches only. 0: the piece
+    // alone (what every other version does).
+    int pad_to = 0;
 };
 
 // Thread safety: encode() may be called from several threads on one object; calls are serialised.
@@ -69,9 +74,10 @@ public:
     std::map<std::string, double> profile() const;
 
 private:
-    void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
-                   float * out);
-    EncoderGraph build_graph(int ph, int pw, int n_batch);
+    // a batch of pieces whose tower grid is ph x pw and whose own patch grid is rh x rw (equal unless padded)
+    void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw, int rh,
+                   int rw, float * out);
+    EncoderGraph build_graph(int ph, int pw, int n_batch, int rh, int rw);
 
     EncoderOptions opt_;
     std::unique_ptr<CpuThreadPool> pool_;  // the CPU's worker threads, started once (outlives the backends)

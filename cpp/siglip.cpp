@@ -204,10 +204,11 @@ ggml_tensor * SiglipGraph::build() {
     return cb(layer_norm(ctx, x, model.post_ln_w, model.post_ln_b, hp.eps), "post_ln", -1);  // [D, N, B]
 }
 
-void SiglipGraph::set_inputs(const std::vector<const float *> & pixels, PosRule rule) const {
+void SiglipGraph::set_inputs(const std::vector<const float *> & pixels, PosRule rule, int rh, int rw) const {
+    if (int64_t(rh) * rw > n_patch) throw std::invalid_argument("set_inputs: the piece is larger than the graph");
     const size_t per_piece = size_t(hp.patch_size) * size_t(hp.patch_size) * 3 * size_t(n_patch);
-    std::vector<float> buf(per_piece * size_t(n_batch));
-    for (int b = 0; b < n_batch; ++b) patchify(pixels[size_t(b)], ph, pw, hp.patch_size, buf.data() + b * per_piece);
+    std::vector<float> buf(per_piece * size_t(n_batch), 0.0f);  // padding: zero pixels (the original's pad value)
+    for (int b = 0; b < n_batch; ++b) patchify(pixels[size_t(b)], rh, rw, hp.patch_size, buf.data() + b * per_piece);
     ggml_backend_tensor_set(inp_patches, buf.data(), 0, buf.size() * sizeof(float));
     if (inp_pos_embd) {
         const std::vector<float> pos = resample_grid(model.pos_table, hp.pos_side, hp.n_embd, ph, pw);

@@ -47,8 +47,9 @@ struct SiglipGraph {
 
     ggml_tensor * build();  // -> [D, n_patch, n_batch]
 
-    // after allocation: pixels[b] is piece b as CHW floats
-    void set_inputs(const std::vector<const float *> & pixels, PosRule rule) const;
+    // after allocation: pixels[b] is piece b as CHW floats of rh x rw patches; when that is fewer than the
+    // graph's ph x pw (a padded strip), its patches come first in row-major order and the rest are zeros
+    void set_inputs(const std::vector<const float *> & pixels, PosRule rule, int rh, int rw) const;
 };
 
 }  // namespace mcv

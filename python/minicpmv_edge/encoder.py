@@ -23,8 +23,10 @@ from .versions import ProjectorVersion, projector_version
 
 def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
     """The mmproj's MiniCPM-V version (ValueError for anything that is not a MiniCPM-V mmproj file)."""
-    info = _core.read_gguf_info(str(path))
-    kv = dict(info.kv)
+    return _projector(dict(_core.read_gguf_info(str(path)).kv), path)
+
+
+def _projector(kv: dict, path: str | os.PathLike[str]) -> ProjectorVersion:
     if kv.get("general.architecture") != "clip":
         raise ValueError(f"{path}: general.architecture is {kv.get('general.architecture')!r}, not 'clip' "
                          "(not an mmproj file)")
@@ -48,7 +50,11 @@ class VisionEncoder:
         threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
         if max_patches is not None:
             check_int("max_patches", max_patches, 1)
-        self.projector = read_projector_version(self.path)
+        kv = dict(_core.read_gguf_info(str(self.path)).kv)
+        self.projector = _projector(kv, self.path)
+        padded = kv.get("minicpmv_edge.vision.padded_batch", self.projector.padded_batch)
+        # 2.5: the prompt's pieces are one zero-padded batch (Visuals passes pad_to); see versions.ModelVersion
+        self.padded_batch = bool(padded)
         rule_name = position_ids or self.projector.position_ids or "navit_2d"  # (unused by a resampled grid)
         if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
@@ -74,10 +80,11 @@ class VisionEncoder:
     def hparams(self) -> dict:
         return self.native.hparams
 
-    def encode(self, pieces: list[np.ndarray] | SlicedImage) -> np.ndarray:
-        """float32 [n_pieces, query_num, hidden] for float32 [3, H, W] pieces (or a SlicedImage)."""
+    def encode(self, pieces: list[np.ndarray] | SlicedImage, pad_to: int = 0) -> np.ndarray:
+        """float32 [n_pieces, query_num, hidden] for float32 [3, H, W] pieces (or a SlicedImage). `pad_to` > 0:
+        each piece as a member of 2.5's padded batch of that many patches (the longest piece of the prompt)."""
         arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
-        return self.native.encode(arrays)
+        return self.native.encode(arrays, check_int("pad_to", pad_to, 0))
 
     def slice(self, image, max_slice_nums: int = 9, n_threads: int | None = None) -> SlicedImage:
         """Slice an image with this file's resolution, patch size and normalisation."""

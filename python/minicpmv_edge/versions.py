@@ -28,6 +28,10 @@ class ModelVersion:
     vision_position: str  # "buckets": NaViT ids into the 70x70 table; "resampled_grid": the 27x27 table resized
     vision_gelu: str  # "tanh" (SigLIP's gelu_pytorch_tanh) or "erf" (timm's nn.GELU)
     resampler_query_pos: bool  # the resampler adds a stored sin-cos table to its queries (2.0)
+    # with `batch_vision_input` the original runs the prompt's pieces as one zero-padded batch whose attention mask
+    # has the wrong shape (all true): padding is attended and 1-D positions span the padded length (2.5 only; 2.6
+    # masks padding correctly, 2.0 encodes piece by piece)
+    padded_vision_batch: bool
     max_slice_nums: int
     scale_resolution: int
     patch_size: int
@@ -108,6 +112,7 @@ VERSIONS: dict[str, ModelVersion] = {
         vision_position="buckets",
         vision_gelu="tanh",
         resampler_query_pos=False,
+        padded_vision_batch=False,
         max_slice_nums=9,
         scale_resolution=448,
         patch_size=14,
@@ -149,6 +154,7 @@ VERSIONS: dict[str, ModelVersion] = {
         vision_position="buckets",
         vision_gelu="tanh",
         resampler_query_pos=False,
+        padded_vision_batch=True,
         max_slice_nums=9,
         scale_resolution=448,
         patch_size=14,
@@ -191,6 +197,7 @@ VERSIONS: dict[str, ModelVersion] = {
         vision_position="resampled_grid",
         vision_gelu="erf",
         resampler_query_pos=True,
+        padded_vision_batch=False,
         max_slice_nums=9,
         scale_resolution=448,
         patch_size=14,
@@ -256,10 +263,13 @@ class ProjectorVersion:
     model: str
     position_ids: str | None  # bucket rule: "flat_1d" (2.5's original quirk), "navit_2d"; None: resampled grid
     chat: str | None = None  # the VERSIONS entry the chat runtime uses with it (None: encoder only)
+    # a file without `minicpmv_edge.vision.padded_batch` gets this (llama.cpp's 2.5 files: the released config's
+    # batch_vision_input, ModelVersion.padded_vision_batch)
+    padded_batch: bool = False
 
 
 PROJECTORS: dict[tuple[str, int | None], ProjectorVersion] = {(p.projector_type, p.number): p for p in (
-    ProjectorVersion("resampler", 2, "MiniCPM-Llama3-V 2.5", "flat_1d", "2.5"),
+    ProjectorVersion("resampler", 2, "MiniCPM-Llama3-V 2.5", "flat_1d", "2.5", padded_batch=True),
     ProjectorVersion("resampler", 3, "MiniCPM-V 2.6", "navit_2d", "2.6"),
     ProjectorVersion("resampler", 4, "MiniCPM-o 2.6", "navit_2d"),
     ProjectorVersion("resampler", 5, "MiniCPM-V 4.0", "navit_2d"),

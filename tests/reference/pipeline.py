@@ -93,7 +93,10 @@ class ReferencePipeline(ReferencePrompt):
     def embeddings(self, ids: list[int], pieces: list[np.ndarray]) -> torch.Tensor:
         emb = self.embed(ids).clone()
         rule = {"2.6": "hf", "2.5": "flat"}.get(self.version)
-        feats = [torch.from_numpy(self.vision.encode(p, rule=rule)) for p in pieces]
+        if self.version == "2.5" and self.cfg.get("batch_vision_input", True) and pieces:
+            feats = [torch.from_numpy(f) for f in self.vision.encode_padded_batch(pieces)]  # all pieces at once
+        else:
+            feats = [torch.from_numpy(self.vision.encode(p, rule=rule)) for p in pieces]
         starts = {"<image>", "<slice>"} if self.version == "2.6" else {"<image>"}
         ends = {"</image>", "</slice>"} if self.version == "2.6" else {"</image>"}
         start_ids = {self.tok.convert_tokens_to_ids(t) for t in starts}

@@ -133,6 +133,28 @@ class ReferenceVision(torch.nn.Module):
         h, w = pixels.shape[1] // 14, pixels.shape[2] // 14
         return self.resampler(self.tower(pixels, rule), h, w).numpy()
 
+    @torch.no_grad()
+    def encode_padded_batch(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        """MiniCPM-Llama3-V 2.5 with `batch_vision_input` (the original `get_vllm_embedding`), step by step: every
+        piece as a patch strip, flattened to [n*p, 3*p] rows, `pad_sequence` with 0.0 to the longest, back to
+        [B, 3, p, L*p]; the patch mask (B, 1, max_patches) filled with `mask[i, :n_i] = True`, which indexes the
+        size-1 axis and so sets every row all true; the tower on the whole batch with that mask; the resampler on
+        each piece's own n_i outputs (the original masks the padded keys there) and its own grid."""
+        p = self.vcfg.patch_size
+        xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in pieces]
+        tgt = [(x.shape[1] // p, x.shape[2] // p) for x in xs]
+        rows = [reshape_by_patch(x, p).flatten(end_dim=1).permute(1, 0) for x in xs]  # [n*p, 3*p]
+        batch = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0.0)
+        B, L, _ = batch.shape
+        batch = batch.permute(0, 2, 1).reshape(B, 3, -1, L)
+        max_patches = max(h * w for h, w in tgt)
+        mask = torch.zeros((B, 1, max_patches), dtype=torch.bool)
+        for i, (h, w) in enumerate(tgt):
+            mask[i, : h * w] = True  # the original's line: the whole row, whatever h * w is
+        assert bool(mask.all())
+        out = self.vpm(pixel_values=batch, patch_attention_mask=mask).last_hidden_state  # post-LN included
+        return [self.resampler(out[i, : h * w], h, w).numpy() for i, (h, w) in enumerate(tgt)]
+
 
 def reference_vision(hf_dir: Path) -> torch.nn.Module:
     """The reference tower + resampler of a checkpoint: Idefics2 for 2.5/2.6, timm for 2.0 (no `version` key)."""

@@ -222,6 +222,9 @@ def write_mmproj_kv(w: gguf.GGUFWriter, cfg: dict, pre: dict, version: ModelVers
         w.add_bool("clip.use_gelu", True)  # llama.cpp's meaning: its FFN's tanh GELU
     w.add_string("minicpmv_edge.vision.position_embedding", version.vision_position)
     w.add_string("minicpmv_edge.vision.gelu", version.vision_gelu)
+    # 2.5's padded vision batch, unless the checkpoint's config turns batching off (then each piece alone)
+    w.add_bool("minicpmv_edge.vision.padded_batch",
+               version.padded_vision_batch and bool(cfg.get("batch_vision_input", True)))
     w.add_string("minicpmv_edge.version", version.name)
     w.add_uint32("minicpmv_edge.max_slice_nums", int(pre.get("max_slice_nums", cfg.get("max_slice_nums",
                                                                                         version.max_slice_nums))))
