@@ -6,9 +6,12 @@ encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file 
 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
-side's own slicing is included. Also prints the achieved GFLOP/s, the machine's f32 matmul peak (OpenBLAS sgemm,
-measured here) and, with --profile, where our time goes per op. Ends with one JSON line; "ratio_vs_mtmd" is ours /
-libmtmd for the f16 file on the 1344x1344 image (target <= 0.8).
+side's own slicing is included. Our q8_0 file runs on ggml's int8 dot-product kernels where the CPU has them
+(`VisionEncoder(int8="auto")`). Also prints the CPU and its ggml features, load times, the achieved GFLOP/s beside the
+machine's peaks measured here (OpenBLAS f32 sgemm; ggml's own f32 / f16 / q8_0 matmul) and, with --profile, where
+our time goes per op for each file. Ends with one JSON line; "ratio_vs_mtmd" is ours / libmtmd for the f16 file on
+the 1344x1344 image (target <= 0.8); "q8_ratio_vs_mtmd_f16" is our q8_0 file / libmtmd's f16 file, the worse of the
+two cases (target <= 0.45).
 
 --version 2.0: MiniCPM-V 2.0's encoder (the real-2.0 preset: the so400m timm tower, 26 blocks, resampler 64 x 2304),
 which llama.cpp does not have: ours only, beside our 2.6 encoder on the same images in the same run, for scale.
@@ -70,9 +73,23 @@ def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], 
             n = run(img)
             times.append(time.perf_counter() - t)
         out[str(side)] = {"seconds": min(times), "pieces": n}
-    if engine == "ours" and profile:
-        out["profile_ms"] = dict(sorted(enc.native.profile.items(), key=lambda kv: -kv[1])[:12])
+    if engine == "ours":
+        out["matmul"] = enc.native.matmul_summary
+        if profile:
+            out["profile_ms"] = dict(sorted(enc.native.profile.items(), key=lambda kv: -kv[1])[:12])
     return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def sgemm_peak(threads: int) -> float:
@@ -126,10 +143,19 @@ def main() -> None:
                 raise SystemExit(f"{engine} {ftype} failed:\n{r.stderr[-3000:]}")
             results[(engine, ftype)] = {**json.loads(r.stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb}
     peak = sgemm_peak(args.threads)
+    from minicpmv_edge._native import _core
 
-    print(f"real-dims MiniCPM-V 2.6 vision encoder, {args.threads} threads; f32 sgemm peak (OpenBLAS): "
-          f"{peak:.0f} GFLOP/s")
-    summary: dict = {"bench": "encode", "threads": args.threads, "sgemm_peak_gflops": round(peak, 1)}
+    ggml_peaks = {t: _core.ggml_matmul_gops(t, args.threads) for t in ("f32", "f16", "q8_0")}
+    features = " ".join(n for n, v in _core.cpu_features() if v != "0")
+    print(f"real-dims MiniCPM-V 2.6 vision encoder, {args.threads} threads on {cpu_model()}")
+    print(f"ggml CPU features: {features}")
+    print(f"peaks measured here: OpenBLAS f32 sgemm {peak:.0f} GFLOP/s; ggml matmul f32 {ggml_peaks['f32']:.0f}, "
+          f"f16 {ggml_peaks['f16']:.0f}, q8_0 {ggml_peaks['q8_0']:.0f} GOP/s")
+    print(f"our matrix products: f16 file: {results[('ours', 'f16')]['matmul']}")
+    print(f"                     q8_0 file: {results[('ours', 'q8_0')]['matmul']}")
+    summary: dict = {"bench": "encode", "threads": args.threads, "cpu": cpu_model(), "cpu_features": features,
+                     "sgemm_peak_gflops": round(peak, 1),
+                     **{f"ggml_{t}_peak_gops": round(v, 1) for t, v in ggml_peaks.items()}}
     for ftype in ("f16", "q8_0"):
         for side in sides:
             o, m = results[("ours", ftype)][str(side)], results[("mtmd", ftype)][str(side)]
@@ -148,14 +174,20 @@ def main() -> None:
             r = results[(engine, ftype)]
             print(f"      {engine:5s} load {r['load_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
             summary[f"{engine}_{ftype}_peak_rss_mb"] = round(r["peak_rss_mb"])
+    for side in sides:
+        q8 = results[("ours", "q8_0")][str(side)]["seconds"] / results[("mtmd", "f16")][str(side)]["seconds"]
+        print(f"ours q8_0 / libmtmd f16, {side}x{side}: {q8:.3f}")
+        summary[f"q8_ratio_vs_mtmd_f16_{side}"] = round(q8, 4)
+    summary["q8_ratio_vs_mtmd_f16"] = max(summary[f"q8_ratio_vs_mtmd_f16_{side}"] for side in sides)
     if args.profile:
-        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--profile",
-               "--child", "ours", str(model), str(mmproj_f16), "448"]
-        prof = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        total = sum(prof["profile_ms"].values())
-        print("our time per op, f16, one 448x448 piece (top 12):")
-        for k, v in prof["profile_ms"].items():
-            print(f"  {k:45s} {v:8.1f} ms  {100 * v / total:5.1f}%")
+        for ftype, mmproj in (("f16", mmproj_f16), ("q8_0", mmproj_q8)):
+            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--profile",
+                   "--child", "ours", str(model), str(mmproj), "448"]
+            prof = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            total = sum(prof["profile_ms"].values())
+            print(f"our time per op, {ftype}, one 448x448 piece (top 12):")
+            for k, v in prof["profile_ms"].items():
+                print(f"  {k:45s} {v:8.1f} ms  {100 * v / total:5.1f}%")
     summary["ratio_vs_mtmd"] = summary.get("ratio_f16_1344", summary.get("ratio_f16_448"))
     print(json.dumps(summary))
 

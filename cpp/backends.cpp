@@ -1,6 +1,13 @@
 #include "backends.h"
 
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <stdexcept>
+
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
+#include "ggml.h"
 
 namespace mcv {
 
@@ -21,6 +28,79 @@ std::vector<DeviceInfo> list_devices() {
         out.push_back(std::move(d));
     }
     return out;
+}
+
+std::vector<std::pair<std::string, std::string>> cpu_features() {
+    std::vector<std::pair<std::string, std::string>> out;
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+    auto get = reg ? reinterpret_cast<ggml_backend_get_features_t>(
+                         ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"))
+                   : nullptr;
+    if (!get) return out;
+    for (const ggml_backend_feature * f = get(reg); f && f->name; ++f) out.emplace_back(f->name, f->value);
+    return out;
+}
+
+bool cpu_has_int8_dot() {
+    for (const auto & [name, value] : cpu_features()) {
+        if ((name == "AVX512_VNNI" || name == "AVX_VNNI" || name == "DOTPROD" || name == "MATMUL_INT8") &&
+            value != "0") {
+            return true;
+        }
+    }
+    return false;
+}
+
+double ggml_matmul_gops(const std::string & type, int n_threads, int k, int n, int m) {
+    ggml_type t = GGML_TYPE_COUNT;
+    for (int i = 0; i < GGML_TYPE_COUNT; ++i) {
+        const char * name = ggml_type_name(ggml_type(i));
+        if (name && type == name) t = ggml_type(i);
+    }
+    if (t == GGML_TYPE_COUNT || (t != GGML_TYPE_F32 && !ggml_get_type_traits(t)->from_float_ref)) {
+        throw std::invalid_argument("unknown or unsupported weight type '" + type + "'");
+    }
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_ptr cpu(dev ? ggml_backend_dev_init(dev, nullptr) : nullptr);
+    if (!cpu) throw std::runtime_error("no ggml CPU backend");
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+    if (auto fn = reinterpret_cast<ggml_backend_set_n_threads_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))) {
+        fn(cpu.get(), n_threads);
+    }
+    ggml_init_params ip{ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, /*no_alloc =*/true};
+    ggml_context_ptr ctx(ggml_init(ip));
+    ggml_tensor * w = ggml_new_tensor_2d(ctx.get(), t, k, n);
+    ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, k, m);
+    ggml_tensor * y = ggml_mul_mat(ctx.get(), w, x);
+    ggml_cgraph * g = ggml_new_graph(ctx.get());
+    ggml_build_forward_expand(g, y);
+    ggml_backend_buffer_ptr buf(ggml_backend_alloc_ctx_tensors(ctx.get(), cpu.get()));
+    if (!buf) throw std::runtime_error("cannot allocate the matmul benchmark");
+    std::mt19937 rng(0);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    std::vector<float> wf(size_t(k) * size_t(n)), xf(size_t(k) * size_t(m));
+    for (float & v : wf) v = dist(rng);
+    for (float & v : xf) v = dist(rng);
+    if (t == GGML_TYPE_F32) {
+        ggml_backend_tensor_set(w, wf.data(), 0, ggml_nbytes(w));
+    } else {
+        std::vector<char> q(ggml_nbytes(w));
+        ggml_get_type_traits(t)->from_float_ref(wf.data(), q.data(), int64_t(wf.size()));
+        ggml_backend_tensor_set(w, q.data(), 0, q.size());
+    }
+    ggml_backend_tensor_set(x, xf.data(), 0, ggml_nbytes(x));
+    double best = 1e30;
+    for (int r = 0; r < 4; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (ggml_backend_graph_compute(cpu.get(), g) != GGML_STATUS_SUCCESS) {
+            throw std::runtime_error("the matmul benchmark failed");
+        }
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (r > 0) best = std::min(best, s);  // the first run warms caches and pages
+    }
+    return 2.0 * double(k) * double(n) * double(m) / best / 1e9;
 }
 
 }  // namespace mcv

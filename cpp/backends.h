@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mcv {
@@ -16,5 +17,17 @@ struct DeviceInfo {
 };
 
 std::vector<DeviceInfo> list_devices();
+
+// The CPU backend's features as ggml reports them ("AVX512_VNNI" -> "1", "LLAMAFILE" -> "1", ...)
+std::vector<std::pair<std::string, std::string>> cpu_features();
+
+// Whether the CPU has integer dot-product instructions ggml's int8 kernels use (AVX-VNNI / AVX512-VNNI on x86,
+// DOTPROD or I8MM on ARM)
+bool cpu_has_int8_dot();
+
+// Throughput of ggml's own CPU matrix product for weights of `type` ("f32", "f16", "q8_0", ...), in G
+// multiply-adds x 2 per second: a [k, n] weight times [k, m] activations, best of a few runs on n_threads
+// (the peak benchmarks/bench_encode.py sets our achieved rates beside).
+double ggml_matmul_gops(const std::string & type, int n_threads, int k = 4096, int n = 4096, int m = 512);
 
 }  // namespace mcv

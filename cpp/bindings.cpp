@@ -165,8 +165,11 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
         .def(py::init([](const std::string & path, int n_threads, const std::string & device, mcv::PosRule rule,
-                         size_t max_batch_bytes, bool profile, bool blas, int64_t max_patches) {
+                         size_t max_batch_bytes, bool profile, bool blas, int64_t max_patches, bool use_mmap,
+                         const std::string & int8) {
                  mcv::EncoderOptions opt;
+                 opt.use_mmap = use_mmap;
+                 opt.int8 = int8;
                  opt.profile = profile;
                  opt.blas = blas;
                  opt.n_threads = n_threads;
@@ -179,7 +182,8 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("pos_rule"),
              py::arg("max_batch_bytes") = size_t(256) << 20, py::arg("profile") = false,
-             py::arg("blas") = true, py::arg("max_patches") = 0)
+             py::arg("blas") = true, py::arg("max_patches") = 0, py::arg("use_mmap") = true,
+             py::arg("int8") = "auto")
         .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
                                                                                     py::array::forcecast>> & arrays,
                           int pad_to) {
@@ -224,6 +228,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("graph_evaluations", &mcv::VisionEncoder::graph_evaluations)
         .def_property_readonly("legacy_ffn_names", &mcv::VisionEncoder::legacy_ffn_names)
         .def_property_readonly("uses_blas", &mcv::VisionEncoder::uses_blas)
+        .def_property_readonly("weights_mapped", &mcv::VisionEncoder::weights_mapped)
+        .def_property_readonly("uses_int8", &mcv::VisionEncoder::uses_int8)
+        .def_property_readonly("matmul_summary", &mcv::VisionEncoder::matmul_summary)
         .def_property("max_patches", &mcv::VisionEncoder::max_patches, [](mcv::VisionEncoder & enc, int64_t n) {
             py::gil_scoped_release nogil;
             enc.set_max_patches(n);
@@ -247,6 +254,11 @@ PYBIND11_MODULE(_core, m) {
         }, "the ggml_threadpool_t pointer (0 when the CPU backend has no threadpools)");
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
+    m.def("cpu_features", &mcv::cpu_features, "the ggml CPU backend's features (name, value)");
+    m.def("ggml_matmul_gops", [](const std::string & type, int n_threads) {
+        py::gil_scoped_release nogil;
+        return mcv::ggml_matmul_gops(type, n_threads);
+    }, py::arg("type"), py::arg("n_threads"), "ggml's CPU matmul throughput for a weight type, GOP/s");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
           "header, key/values and tensor infos of a GGUF file (ValueError if it is not valid)");
     m.def("ggml_commit", []() { return std::string(ggml_commit()); }, "the ggml build this module runs on");

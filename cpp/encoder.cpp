@@ -5,6 +5,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "backends.h"
 #include "blas_ops.h"
 #include "errors.h"
 
@@ -57,11 +58,16 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     }
     pool_->attach(cpu_ ? cpu_.get() : backend_.get());
 
-    model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev));
-    if (opt_.blas && blas_available() && ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
+    model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev), opt_.use_mmap);
+    const bool on_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    if (opt_.blas && blas_available() && on_cpu) {
         scratch_ = std::make_unique<BlasScratch>(opt_.n_threads);
         mm_.blas = scratch_.get();
     }
+    if (opt_.int8 != "auto" && opt_.int8 != "on" && opt_.int8 != "off") {
+        throw std::invalid_argument("int8 must be 'auto', 'on' or 'off', not '" + opt_.int8 + "'");
+    }
+    mm_.int8 = on_cpu && (opt_.int8 == "on" || (opt_.int8 == "auto" && cpu_has_int8_dot()));
 
     meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
     sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
@@ -228,6 +234,42 @@ size_t VisionEncoder::compute_bytes() const {
     size_t total = 0;
     for (ggml_backend_t b : backends_) total += ggml_backend_sched_get_buffer_size(sched_.get(), b);
     return total;
+}
+
+std::string VisionEncoder::matmul_summary() const {
+    std::string features;
+    for (const auto & [name, value] : cpu_features()) {
+        if (value != "0" && (name.find("AVX") == 0 || name == "DOTPROD" || name == "MATMUL_INT8" || name == "SVE" ||
+                             name == "NEON" || name == "LLAMAFILE")) {
+            features += (features.empty() ? "" : " ") + name;
+        }
+    }
+    std::map<ggml_type, int> types;  // weight type -> matrices
+    auto count = [&](const ggml_tensor * t) { if (t) ++types[t->type]; };
+    for (const VisionLayer & L : model_.layers) {
+        for (const ggml_tensor * t : {L.q_w, L.k_w, L.v_w, L.o_w, L.fc1_w, L.fc2_w}) count(t);
+    }
+    for (const ggml_tensor * t : {model_.kv_w, model_.attn_q_w, model_.attn_k_w, model_.attn_v_w, model_.attn_o_w,
+                                  model_.proj_w}) {
+        count(t);
+    }
+    std::string out;
+    for (const auto & [type, n] : types) {
+        std::string how;
+        if (mm_.int8 && block_quantized(type)) {
+            how = "ggml int8 dot products (activations quantized per block)";
+        } else if (mm_.blas) {
+            how = type == GGML_TYPE_F32 ? "OpenBLAS sgemm" : "OpenBLAS sgemm on weights dequantized per row block";
+        } else {
+            how = "ggml mul_mat on " + device_name();
+        }
+        out += (out.empty() ? "" : "; ") + std::string(ggml_type_name(type)) + " (" + std::to_string(n) +
+               " matrices): " + how;
+    }
+    out += std::string("; attention: ") + (mm_.blas ? "OpenBLAS" : "ggml flash attention");
+    out += std::string("; weights: ") + (model_.mapped() ? "memory-mapped" : "in a buffer");
+    if (!features.empty()) out += "; CPU: " + features;
+    return out;
 }
 
 }  // namespace mcv

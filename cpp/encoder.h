@@ -28,6 +28,10 @@ struct EncoderOptions {
     int64_t max_patches = 0;  // largest piece accepted, in patches (0: no limit); bounds every buffer
     bool blas = true;      // OpenBLAS matmuls and attention on the CPU, when this build has it
     bool profile = false;  // time every node (slower: the scheduler then runs one node at a time)
+    bool use_mmap = true;  // CPU weights straight from the memory-mapped file (no copy at load)
+    // block-quantized weights on ggml's int8 dot-product kernels: "auto" (where the CPU has VNNI / DOTPROD /
+    // I8MM), "on" or "off" (dequantized for OpenBLAS, like f16)
+    std::string int8 = "auto";
 };
 
 // One graph evaluation: B pieces of one patch grid through SigLIP and the resampler.
@@ -67,6 +71,10 @@ public:
     int graph_evaluations() const { return n_evals_; }
     bool legacy_ffn_names() const { return model_.legacy_ffn_names; }
     bool uses_blas() const { return mm_.blas != nullptr; }
+    bool weights_mapped() const { return model_.mapped(); }
+    bool uses_int8() const { return mm_.int8; }
+    // how this file's matrix products run, in words (minicpmv-edge info)
+    std::string matmul_summary() const;
     size_t scratch_bytes() const { return scratch_ ? scratch_->bytes() : 0; }
     int64_t max_patches() const { return opt_.max_patches; }
     void set_max_patches(int64_t n);

@@ -29,14 +29,29 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
 
 // How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU
 // (with the owner's scratch memory).
+// With `int8`, block-quantized weights (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the
+// activations per block and multiply on integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for
+// sgemm where the CPU has them.
 struct MatmulHook {
     BlasScratch * blas = nullptr;
+    bool int8 = false;
 };
+
+inline bool block_quantized(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
+            return true;
+        default:
+            return false;
+    }
+}
 
 // x: [in, ...], w: [in, out] -> [out, ...]
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b,
                             MatmulHook mm = {}) {
-    x = mm.blas && blas_supports(w) ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
+    const bool blas = mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
+    x = blas ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
     ggml_format_name(x, "x %s", w->name);
     return b ? ggml_add(ctx, x, b) : x;
 }

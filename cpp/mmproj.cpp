@@ -154,6 +154,7 @@ public:
     }
 
     uint64_t file_size() const { return file_size_; }
+    size_t data_section() const { return gguf_get_data_offset(gguf_.get()); }
 
 private:
     std::string path_;
@@ -164,7 +165,7 @@ private:
 
 }  // namespace
 
-VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft) {
+VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft, bool use_mmap) {
     Reader r(path);
     VisionModel m;
     m.path = path;
@@ -295,36 +296,74 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
         *dst = ggml_dup_tensor(m.ctx.get(), t);
         ggml_set_name(*dst, t->name);
     }
-    m.weights.reset(ggml_backend_alloc_ctx_tensors_from_buft(m.ctx.get(), buft));
+
+    // host memory: map the file and point every tensor into it, when the data section is aligned for the CPU
+    const size_t align = 32;  // ggml's CPU tensor alignment
+    if (use_mmap && ggml_backend_buft_is_host(buft) && r.data_offset(use.front().second) % align == 0) {
+        m.mapping = MappedFile::open(path);
+        const size_t base = r.data_section();
+        if (m.mapping && m.mapping->size() >= r.file_size() && base % align == 0) {
+            char * data = const_cast<char *>(m.mapping->data());
+            m.weights.reset(ggml_backend_cpu_buffer_from_ptr(data + base, r.file_size() - base));
+            bool ok = m.weights != nullptr;
+            for (auto & [dst, t] : use) {
+                const size_t off = r.data_offset(t);
+                ok = ok && off % align == 0 &&
+                     ggml_backend_tensor_alloc(m.weights.get(), *dst, data + off) == GGML_STATUS_SUCCESS;
+            }
+            if (!ok) {
+                m.weights.reset();
+                m.mapping.reset();
+                for (auto & [dst, t] : use) {  // back to unallocated: the copying path below takes over
+                    (*dst)->buffer = nullptr;
+                    (*dst)->data = nullptr;
+                }
+            }
+        } else {
+            m.mapping.reset();
+        }
+    }
     if (!m.weights) {
-        throw std::runtime_error(path + ": cannot allocate the weights on " + ggml_backend_buft_name(buft));
+        m.weights.reset(ggml_backend_alloc_ctx_tensors_from_buft(m.ctx.get(), buft));
+        if (!m.weights) {
+            throw std::runtime_error(path + ": cannot allocate the weights on " + ggml_backend_buft_name(buft));
+        }
     }
     ggml_backend_buffer_set_usage(m.weights.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
 
-    std::ifstream f(path, std::ios::binary);
-    if (!f) r.fail("cannot open for reading");
+    std::ifstream f;
+    if (!m.mapping) {
+        f.open(path, std::ios::binary);
+        if (!f) r.fail("cannot open for reading");
+    }
     const bool host = ggml_backend_buffer_is_host(m.weights.get());
     std::vector<char> staging;
     for (auto & [dst, t] : use) {
         const size_t n = ggml_nbytes(*dst);
-        f.seekg(std::streamoff(r.data_offset(t)));
-        char * target = nullptr;
-        if (host) {
-            target = static_cast<char *>((*dst)->data);
+        const char * src = nullptr;
+        if (m.mapping) {
+            src = m.mapping->data() + r.data_offset(t);  // the tensor's own memory
         } else {
-            staging.resize(n);
-            target = staging.data();
+            f.seekg(std::streamoff(r.data_offset(t)));
+            char * target = nullptr;
+            if (host) {
+                target = static_cast<char *>((*dst)->data);
+            } else {
+                staging.resize(n);
+                target = staging.data();
+            }
+            if (!f.read(target, std::streamsize(n))) r.fail("read error in tensor '" + std::string(t->name) + "'");
+            if (!host) ggml_backend_tensor_set(*dst, staging.data(), 0, n);
+            src = target;
         }
-        if (!f.read(target, std::streamsize(n))) r.fail("read error in tensor '" + std::string(t->name) + "'");
-        if (!host) ggml_backend_tensor_set(*dst, staging.data(), 0, n);
         if (*dst == m.pos_embd && hp.pos_embedding == PosEmbedding::resampled_grid) {
             // resized per piece on the host: keep an f32 copy of the table
             m.pos_table.resize(size_t(ggml_nelements(t)));
             const auto * traits = ggml_get_type_traits(t->type);
             if (t->type == GGML_TYPE_F32) {
-                std::memcpy(m.pos_table.data(), target, n);
+                std::memcpy(m.pos_table.data(), src, n);
             } else {
-                traits->to_float(target, m.pos_table.data(), ggml_nelements(t));
+                traits->to_float(src, m.pos_table.data(), ggml_nelements(t));
             }
         }
     }

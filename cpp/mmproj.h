@@ -9,6 +9,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
 #include "ggml.h"
+#include "mapped_file.h"
 
 namespace mcv {
 
@@ -73,12 +74,15 @@ struct VisionModel {
     bool legacy_ffn_names = false;  // fc1/fc2 stored as ffn_down/ffn_up (llama.cpp's legacy converter)
     std::vector<float> pos_table;   // [pos_side^2, D] f32 host copy, for PosEmbedding::resampled_grid
 
+    std::unique_ptr<MappedFile> mapping;  // the file, when the CPU weights point into it (outlives `weights`)
     ggml_context_ptr ctx;            // tensor metadata
-    ggml_backend_buffer_ptr weights; // tensor data
+    ggml_backend_buffer_ptr weights; // tensor data (over `mapping`, or a copy)
+    bool mapped() const { return mapping != nullptr; }
 };
 
-// Reads and checks `path`, then loads the weights into a buffer of type `buft`.
+// Reads and checks `path`, then loads the weights into a buffer of type `buft`; with `use_mmap` and a host
+// buffer type, the weights are the memory-mapped file itself (nothing copied; the header is parsed once).
 // Throws std::invalid_argument naming the file and the key or tensor for anything malformed.
-VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft);
+VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft, bool use_mmap = true);
 
 }  // namespace mcv

@@ -294,3 +294,38 @@ def test_cli_encode(converted, tmp_path: Path) -> None:
     sliced = enc.slice(tmp_path / "in.png")
     longest = max(h * w for h, w in sliced.patch_grids)  # 2.5: the image is the original's whole padded batch
     np.testing.assert_array_equal(emb, enc.encode(sliced, pad_to=longest))
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+def test_memory_mapped_weights_give_the_copied_weights_results(converted, outtype: str) -> None:
+    mmproj = converted("2.6", outtype).mmproj
+    pieces = VisionEncoder(mmproj, n_threads=1).slice(smooth_image(300, 500)).pieces()
+    with VisionEncoder(mmproj, n_threads=1) as mapped, VisionEncoder(mmproj, n_threads=1, use_mmap=False) as copied:
+        assert mapped.native.weights_mapped and not copied.native.weights_mapped
+        np.testing.assert_array_equal(mapped.encode(pieces), copied.encode(pieces))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("blas", "int8"), [(True, "on"), (True, "off"), (False, "on")],
+                         ids=["int8+openblas", "dequantized+openblas", "int8+ggml"])
+def test_q8_0_files_cosine_against_the_f32_reference(converted, refs, version: str, blas: bool, int8: str) -> None:
+    """The q8_0 path (ggml's int8 kernels, activations quantized per block) and the dequantizing one: cosine >= 0.999
+    per output row against the PyTorch model on the f32 weights, with or without the OpenBLAS hook."""
+    enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=2, blas=blas, int8=int8)
+    assert enc.native.uses_int8 == (int8 == "on")
+    assert ("int8 dot products" in enc.native.matmul_summary) == (int8 == "on")
+    for i, (h, w) in enumerate(GRIDS[:3]):
+        pix = _pixels(h, w, i)
+        got = enc.encode([pix])[0]
+        want = refs[version].encode(pix, rule=RULE[version])
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        assert cos.min() >= 0.999, ((h, w), cos.min())
+
+
+def test_int8_is_chosen_where_the_cpu_has_integer_dot_products(converted) -> None:
+    """"auto" follows ggml's own report of the CPU (VNNI on x86, DOTPROD / I8MM on ARM)."""
+    features = {n for n, v in _core.cpu_features() if v != "0"}
+    has = bool(features & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"})
+    assert VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1).native.uses_int8 == has
+    with pytest.raises(ValueError, match="int8 must be"):
+        VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1, int8="sometimes")

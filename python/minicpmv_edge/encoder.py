@@ -41,10 +41,14 @@ def _projector(kv: dict, path: str | os.PathLike[str]) -> ProjectorVersion:
 class VisionEncoder:
     def __init__(self, path: str | os.PathLike[str], n_threads: int | None = None, device: str = "cpu",
                  max_batch_bytes: int = 256 << 20, position_ids: str | None = None, blas: bool = True,
-                 profile: bool = False, max_patches: int | None = None) -> None:
+                 profile: bool = False, max_patches: int | None = None, use_mmap: bool = True,
+                 int8: str = "auto") -> None:
         """`position_ids` overrides the version's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d");
         `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node;
-        `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece)."""
+        `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece); `use_mmap`: CPU
+        weights are the memory-mapped file (loading copies nothing; False reads them into memory); `int8`: block-
+        quantized weights (q8_0, q4_0) on ggml's integer dot-product kernels, "auto" where the CPU has them (VNNI,
+        DOTPROD, I8MM), "on", or "off" (dequantized for OpenBLAS like f16)."""
         self._enc: _core.VisionEncoder | None = None
         self.path = Path(path)
         threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
@@ -60,7 +64,8 @@ class VisionEncoder:
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
         rule = getattr(_core.PosRule, rule_name)
         logs.install()
-        enc = _core.VisionEncoder(str(self.path), threads, device, rule, max_batch_bytes, profile, blas)
+        enc = _core.VisionEncoder(str(self.path), threads, device, rule, max_batch_bytes, profile, blas, 0, use_mmap,
+                                  int8)
         hp = enc.hparams
         self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
                                         mean=tuple(hp["mean"]), std=tuple(hp["std"]), max_patches=max_patches)
