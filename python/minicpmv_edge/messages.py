@@ -33,7 +33,8 @@ class Turn:
     parts: list[str | Image | Video]  # text, images and videos, in order
 
 
-def _url(part: dict, kind: str) -> str:
+def part_url(part: dict, kind: str) -> str:
+    """The url of an `image_url` / `video_url` part (http(s) refused: nothing is downloaded)."""
     ref = part.get(kind)
     url = ref.get("url") if isinstance(ref, dict) else ref
     if not isinstance(url, str) or not url:
@@ -71,12 +72,12 @@ def _typed_part(part: dict) -> str | Image | Video:
         except TypeError as e:
             raise MessageError(f"an 'image' part: {e}") from e
     if kind == "image_url":
-        return _image_url(_url(part, kind))
+        return _image_url(part_url(part, kind))
     if kind in ("video", "video_url"):
         ref = part.get(kind)
         if isinstance(ref, os.PathLike):
             return Video(ref)
-        return Video(_url(part, kind).removeprefix("file://"))
+        return Video(part_url(part, kind).removeprefix("file://"))
     raise MessageError(f"unsupported content part type {kind!r} (use 'text', 'image', 'image_url', 'video' or "
                        "'video_url')")
 

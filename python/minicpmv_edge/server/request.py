@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..image import Image
+from ..messages import MessageError, part_url
 from ..video import Video
 from .errors import APIError
 
@@ -98,13 +99,10 @@ class PartReader:
         return path
 
     def url(self, part: dict, kind: str, where: str) -> str:
-        ref = part.get(kind)
-        url = ref.get("url") if isinstance(ref, dict) else ref
-        if not isinstance(url, str) or not url:
-            raise _bad(f"{where}: a '{kind}' part needs {{'{kind}': {{'url': '...'}}}}")
-        if url.startswith(("http://", "https://")):
-            raise _bad(f"{where}: {url[:100]!r}: this server does not download; send the data as a base64 data: URL")
-        return url
+        try:
+            return part_url(part, kind)
+        except MessageError as e:
+            raise _bad(f"{where}: {e}") from None
 
     def part(self, part: Any, where: str, req: ChatRequest, h: Any) -> str | Image | Video:
         if not isinstance(part, dict):
