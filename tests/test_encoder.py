@@ -327,5 +327,9 @@ def test_int8_is_chosen_where_the_cpu_has_integer_dot_products(converted) -> Non
     features = {n for n, v in _core.cpu_features() if v != "0"}
     has = bool(features & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"})
     assert VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1).native.uses_int8 == has
+    for int8, op in (("on", "MUL_MAT"), ("off", "CUSTOM")):  # the graph really takes that path (ggml's op or ours)
+        enc = VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1, int8=int8, profile=True)
+        enc.encode([_pixels(4, 6, 0)])
+        assert f"{op}:x v.blk.#.attn_q.weight" in enc.native.profile, sorted(enc.native.profile)[:8]
     with pytest.raises(ValueError, match="int8 must be"):
         VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1, int8="sometimes")
