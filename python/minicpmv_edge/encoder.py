@@ -57,12 +57,18 @@ class VisionEncoder:
         kv = dict(_core.read_gguf_info(str(self.path)).kv)
         self.projector = _projector(kv, self.path)
         padded = kv.get("minicpmv_edge.vision.padded_batch", self.projector.padded_batch)
-        # 2.5: the prompt's pieces are one zero-padded batch (Visuals passes pad_to); see versions.ModelVersion
-        self.padded_batch = bool(padded)
+        if not isinstance(padded, bool):
+            raise ValueError(f"{path}: key 'minicpmv_edge.vision.padded_batch' must be a bool, not {padded!r}")
+        if padded and self.projector.position_ids != "flat_1d":
+            raise ValueError(f"{path}: minicpmv_edge.vision.padded_batch is true for a {self.projector.model} file; "
+                             "only MiniCPM-Llama3-V 2.5 has a padded vision batch")
         rule_name = position_ids or self.projector.position_ids or "navit_2d"  # (unused by a resampled grid)
         if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
         rule = getattr(_core.PosRule, rule_name)
+        # 2.5: the prompt's pieces are one zero-padded batch (Visuals passes pad_to; see versions.ModelVersion),
+        # unless another position rule was asked for
+        self.padded_batch = padded and rule_name == "flat_1d"
         logs.install()
         enc = _core.VisionEncoder(str(self.path), threads, device, rule, max_batch_bytes, profile, blas, 0, use_mmap,
                                   int8)
