@@ -333,3 +333,17 @@ def test_int8_is_chosen_where_the_cpu_has_integer_dot_products(converted) -> Non
         assert f"{op}:x v.blk.#.attn_q.weight" in enc.native.profile, sorted(enc.native.profile)[:8]
     with pytest.raises(ValueError, match="int8 must be"):
         VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1, int8="sometimes")
+
+
+def test_cli_info_reports_how_the_encoder_runs(converted) -> None:
+    """`minicpmv-edge info MMPROJ`: the file's keys, then the path chosen at load per weight type (as ggml's own
+    feature report says the CPU allows), mapped weights, and the CPU features."""
+    features = [n for n, v in _core.cpu_features() if v != "0"]
+    int8 = bool(set(features) & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"})
+    out = subprocess.run([cli(), "info", str(converted("2.6", "q8_0").mmproj)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cpu features: " + " ".join(features) in out.stdout
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("vision encoder: "))
+    assert ("q8_0 (" in line) and ("int8 dot products" in line) == int8 and "weights: memory-mapped" in line
+    assert "clip.projector_type = 'resampler'" in out.stdout
