@@ -44,15 +44,23 @@ def part_url(part: dict, kind: str) -> str:
     return url
 
 
+def decode_data_url(url: str) -> tuple[str, bytes]:
+    """(media type, bytes) of a base64 `data:` URL; MessageError for any other form or invalid base64."""
+    head, comma, data = url.partition(",")
+    if not comma or ";base64" not in head:
+        raise MessageError("only base64 data: URLs are supported (data:<type>;base64,<data>)")
+    try:
+        return head[5:].split(";")[0].lower(), base64.b64decode(data, validate=True)
+    except ValueError as e:  # binascii.Error is a ValueError
+        raise MessageError(f"invalid base64 data ({e})") from None
+
+
 def _image_url(url: str) -> Image:
     if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        if ";base64" not in head:
-            raise MessageError("image_url: only base64 data: URLs are supported")
         try:
-            return Image(base64.b64decode(data, validate=True))
-        except ValueError as e:
-            raise MessageError(f"image_url: invalid base64 data ({e})") from e
+            return Image(decode_data_url(url)[1])
+        except MessageError as e:
+            raise MessageError(f"image_url: {e}") from None
     return Image(Path(url.removeprefix("file://")))
 
 

@@ -13,8 +13,6 @@ vLLM's extra sampling fields `top_k`, `repetition_penalty` and `min_tokens` are 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..image import Image
-from ..messages import MessageError, part_url
+from ..messages import MessageError, decode_data_url, part_url
 from ..video import Video
 from .errors import APIError
 
@@ -69,13 +67,10 @@ def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False) 
 
 
 def _decode_data_url(url: str, where: str) -> tuple[str, bytes]:
-    head, comma, data = url.partition(",")
-    if not comma or ";base64" not in head:
-        raise _bad(f"{where}: only base64 data: URLs are supported (data:<type>;base64,<data>)")
     try:
-        return head[5:].split(";")[0].lower(), base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise _bad(f"{where}: invalid base64 data ({e})") from None
+        return decode_data_url(url)
+    except MessageError as e:
+        raise _bad(f"{where}: {e}") from None
 
 
 class PartReader:
@@ -112,7 +107,7 @@ class PartReader:
             text = part.get("text")
             if not isinstance(text, str):
                 raise _bad(f"{where}: a 'text' part needs a 'text' string")
-            h.update(b"t" + text.encode("utf-8", "surrogatepass"))
+            _hash_text(h, text)
             return text
         if kind == "image_url":
             url = self.url(part, kind, where)
@@ -136,10 +131,14 @@ class PartReader:
                    "'video_url')")
 
 
+def _hash_text(h: Any, text: str) -> None:
+    h.update(b"t" + text.encode("utf-8", "surrogatepass"))
+
+
 def answer_fingerprint(text: str) -> str:
     """The fingerprint of an assistant message holding `text`, as _messages() computes it."""
     h = hashlib.sha256(b"assistant")
-    h.update(b"t" + text.encode("utf-8", "surrogatepass"))
+    _hash_text(h, text)
     return h.hexdigest()
 
 
@@ -158,7 +157,7 @@ def _messages(raw: Any, reader: PartReader, req: ChatRequest) -> list[dict]:
         content = m.get("content")
         h = hashlib.sha256(role.encode())
         if isinstance(content, str):
-            h.update(b"t" + content.encode("utf-8", "surrogatepass"))
+            _hash_text(h, content)
             parts: list = [content]
         elif isinstance(content, list):
             parts = [reader.part(p, f"{where}.content[{j}]", req, h) for j, p in enumerate(content)]
