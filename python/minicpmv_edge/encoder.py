@@ -8,6 +8,7 @@ One encoder may be shared by threads: calls are serialised in the native object.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +98,14 @@ class VisionEncoder:
         arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
         return self.native.encode(arrays, check_int("pad_to", pad_to, 0))
 
+    def slice_config_for(self, max_slice_nums: int, n_threads: int | None = None) -> SliceConfig:
+        """This file's slicing (resolution, patch size, normalisation, patch limit) with `max_slice_nums`."""
+        return replace(self.slice_config, max_slice_nums=max_slice_nums,
+                       **({"n_threads": n_threads} if n_threads else {}))
+
     def slice(self, image, max_slice_nums: int = 9, n_threads: int | None = None) -> SlicedImage:
         """Slice an image with this file's resolution, patch size and normalisation."""
-        c = self.slice_config
-        cfg = SliceConfig(max_slice_nums=max_slice_nums, scale_resolution=c.scale_resolution,
-                          patch_size=c.patch_size, mean=c.mean, std=c.std,
-                          **({"n_threads": n_threads} if n_threads else {}))
-        return slice_image(image, cfg)
+        return slice_image(image, self.slice_config_for(max_slice_nums, n_threads))
 
     def close(self) -> None:
         """Free the weights and buffers now (garbage collection does it otherwise)."""

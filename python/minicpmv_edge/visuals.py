@@ -25,7 +25,7 @@ from .cache import EmbeddingCache, Encoded, pixels_key
 from .encoder import VisionEncoder
 from .image import Image, load_rgb
 from .messages import Turn
-from .slicer import SliceConfig, check_plan, plan
+from .slicer import check_plan, plan
 from .video import Video, max_slices_for, sampled_frames
 
 
@@ -67,12 +67,10 @@ class Visuals:
 
     def _longest_piece(self, rgb: np.ndarray, max_slices: int) -> int:
         """Patches in the largest piece slicing this image makes (from the plan: no pixel is touched)."""
-        c = self.encoder.slice_config
-        cfg = SliceConfig(max_slice_nums=max_slices, scale_resolution=c.scale_resolution, patch_size=c.patch_size,
-                          n_threads=1, max_patches=c.max_patches)
+        cfg = self.encoder.slice_config_for(max_slices, n_threads=1)
         check_plan(rgb.shape[1], rgb.shape[0], cfg)
         _, sizes = plan(rgb.shape[1], rgb.shape[0], cfg)
-        return max((w // c.patch_size) * (h // c.patch_size) for w, h in sizes)
+        return max((w // cfg.patch_size) * (h // cfg.patch_size) for w, h in sizes)
 
     def encode(self, turns: list[Turn], max_slices: int, progress: Callable[[int], None] | None = None
                ) -> tuple[list[Turn], list[Encoded], EncodeStats]:
