@@ -53,13 +53,15 @@ bool cpu_has_int8_dot() {
 }
 
 double ggml_matmul_gops(const std::string & type, int n_threads, int k, int n, int m) {
+    // the types whose reference quantizer needs no importance matrix (others abort without one)
     ggml_type t = GGML_TYPE_COUNT;
-    for (int i = 0; i < GGML_TYPE_COUNT; ++i) {
-        const char * name = ggml_type_name(ggml_type(i));
-        if (name && type == name) t = ggml_type(i);
+    for (ggml_type c : {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+                        GGML_TYPE_Q5_0, GGML_TYPE_Q5_1}) {
+        if (type == ggml_type_name(c)) t = c;
     }
-    if (t == GGML_TYPE_COUNT || (t != GGML_TYPE_F32 && !ggml_get_type_traits(t)->from_float_ref)) {
-        throw std::invalid_argument("unknown or unsupported weight type '" + type + "'");
+    if (t == GGML_TYPE_COUNT) throw std::invalid_argument("unsupported weight type '" + type + "'");
+    if (n_threads < 1 || k <= 0 || n <= 0 || m <= 0 || k % 32) {
+        throw std::invalid_argument("ggml_matmul_gops: n_threads >= 1 and positive sizes (k a multiple of 32)");
     }
     ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     ggml_backend_ptr cpu(dev ? ggml_backend_dev_init(dev, nullptr) : nullptr);

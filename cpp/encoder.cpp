@@ -237,13 +237,6 @@ size_t VisionEncoder::compute_bytes() const {
 }
 
 std::string VisionEncoder::matmul_summary() const {
-    std::string features;
-    for (const auto & [name, value] : cpu_features()) {
-        if (value != "0" && (name.find("AVX") == 0 || name == "DOTPROD" || name == "MATMUL_INT8" || name == "SVE" ||
-                             name == "NEON" || name == "LLAMAFILE")) {
-            features += (features.empty() ? "" : " ") + name;
-        }
-    }
     std::map<ggml_type, int> types;  // weight type -> matrices
     auto count = [&](const ggml_tensor * t) { if (t) ++types[t->type]; };
     for (const VisionLayer & L : model_.layers) {
@@ -268,8 +261,7 @@ std::string VisionEncoder::matmul_summary() const {
     }
     out += std::string("; attention: ") + (mm_.blas ? "OpenBLAS" : "ggml flash attention");
     out += std::string("; weights: ") + (model_.mapped() ? "memory-mapped" : "in a buffer");
-    if (!features.empty()) out += "; CPU: " + features;
-    return out;
+    return out;  // (the CPU's features: cpu_features(), which minicpmv-edge info prints beside this)
 }
 
 }  // namespace mcv

@@ -297,30 +297,21 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
         ggml_set_name(*dst, t->name);
     }
 
-    // host memory: map the file and point every tensor into it, when the data section is aligned for the CPU
+    // host memory: map the file and point every tensor into it, when every tensor is aligned for the CPU
     const size_t align = 32;  // ggml's CPU tensor alignment
-    if (use_mmap && ggml_backend_buft_is_host(buft) && r.data_offset(use.front().second) % align == 0) {
-        m.mapping = MappedFile::open(path);
-        const size_t base = r.data_section();
-        if (m.mapping && m.mapping->size() >= r.file_size() && base % align == 0) {
-            char * data = const_cast<char *>(m.mapping->data());
-            m.weights.reset(ggml_backend_cpu_buffer_from_ptr(data + base, r.file_size() - base));
-            bool ok = m.weights != nullptr;
-            for (auto & [dst, t] : use) {
-                const size_t off = r.data_offset(t);
-                ok = ok && off % align == 0 &&
-                     ggml_backend_tensor_alloc(m.weights.get(), *dst, data + off) == GGML_STATUS_SUCCESS;
+    const size_t base = r.data_section();
+    bool mappable = use_mmap && ggml_backend_buft_is_host(buft) && base % align == 0;
+    for (const auto & [dst, t] : use) mappable = mappable && r.data_offset(t) % align == 0;
+    if (mappable) m.mapping = MappedFile::open(path);
+    if (m.mapping && m.mapping->size() < r.file_size()) m.mapping.reset();  // the file shrank since it was read
+    if (m.mapping) {
+        char * data = const_cast<char *>(m.mapping->data());
+        m.weights.reset(ggml_backend_cpu_buffer_from_ptr(data + base, r.file_size() - base));
+        for (auto & [dst, t] : use) {
+            if (!m.weights || ggml_backend_tensor_alloc(m.weights.get(), *dst, data + r.data_offset(t)) !=
+                                  GGML_STATUS_SUCCESS) {
+                throw std::runtime_error(path + ": cannot map tensor '" + std::string(t->name) + "'");
             }
-            if (!ok) {
-                m.weights.reset();
-                m.mapping.reset();
-                for (auto & [dst, t] : use) {  // back to unallocated: the copying path below takes over
-                    (*dst)->buffer = nullptr;
-                    (*dst)->data = nullptr;
-                }
-            }
-        } else {
-            m.mapping.reset();
         }
     }
     if (!m.weights) {
