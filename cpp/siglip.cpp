@@ -6,18 +6,41 @@
 #include <stdexcept>
 #include <string>
 
+#if (defined(__aarch64__) || defined(_M_ARM64)) && defined(__linux__)
+#include <sys/auxv.h>
+#include <sys/prctl.h>
+#endif
+
 #include "graph_common.h"
 #include "resize.h"
 
 namespace mcv {
 namespace {
 
+// The float lanes of torch's vectorized CPU kernels on this machine, which torch.arange's rounding depends on:
+// 8 on x86-64 (AVX2 / AVX-512 builds alike) and on ARM CPUs with 256-bit SVE (torch's SVE256 kernels), 4 on
+// other ARM CPUs (its NEON kernels: Raspberry Pi, Apple silicon, SVE of another width). So the original gives
+// other position ids on a Pi than on a PC (at 49 patches, for one), and we follow the platform we run on.
+int64_t torch_float_lanes() {
+#if defined(__aarch64__) || defined(_M_ARM64)
+#if defined(__linux__) && defined(HWCAP_SVE)
+    if (getauxval(AT_HWCAP) & HWCAP_SVE) {
+        const int vl = prctl(PR_SVE_GET_VL);
+        if (vl > 0 && (vl & PR_SVE_VL_LEN_MASK) == 32) return 8;
+    }
+#endif
+    return 4;
+#else
+    return 8;
+#endif
+}
+
 // torch.arange(start, end, step) in float32 as the original ran it (torch's CPU kernel): the count from
-// doubles; blocks of 2 x 8 values from an 8-lane vector kernel, where each lane is base + j * step with
+// doubles; blocks of 2 x L values from an L-lane vector kernel, where each lane is base + j * step with
 // base = float(start + step * idx); the tail one value at a time as float(start + step * i). The rounding
 // of these values decides the bucket at exact ratios (the original `modeling_navit_siglip.py`: 25, 49, 50, 55, 58, 77, ... patches).
 std::vector<float> arange_f32(double start, double end, double step) {
-    constexpr int64_t kLanes = 8;
+    const int64_t kLanes = torch_float_lanes();
     const auto n = std::max<int64_t>(int64_t(std::ceil((end - start) / step)), 0);
     std::vector<float> out(static_cast<size_t>(n));
     const int64_t vec_end = n / (2 * kLanes) * (2 * kLanes);
