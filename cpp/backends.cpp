@@ -9,7 +9,26 @@
 #include "ggml-cpp.h"
 #include "ggml.h"
 
+#if !defined(_WIN32)
+#include <dlfcn.h>
+#endif
+
 namespace mcv {
+
+size_t load_backend_modules() {
+#if !defined(_WIN32)
+    if (ggml_backend_reg_count() == 0) {
+        Dl_info info{};
+        if (dladdr(reinterpret_cast<const void *>(&ggml_backend_reg_count), &info) != 0 && info.dli_fname) {
+            std::string dir = info.dli_fname;
+            const size_t slash = dir.find_last_of('/');
+            dir = slash == std::string::npos ? std::string(".") : dir.substr(0, slash);
+            ggml_backend_load_all_from_path(dir.c_str());
+        }
+    }
+#endif
+    return ggml_backend_reg_count();
+}
 
 std::vector<DeviceInfo> list_devices() {
     std::vector<DeviceInfo> out;

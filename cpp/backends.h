@@ -18,6 +18,13 @@ struct DeviceInfo {
 
 std::vector<DeviceInfo> list_devices();
 
+// A ggml built with GGML_BACKEND_DL (backends as loadable modules, e.g. the CPU backend in one variant per
+// instruction set, the best chosen at run time: the portable aarch64 build) registers nothing until someone
+// loads the modules, and ggml looks for them beside the executable, not beside itself. This loads them from the
+// folder libggml-base lives in (llama_cpp/lib) when no backend is registered yet; a no-op for other builds.
+// Returns the number of backends registered afterwards.
+size_t load_backend_modules();
+
 // The CPU backend's features as ggml reports them ("AVX512_VNNI" -> "1", "LLAMAFILE" -> "1", ...)
 std::vector<std::pair<std::string, std::string>> cpu_features();
 

@@ -56,6 +56,10 @@ py::tuple size_tuple(const mcv::Size & s) { return py::make_tuple(s.width, s.hei
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "minicpmv-edge native core, built on llama-cpp-python's ggml";
+    if (mcv::load_backend_modules() == 0) {
+        throw std::runtime_error("ggml has no backend: llama-cpp-python's ggml was built with loadable backends "
+                                 "(GGML_BACKEND_DL) and none was found beside libggml-base");
+    }
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
