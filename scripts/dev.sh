@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | serve | setup
+# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | serve | setup | arm64-test
 #   demo  - the main job: the bundled trained demo model (a tiny MiniCPM-V 2.6) answers about a bundled picture
 #   test  - the whole test suite (installs the PyTorch reference first, and chromium for the browser test)
 #   serve - `minicpmv-edge serve ARGS` with the server extra installed
+#   arm64-test - the test suite on emulated aarch64 Linux (scripts/arm64-test.sh; a Debian arm64 root, cached)
 # Everything goes into ./.venv. llama-cpp-python is built from source the first time (about 4 minutes on 2 cores);
 # pip caches the wheel, so later set-ups take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 job=${1:-demo}
 shift || true
+if [ "$job" = "arm64-test" ]; then
+  exec scripts/arm64-test.sh "$@"
+fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -59,5 +63,5 @@ case "$job" in
   demo) exec .venv/bin/minicpmv-edge demo "$@" ;;
   serve) exec .venv/bin/minicpmv-edge serve "$@" ;;
   test) exec "$VPY" -m pytest "$@" ;;
-  *) echo "usage: scripts/dev.sh demo|test|serve|setup [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/dev.sh demo|test|serve|setup|arm64-test [args]" >&2; exit 2 ;;
 esac

@@ -27,13 +27,16 @@ from pathlib import Path
 m = Mtmd(Path({model!r}), Path({mmproj!r}))   # a llama.cpp model and libmtmd, loaded
 assert [d.kind for d in _core.list_devices()][0] == "cpu"
 info = _core.read_gguf_info({mmproj!r})        # our extension, working
-if sys.platform == "linux":  # mapped files: psutil reads them on Linux, lsof lists them on macOS
-    import psutil
-    maps = [m.path for m in psutil.Process().memory_maps() if "libggml-base" in m.path]
+import os
+if sys.platform == "linux":  # mapped files (path, inode): /proc/self/maps on Linux; lsof on macOS
+    with open("/proc/self/maps") as f:
+        fields = [line.split(None, 5) for line in f if "libggml-base" in line]
+    maps = [(p[5].strip(), int(p[4])) for p in fields]
 else:
-    import os, subprocess
+    import subprocess
     lsof = subprocess.run(["lsof", "-p", str(os.getpid()), "-Fn"], capture_output=True, text=True).stdout
-    maps = [line[1:] for line in lsof.splitlines() if line.startswith("n") and "libggml-base" in line]
+    maps = [(line[1:], os.stat(line[1:]).st_ino) for line in lsof.splitlines()
+            if line.startswith("n") and "libggml-base" in line]
 print(sorted(set(maps)))
 m.close()
 """
@@ -46,11 +49,14 @@ def test_one_ggml_in_the_process(converted, order: str) -> None:
                             mmproj=str(res.mmproj))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    paths = eval(out.stdout.strip().splitlines()[-1])
-    assert len(paths) == 1, paths
+    maps = eval(out.stdout.strip().splitlines()[-1])
+    assert len(maps) == 1, maps  # one file mapped
     import llama_cpp
 
-    assert Path(paths[0]).parent == Path(llama_cpp.__file__).parent / "lib"
+    # and it is llama_cpp's own copy: the same file (inode; under emulation the maps show host paths), same name
+    (path, inode), = maps
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    assert inode == (lib / Path(path).name).stat().st_ino, (maps, lib)
 
 
 def test_devices_include_cpu() -> None:

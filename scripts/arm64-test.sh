@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The whole test suite on aarch64 Linux (as on a Raspberry Pi), emulated on an x86-64 machine:
+#   scripts/dev.sh arm64-test [pytest args]
+# Everything is cached under ${XDG_CACHE_HOME:-~/.cache}/minicpmv-edge/arm64:
+#   root/   a Debian bookworm arm64 root (debootstrap, second stage run under proot + qemu-user), with Python 3.11
+#           and a venv at /opt/venv holding the test extra's aarch64 wheels from PyPI
+#   lcp/    the pinned llama-cpp-python, cross-compiled (Debian's crossbuild-essential-arm64) into an aarch64
+#           wheel: compiling llama.cpp under emulation takes hours, cross-compiling it minutes
+#   build/  our extension, cross-compiled against that wheel's ggml and the root's Python headers (incremental)
+# The aarch64 builds are portable (baseline armv8-a; ggml picks its dot-product kernels at run time), so the
+# wheels would run on any 64-bit ARM board; see the README's "ARM boards" section.
+# Tests too slow under emulation are left out by default (section 5), each with its reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+LCP=0.3.36
+A="${XDG_CACHE_HOME:-$HOME/.cache}/minicpmv-edge/arm64"
+ROOT=$A/root
+SITE=$ROOT/opt/venv/lib/python3.11/site-packages
+mkdir -p "$A"
+log() { echo "[arm64 $(date +%H:%M:%S)] $*" >&2; }
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+
+# --- host tools: the bootstrapper, the emulator, a rootless chroot and the cross toolchain (Debian packages)
+need=()
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v proot >/dev/null || need+=(proot)
+command -v aarch64-linux-gnu-g++ >/dev/null || need+=(crossbuild-essential-arm64)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]} (apt)"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# the host venv: cmake, ninja, pybind11 and scikit-build-core for the cross builds
+scripts/dev.sh setup >&2
+HPY=$REPO/.venv/bin/python
+
+# The emulated CPU: a Raspberry Pi 5's Cortex-A76 (armv8.2-a with dot product and fp16 arithmetic) unless
+# ARM64_CPU names another of `qemu-aarch64-static -cpu help` (cortex-a72: a Pi 4, armv8.0 without dot product).
+# qemu's default "max" CPU (512-bit SVE, int8 matmul) is not a board's, and ggml's SVE kernels give wrong values and
+# NaNs in the vision encoder's graph under it (with the same wheels, cortex-a76 matches the x86 results).
+CPU=${ARM64_CPU:-cortex-a76}
+
+# Run a command inside the arm64 root, emulated. The repository is visible at its own path; HOME is the root's.
+# (QEMU_CPU goes in the guest's environment: proot starts a new qemu with it for every program the guest runs.)
+in_root() {
+  proot -q qemu-aarch64-static -r "$ROOT" -b /dev -b /proc -b /sys -b "$REPO" -w "${WD:-/}" \
+    /usr/bin/env -i HOME=/root PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 QEMU_CPU="$CPU" \
+    PIP_CERT=/etc/ssl/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 "${ENVS[@]}" "$@"
+}
+ENVS=()
+
+# --- 1. the Debian arm64 root (once)
+if [ ! -f "$ROOT/.bootstrapped" ]; then
+  rm -rf "$ROOT"
+  mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  log "debootstrap stage 1 from $mirror"
+  $sudo debootstrap --arch=arm64 --foreign --variant=minbase \
+    --include=python3,python3-venv,python3-dev,ca-certificates bookworm "$ROOT" "$mirror" >/dev/null
+  cp "$(command -v qemu-aarch64-static)" "$ROOT/usr/bin/"
+  log "debootstrap stage 2 under emulation (about 5 minutes)"
+  proot -q qemu-aarch64-static -0 -r "$ROOT" -w / /bin/sh -c \
+    "DEBOOTSTRAP_DIR=/debootstrap /debootstrap/debootstrap --second-stage" >/dev/null
+  touch "$ROOT/.bootstrapped"
+fi
+# the host's CA bundle (pip in the root goes out through the same network as the host)
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca.crt"
+
+# --- 2. the venv with the test extra (aarch64 wheels from PyPI), keyed by the requirement list
+# torch: 2.10.0 is the last CPU-only aarch64 torch on PyPI (later ones pull ~3 GB of CUDA libraries); the test
+# reference is plain float32 PyTorch, the same on either version. The browser test's playwright is not needed.
+reqs=$("$HPY" - <<'EOF'
+import tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+arm = {"torch": "torch==2.10.0", "torchvision": "torchvision==0.25.0", "playwright": None, "ruff": None, "llama-cpp-python": None}
+deps = []
+for d in p["dependencies"] + p["optional-dependencies"]["test"]:
+    name = d.split("=")[0].split(">")[0].split("<")[0].strip()
+    d = arm.get(name, d)
+    if d:
+        deps.append(d)
+print("\n".join(deps + ["typing-extensions>=4.5.0", "diskcache>=5.6.1"]))  # llama-cpp-python's own
+EOF
+)
+deps_key=$(echo "$reqs" | sha256sum | cut -c1-16)
+if [ "$(cat "$ROOT/opt/venv/.deps" 2>/dev/null)" != "$deps_key" ]; then
+  log "installing the test extra's aarch64 wheels"
+  [ -x "$ROOT/opt/venv/bin/python" ] || in_root /usr/bin/python3 -m venv /opt/venv
+  echo "$reqs" > "$ROOT/opt/venv/requirements-test.txt"
+  in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --only-binary=:all: -r /opt/venv/requirements-test.txt
+  echo "$deps_key" > "$ROOT/opt/venv/.deps"
+fi
+
+# A CMake toolchain file for Debian's cross compiler, with the arm64 root as the sysroot (its glibc and Python).
+# Portable baseline: armv8-a; ggml builds its ARM kernels as run-time selected variants (GGML_CPU_ALL_VARIANTS).
+TC=$A/aarch64-toolchain.cmake
+cat > "$TC" <<EOF
+set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR aarch64)
+set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
+set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
+set(CMAKE_SYSROOT $ROOT)
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+EOF
+
+# --- 3. llama-cpp-python for aarch64, cross-compiled into a wheel (once per version)
+lwheel=$(ls "$A"/lcp/llama_cpp_python-$LCP-*aarch64.whl 2>/dev/null | head -1 || true)
+if [ -z "$lwheel" ]; then
+  log "cross-compiling llama-cpp-python $LCP for aarch64 (a few minutes, once)"
+  mkdir -p "$A/lcp"
+  rm -rf "$A/lcp/src" && mkdir -p "$A/lcp/src"
+  "$HPY" -m pip download --quiet --no-deps --no-binary=:all: -d "$A/lcp/src" "llama-cpp-python==$LCP" 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  tar -xzf "$A"/lcp/src/llama_cpp_python-$LCP.tar.gz -C "$A/lcp/src"
+  src="$A/lcp/src/llama_cpp_python-$LCP"
+  # Debian 12's cross GCC (12) does not know -march=armv9.2-a, which ggml's two SME variants need (GCC >= 14):
+  # those two are left out of the list; armv8.0 ... armv8.6+SVE2 (dot product, fp16, SVE, int8 matmul) stay.
+  sed -i '/ggml_add_cpu_backend_variant(armv9\.2_[12] /d' "$src/vendor/llama.cpp/ggml/src/CMakeLists.txt"
+  # the CPU backend as loadable variants (armv8.0 baseline, +dotprod, +fp16, +sve, +i8mm, +sve2), installed
+  # beside libggml-base, where our extension loads them from (ggml picks the best the CPU supports)
+  CMAKE_ARGS="-DCMAKE_TOOLCHAIN_FILE=$TC -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+-DCMAKE_INSTALL_BINDIR=llama_cpp/lib -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+-DLLAMA_BUILD_TOOLS=OFF" \
+  _PYTHON_HOST_PLATFORM=linux-aarch64 \
+    "$HPY" -m pip wheel --quiet --no-deps --no-cache-dir -w "$A/lcp" "$src" >&2
+  lwheel=$(ls "$A"/lcp/llama_cpp_python-$LCP-*aarch64.whl | head -1)
+fi
+if ! in_root /opt/venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$LCP')" \
+    2>/dev/null; then
+  cp "$lwheel" "$ROOT/tmp/"
+  in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --force-reinstall "/tmp/$(basename "$lwheel")"
+fi
+
+# --- 4. our extension, cross-compiled into a wheel of this checkout and installed in the root's venv
+log "cross-compiling minicpmv-edge for aarch64"
+rm -f "$A"/dist/minicpmv_edge-*.whl
+# (the prefix path: the target's site-packages, not the host's that the build backend names; pybind11: the host's)
+CMAKE_ARGS="-DCMAKE_TOOLCHAIN_FILE=$TC -DMINICPMV_NATIVE=OFF -DMINICPMV_TARGET_SITE=$SITE -DCMAKE_PREFIX_PATH=$SITE \
+-Dpybind11_DIR=$("$HPY" -m pybind11 --cmakedir) \
+-DPython_INCLUDE_DIR=$ROOT/usr/include/python3.11 -DPYTHON_MODULE_EXTENSION=.cpython-311-aarch64-linux-gnu.so" \
+_PYTHON_HOST_PLATFORM=linux-aarch64 SETUPTOOLS_EXT_SUFFIX=.cpython-311-aarch64-linux-gnu.so \
+SKBUILD_BUILD_DIR="$A/build" \
+  "$HPY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$A/dist" . >&2
+mwheel=$(ls "$A"/dist/minicpmv_edge-*.whl | head -1)
+cp "$mwheel" "$ROOT/tmp/"
+in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --force-reinstall "/tmp/$(basename "$mwheel")"
+
+# --- 5. the tests, emulated. qemu runs our native code and PyTorch 30-100x slower than the host (the host's whole
+# suite, ~4 minutes, would take hours), so by default this runs the tests whose outcome depends on the CPU, the
+# compiler or the aarch64 wheels, and leaves out the rest, each for the reason given. Arguments replace the selection.
+selection=(
+  tests/test_slicer.py         # bit-exact pixels against Pillow's aarch64 wheel; slicing plans; decoding
+  tests/test_native.py         # the extension: errors become exceptions, threads, devices
+  tests/test_text.py           # tokens -> text as the original decodes them
+  tests/test_recipes.py        # the deterministic test checkpoints are the same on aarch64
+  # position ids (torch's arange rounds by the CPU's vector width) and the encoder's parity with PyTorch, on both
+  # matmul paths (OpenBLAS and ggml's NEON kernels), f32 and f16, 2.6 (NaViT positions) and 2.0 (timm tower)
+  tests/test_encoder.py::test_position_ids_reproduce_torch_bucketize
+  tests/test_encoder.py::test_sincos_matches_the_formula
+  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[openblas-f32-0.0001-2.6]"
+  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[ggml-f32-0.0001-2.6]"
+  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[openblas-f16-0.02-2.6]"
+  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[ggml-f16-0.02-2.6]"
+  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[openblas-f32-0.0001-2.0]"
+  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[ggml-f32-0.0001-2.0]"
+  "tests/test_encoder.py::test_agrees_with_libmtmd[f32-2.6]"   # llama.cpp's own graph, same wheels
+  # q8_0 files on ggml's int8 dot-product kernels (DOTPROD) and dequantized
+  "tests/test_encoder.py::test_q8_0_files_cosine_against_the_f32_reference[int8+ggml-2.6]"
+  "tests/test_encoder.py::test_q8_0_files_cosine_against_the_f32_reference[dequantized+openblas-2.6]"
+  # greedy chat parity with the original pipeline in PyTorch: image and slices, two images, 2.0's layout
+  "tests/test_chat.py::test_greedy_parity_with_the_reference[small image-2.6]"
+  "tests/test_chat.py::test_greedy_parity_with_the_reference[two images-2.6]"
+  "tests/test_chat.py::test_greedy_parity_with_the_reference[small image-2.0]"
+)
+# Left out (all pass on x86-64 in `scripts/dev.sh test`):
+#   the other parametrizations of the tests above (2.5, more scenarios): the same code paths, minutes each here
+#   tests/test_runtime.py, tests/test_video_cache.py, tests/test_fuzz.py: soaks, stress threads and fuzzing loops
+#     (thousands of chats / frames / files; hours under emulation)
+#   tests/test_limits.py: memory bounds measured as peak RSS, which under qemu counts the emulator's own memory
+#   tests/test_demo_model.py: trains the demo model for a minute natively; scores 40 questions
+#   tests/test_padded_batch.py: 2.5's padded batch against the original, 1344x1344 pictures (tens of minutes here)
+#   tests/test_convert.py, tests/test_chat_cli.py: converter and command line, plain Python over the paths above
+#   tests/test_server.py, tests/test_server_page.py: the HTTP server and the browser page (no aarch64 chromium)
+[ $# -gt 0 ] && selection=("$@")
+log "running ${#selection[@]} test paths under emulation ($CPU)"
+ENVS=()
+WD=$REPO in_root /opt/venv/bin/python -m pytest -p no:cacheprovider --durations=10 "${selection[@]}"
