@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite on aarch64 Linux (as on a Raspberry Pi), emulated on an x86-64 machine:
+# The test suite's CPU-dependent tests on aarch64 Linux (as on a Raspberry Pi 5), emulated on an x86-64 machine:
 #   scripts/dev.sh arm64-test [pytest args]
 # Everything is cached under ${XDG_CACHE_HOME:-~/.cache}/minicpmv-edge/arm64:
 #   root/   a Debian bookworm arm64 root (debootstrap, second stage run under proot + qemu-user), with Python 3.11
 #           and a venv at /opt/venv holding the test extra's aarch64 wheels from PyPI
 #   lcp/    the pinned llama-cpp-python, cross-compiled (Debian's crossbuild-essential-arm64) into an aarch64
-#           wheel: compiling llama.cpp under emulation takes hours, cross-compiling it minutes
+#           wheel: cross-compiling llama.cpp takes ~5 minutes, compiling it under emulation many times that
 #   build/  our extension, cross-compiled against that wheel's ggml and the root's Python headers (incremental)
 # The aarch64 builds are portable (baseline armv8-a; ggml picks its dot-product kernels at run time), so the
 # wheels would run on any 64-bit ARM board; see the README's "ARM boards" section.
