@@ -38,15 +38,16 @@ int64_t torch_float_lanes() {
 // torch.arange(start, end, step) in float32 as the original ran it (torch's CPU kernel): the count from
 // doubles; blocks of 2 x L values from an L-lane vector kernel, where each lane is base + j * step with
 // base = float(start + step * idx); the tail one value at a time as float(start + step * i). The rounding
-// of these values decides the bucket at exact ratios (the original `modeling_navit_siglip.py`: 25, 49, 50, 55, 58, 77, ... patches).
+// of these values decides the bucket at exact ratios (the original `modeling_navit_siglip.py`; on x86-64 at 25, 49,
+// 50, 55, 58, 77, ... patches).
 std::vector<float> arange_f32(double start, double end, double step) {
-    const int64_t kLanes = torch_float_lanes();
+    const int64_t lanes = torch_float_lanes();
     const auto n = std::max<int64_t>(int64_t(std::ceil((end - start) / step)), 0);
     std::vector<float> out(static_cast<size_t>(n));
-    const int64_t vec_end = n / (2 * kLanes) * (2 * kLanes);
-    for (int64_t idx = 0; idx < vec_end; idx += kLanes) {
+    const int64_t vec_end = n / (2 * lanes) * (2 * lanes);
+    for (int64_t idx = 0; idx < vec_end; idx += lanes) {
         const float base = float(start + step * double(idx));
-        for (int64_t j = 0; j < kLanes; ++j) out[size_t(idx + j)] = float(double(base) + double(j) * step);
+        for (int64_t j = 0; j < lanes; ++j) out[size_t(idx + j)] = float(double(base) + double(j) * step);
     }
     for (int64_t i = vec_end; i < n; ++i) out[size_t(i)] = float(start + step * double(i));
     return out;
