@@ -42,18 +42,44 @@ def image(side: int) -> np.ndarray:
 
 def piece_flops(n: int, D: int = 1152, F: int = 4304, L: int = 27, E: int = 3584, Q: int = 64) -> float:
     """Multiply-adds x 2 of one piece of n patches: SigLIP blocks, then the resampler."""
-    vision = L * (4 * n * D * D + 2 * n * D * F + 2 * n * n * D) + n * 588 * D
-    resampler = n * D * E + 2 * n * E * E + 2 * Q * E * E + 2 * Q * n * E
-    return 2.0 * (vision + resampler)
+    return matmul_flops(n, D, F, L, E, Q) + attention_flops(n, D, L, E, Q)
 
 
-def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], repeat: int, profile: bool) -> dict:
+def matmul_flops(n: int, D: int = 1152, F: int = 4304, L: int = 27, E: int = 3584, Q: int = 64) -> float:
+    """The weight-matrix products of one piece (patch embedding, SigLIP's 6 per block, the resampler's 6)."""
+    return 2.0 * (L * (4 * n * D * D + 2 * n * D * F) + n * 588 * D + n * D * E + 2 * n * E * E + 2 * Q * E * E)
+
+
+def attention_flops(n: int, D: int = 1152, L: int = 27, E: int = 3584, Q: int = 64) -> float:
+    """q k^T and the weighted sum of v: SigLIP's self-attention and the resampler's cross-attention."""
+    return 2.0 * (L * 2 * n * n * D + 2 * Q * n * E)
+
+
+# the encoder paths --profile breaks down: (label, file type, VisionEncoder options)
+PATHS = {"f16-openblas": ("f16", {}), "q8_0-vnni": ("q8_0", {"int8": "on"}),
+         "q8_0-ggml-int8": ("q8_0", {"int8": "ggml"}), "f16-pure-ggml": ("f16", {"blas": False})}
+
+
+def profile_groups(prof: dict[str, float]) -> dict[str, float]:
+    """ms per kind of work: weight products ("x <weight>"), activation quantization for our int8 kernel
+    ("quantize <input>"), attention, everything else."""
+    groups = {"matmul": 0.0, "quantize": 0.0, "attention": 0.0, "other": 0.0}
+    for key, ms in prof.items():
+        name = key.split(":", 1)[1]
+        kind = ("matmul" if name.startswith("x ") else "quantize" if name.startswith("quantize ")
+                else "attention" if name == "attn" or name.startswith("attn-") else "other")
+        groups[kind] += ms
+    return groups
+
+
+def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], repeat: int, profile: bool,
+          options: dict | None = None) -> dict:
     out: dict = {}
     t0 = time.perf_counter()
     if engine == "ours":
         from minicpmv_edge.encoder import VisionEncoder
 
-        enc = VisionEncoder(mmproj, n_threads=threads, profile=profile)
+        enc = VisionEncoder(mmproj, n_threads=threads, profile=profile, **(options or {}))
 
         def run(img: np.ndarray) -> int:
             return int(enc.encode(enc.slice(img, n_threads=threads)).shape[0])
@@ -76,7 +102,7 @@ def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], 
     if engine == "ours":
         out["matmul"] = enc.native.matmul_summary
         if profile:
-            out["profile_ms"] = dict(sorted(enc.native.profile.items(), key=lambda kv: -kv[1])[:12])
+            out["profile_ms"] = dict(sorted(enc.native.profile.items(), key=lambda kv: -kv[1]))
     return out
 
 
@@ -112,11 +138,12 @@ def main() -> None:
     ap.add_argument("--version", choices=["2.6", "2.0"], default="2.6",
                     help="2.6: ours vs libmtmd; 2.0: ours only (llama.cpp has no 2.0), beside ours for 2.6")
     ap.add_argument("--child", nargs=4, metavar=("ENGINE", "MODEL", "MMPROJ", "SIDES"), help=argparse.SUPPRESS)
+    ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         engine, model, mmproj, sides = args.child
         print(json.dumps(child(engine, model, mmproj, args.threads, [int(s) for s in sides.split(",")],
-                               args.repeat, args.profile)))
+                               args.repeat, args.profile, json.loads(args.options))))
         return
 
     from helpers import run_measured
@@ -146,15 +173,17 @@ def main() -> None:
     from minicpmv_edge._native import _core
 
     ggml_peaks = {t: _core.ggml_matmul_gops(t, args.threads) for t in ("f32", "f16", "q8_0")}
+    dot_peak = _core.int8_dot_peak_gops(args.threads)
     features = " ".join(n for n, v in _core.cpu_features() if v != "0")
     print(f"real-dims MiniCPM-V 2.6 vision encoder, {args.threads} threads on {cpu_model()}")
     print(f"ggml CPU features: {features}")
-    print(f"peaks measured here: OpenBLAS f32 sgemm {peak:.0f} GFLOP/s; ggml matmul f32 {ggml_peaks['f32']:.0f}, "
-          f"f16 {ggml_peaks['f16']:.0f}, q8_0 {ggml_peaks['q8_0']:.0f} GOP/s")
+    print(f"peaks measured here: OpenBLAS f32 sgemm {peak:.0f} GFLOP/s; int8 dot-product unit (VPDPBUSD chains) "
+          f"{dot_peak:.0f} GOP/s; ggml matmul f32 {ggml_peaks['f32']:.0f}, f16 {ggml_peaks['f16']:.0f}, "
+          f"q8_0 {ggml_peaks['q8_0']:.0f} GOP/s")
     print(f"our matrix products: f16 file: {results[('ours', 'f16')]['matmul']}")
     print(f"                     q8_0 file: {results[('ours', 'q8_0')]['matmul']}")
     summary: dict = {"bench": "encode", "threads": args.threads, "cpu": cpu_model(), "cpu_features": features,
-                     "sgemm_peak_gflops": round(peak, 1),
+                     "sgemm_peak_gflops": round(peak, 1), "int8_dot_peak_gops": round(dot_peak, 1),
                      **{f"ggml_{t}_peak_gops": round(v, 1) for t, v in ggml_peaks.items()}}
     for ftype in ("f16", "q8_0"):
         for side in sides:
@@ -180,14 +209,30 @@ def main() -> None:
         summary[f"q8_ratio_vs_mtmd_f16_{side}"] = round(q8, 4)
     summary["q8_ratio_vs_mtmd_f16"] = max(summary[f"q8_ratio_vs_mtmd_f16_{side}"] for side in sides)
     if args.profile:
-        for ftype, mmproj in (("f16", mmproj_f16), ("q8_0", mmproj_q8)):
+        files = {"f16": mmproj_f16, "q8_0": mmproj_q8}
+        n = 448 * 448 // 196
+        for label, (ftype, options) in PATHS.items():
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--profile",
-                   "--child", "ours", str(model), str(mmproj), "448"]
+                   "--options", json.dumps(options), "--child", "ours", str(model), str(files[ftype]), "448"]
             prof = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-            total = sum(prof["profile_ms"].values())
-            print(f"our time per op, {ftype}, one 448x448 piece (top 12):")
-            for k, v in prof["profile_ms"].items():
-                print(f"  {k:45s} {v:8.1f} ms  {100 * v / total:5.1f}%")
+            ms = prof["profile_ms"]
+            total = sum(ms.values())
+            unit, unit_peak = (("int8 dot-product unit", dot_peak) if "int8" in label or "vnni" in label
+                               else ("f32 sgemm", peak))
+            groups = profile_groups(ms)
+            print(f"our time per op, {label} ({prof['matmul'].split(';')[0]} ...), one 448x448 piece, "
+                  f"{total:.0f} ms in all:")
+            rate = matmul_flops(n) / groups["matmul"] / 1e6
+            print(f"  weight products {groups['matmul']:8.1f} ms  {rate:5.0f} GOP/s  (peak of the {unit}: "
+                  f"{unit_peak:.0f})")
+            att = attention_flops(n) / groups["attention"] / 1e6
+            print(f"  attention       {groups['attention']:8.1f} ms  {att:5.0f} GFLOP/s  (f32 sgemm peak: {peak:.0f})")
+            print(f"  quantize acts   {groups['quantize']:8.1f} ms")
+            print(f"  other           {groups['other']:8.1f} ms")
+            for k, v in list(ms.items())[:12]:
+                print(f"    {k:45s} {v:8.1f} ms  {100 * v / total:5.1f}%")
+            summary[f"profile_{label}_ms"] = {k: round(v, 1) for k, v in groups.items()}
+            summary[f"profile_{label}_matmul_gops"] = round(rate, 1)
     summary["ratio_vs_mtmd"] = summary.get("ratio_f16_1344", summary.get("ratio_f16_448"))
     print(json.dumps(summary))
 

@@ -13,6 +13,7 @@
 #include "backends.h"
 #include "cpu_threads.h"
 #include "encoder.h"
+#include "int8_gemm.h"
 #include "errors.h"
 #include "ggml.h"
 #include "gguf_info.h"
@@ -234,6 +235,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("uses_blas", &mcv::VisionEncoder::uses_blas)
         .def_property_readonly("weights_mapped", &mcv::VisionEncoder::weights_mapped)
         .def_property_readonly("uses_int8", &mcv::VisionEncoder::uses_int8)
+        .def_property_readonly("int8_kernel", &mcv::VisionEncoder::int8_kernel)
+        .def_property_readonly("packed_bytes", &mcv::VisionEncoder::packed_bytes)
         .def_property_readonly("matmul_summary", &mcv::VisionEncoder::matmul_summary)
         .def_property("max_patches", &mcv::VisionEncoder::max_patches, [](mcv::VisionEncoder & enc, int64_t n) {
             py::gil_scoped_release nogil;
@@ -263,6 +266,9 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         return mcv::ggml_matmul_gops(type, n_threads);
     }, py::arg("type"), py::arg("n_threads"), "ggml's CPU matmul throughput for a weight type, GOP/s");
+    m.def("int8_dot_peak_gops", &mcv::int8_dot_peak_gops, py::arg("n_threads"), py::call_guard<py::gil_scoped_release>(),
+          "peak of the CPU's int8 dot-product unit (VPDPBUSD), GOP/s; 0 without our int8 kernel");
+    m.def("int8_gemm_available", &mcv::int8_gemm_available, "whether this CPU runs our AVX512-VNNI int8 kernel");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
           "header, key/values and tensor infos of a GGUF file (ValueError if it is not valid)");
     m.def("ggml_commit", []() { return std::string(ggml_commit()); }, "the ggml build this module runs on");

@@ -64,10 +64,13 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
         scratch_ = std::make_unique<BlasScratch>(opt_.n_threads);
         mm_.blas = scratch_.get();
     }
-    if (opt_.int8 != "auto" && opt_.int8 != "on" && opt_.int8 != "off") {
-        throw std::invalid_argument("int8 must be 'auto', 'on' or 'off', not '" + opt_.int8 + "'");
+    if (opt_.int8 != "auto" && opt_.int8 != "on" && opt_.int8 != "ggml" && opt_.int8 != "off") {
+        throw std::invalid_argument("int8 must be 'auto', 'on', 'ggml' or 'off', not '" + opt_.int8 + "'");
     }
-    mm_.int8 = on_cpu && (opt_.int8 == "on" || (opt_.int8 == "auto" && cpu_has_int8_dot()));
+    const bool own = on_cpu && int8_gemm_available() && (opt_.int8 == "auto" || opt_.int8 == "on");
+    mm_.int8 = on_cpu && (own || opt_.int8 == "on" || opt_.int8 == "ggml" ||
+                          (opt_.int8 == "auto" && cpu_has_int8_dot()));
+    if (own) pack_int8_weights();
 
     meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
     sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
@@ -80,6 +83,28 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
         throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
     }
+}
+
+// The matrices of a block-quantized file, repacked for our int8 kernel. Those the file keeps in f16 / bf16 / f32
+// because their rows are not whole 32-blocks (SigLIP's fc2, 4304 wide: ggml cannot store it as q8_0) are
+// quantized to q8_0's blocks here, zero-padded, so the whole product chain runs on int8; an f16 file has no
+// block-quantized matrix and is left alone. The graphs then use the packed copies and never read the originals.
+void VisionEncoder::pack_int8_weights() {
+    const std::vector<const ggml_tensor *> all = matrices();
+    if (std::none_of(all.begin(), all.end(), [](const ggml_tensor * t) { return block_quantized(t->type); })) return;
+    std::vector<const ggml_tensor *> chosen;
+    for (const ggml_tensor * t : all) {
+        if (block_quantized(t->type) || t->ne[0] % PackedWeight::kBlock != 0) chosen.push_back(t);
+    }
+    try {
+        packed_.add(chosen, opt_.n_threads);
+    } catch (const std::bad_alloc &) {
+        throw OutOfMemory(model_.path + ": cannot allocate the int8 kernel's repacked weights");
+    }
+    if (model_.mapping) {  // the originals are not read again: their file pages need not stay in memory
+        for (const ggml_tensor * t : chosen) model_.mapping->release(t->data, ggml_nbytes(t));
+    }
+    mm_.packed = &packed_;
 }
 
 EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw) {
@@ -237,31 +262,38 @@ size_t VisionEncoder::compute_bytes() const {
 }
 
 std::string VisionEncoder::matmul_summary() const {
-    std::map<ggml_type, int> types;  // weight type -> matrices
-    auto count = [&](const ggml_tensor * t) { if (t) ++types[t->type]; };
-    for (const VisionLayer & L : model_.layers) {
-        for (const ggml_tensor * t : {L.q_w, L.k_w, L.v_w, L.o_w, L.fc1_w, L.fc2_w}) count(t);
-    }
-    for (const ggml_tensor * t : {model_.kv_w, model_.attn_q_w, model_.attn_k_w, model_.attn_v_w, model_.attn_o_w,
-                                  model_.proj_w}) {
-        count(t);
-    }
-    std::string out;
-    for (const auto & [type, n] : types) {
+    std::map<std::pair<std::string, std::string>, int> groups;  // (weight type, how) -> matrices
+    for (const ggml_tensor * t : matrices()) {
         std::string how;
-        if (mm_.int8 && block_quantized(type)) {
+        if (const PackedWeight * p = packed_.find(t)) {
+            how = std::string("int8 dot products on our AVX512-VNNI kernel (") +
+                  (p->exact() ? "the file's blocks" : "quantized to q8_0 blocks at load") +
+                  ", repacked at load; activations quantized per block)";
+        } else if (mm_.int8 && block_quantized(t->type)) {
             how = "ggml int8 dot products (activations quantized per block)";
         } else if (mm_.blas) {
-            how = type == GGML_TYPE_F32 ? "OpenBLAS sgemm" : "OpenBLAS sgemm on weights dequantized per row block";
+            how = t->type == GGML_TYPE_F32 ? "OpenBLAS sgemm" : "OpenBLAS sgemm on weights dequantized per row block";
         } else {
             how = "ggml mul_mat on " + device_name();
         }
-        out += (out.empty() ? "" : "; ") + std::string(ggml_type_name(type)) + " (" + std::to_string(n) +
-               " matrices): " + how;
+        ++groups[{ggml_type_name(t->type), how}];
+    }
+    std::string out;
+    for (const auto & [key, n] : groups) {
+        out += (out.empty() ? "" : "; ") + key.first + " (" + std::to_string(n) + " matrices): " + key.second;
     }
     out += std::string("; attention: ") + (mm_.blas ? "OpenBLAS" : "ggml flash attention");
     out += std::string("; weights: ") + (model_.mapped() ? "memory-mapped" : "in a buffer");
     return out;  // (the CPU's features: cpu_features(), which minicpmv-edge info prints beside this)
+}
+
+std::vector<const ggml_tensor *> VisionEncoder::matrices() const {
+    std::vector<const ggml_tensor *> all;
+    for (const VisionLayer & L : model_.layers) all.insert(all.end(), {L.q_w, L.k_w, L.v_w, L.o_w, L.fc1_w, L.fc2_w});
+    all.insert(all.end(), {model_.kv_w, model_.attn_q_w, model_.attn_k_w, model_.attn_v_w, model_.attn_o_w,
+                           model_.proj_w});
+    all.erase(std::remove(all.begin(), all.end(), nullptr), all.end());
+    return all;
 }
 
 }  // namespace mcv

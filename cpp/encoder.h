@@ -12,6 +12,7 @@
 
 #include "blas_ops.h"
 #include "cpu_threads.h"
+#include "int8_gemm.h"
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
 #include "mmproj.h"
@@ -29,8 +30,9 @@ struct EncoderOptions {
     bool blas = true;      // OpenBLAS matmuls and attention on the CPU, when this build has it
     bool profile = false;  // time every node (slower: the scheduler then runs one node at a time)
     bool use_mmap = true;  // CPU weights straight from the memory-mapped file (no copy at load)
-    // block-quantized weights on ggml's int8 dot-product kernels: "auto" (where the CPU has VNNI / DOTPROD /
-    // I8MM), "on" or "off" (dequantized for OpenBLAS, like f16)
+    // block-quantized weights on integer dot products: "auto" (our AVX512-VNNI kernel where the CPU has it, else
+    // ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM, else off), "on" (ours, else ggml's),
+    // "ggml" (ggml's), or "off" (dequantized for OpenBLAS, like f16)
     std::string int8 = "auto";
 };
 
@@ -73,6 +75,9 @@ public:
     bool uses_blas() const { return mm_.blas != nullptr; }
     bool weights_mapped() const { return model_.mapped(); }
     bool uses_int8() const { return mm_.int8; }
+    // "vnni" (our kernel, weights repacked at load), "ggml" or "off"
+    std::string int8_kernel() const { return packed_.size() ? "vnni" : mm_.int8 ? "ggml" : "off"; }
+    size_t packed_bytes() const { return packed_.bytes(); }
     // how this file's matrix products run, in words (minicpmv-edge info)
     std::string matmul_summary() const;
     size_t scratch_bytes() const { return scratch_ ? scratch_->bytes() : 0; }
@@ -97,6 +102,9 @@ private:
     std::vector<uint8_t> meta_;     // graph metadata memory, reused by every evaluation
     int n_evals_ = 0;
     std::unique_ptr<BlasScratch> scratch_;  // the BLAS ops' per-thread memory (null on the pure ggml path)
+    PackedWeights packed_;          // matrices repacked for the int8 kernel (empty when it is not used)
+    void pack_int8_weights();
+    std::vector<const ggml_tensor *> matrices() const;  // every layer's and the resampler's weight matrices
     MatmulHook mm_;
     mutable std::mutex mu_;  // one evaluation at a time: the scheduler, buffers and scratch are shared
     std::map<std::string, double> profile_ms_;

@@ -7,6 +7,7 @@
 
 #include "blas_ops.h"
 #include "ggml.h"
+#include "int8_gemm.h"
 
 namespace mcv {
 
@@ -29,12 +30,13 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
 
 // How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU
 // (with the owner's scratch memory).
-// With `int8`, block-quantized weights (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the
-// activations per block and multiply on integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for
-// sgemm where the CPU has them.
+// `packed` weights run on our AVX512-VNNI kernel (int8_gemm.h). Otherwise, with `int8`, block-quantized weights
+// (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the activations per block and multiply on
+// integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for sgemm where the CPU has them.
 struct MatmulHook {
     BlasScratch * blas = nullptr;
     bool int8 = false;
+    const PackedWeights * packed = nullptr;
 };
 
 inline bool block_quantized(ggml_type t) {
@@ -50,6 +52,11 @@ inline bool block_quantized(ggml_type t) {
 // x: [in, ...], w: [in, out] -> [out, ...]
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b,
                             MatmulHook mm = {}) {
+    if (const PackedWeight * p = mm.packed ? mm.packed->find(w) : nullptr) {
+        x = int8_linear(ctx, x, *p);
+        ggml_format_name(x, "x %s", w->name);
+        return b ? ggml_add(ctx, x, b) : x;
+    }
     const bool blas = mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
     x = blas ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
     ggml_format_name(x, "x %s", w->name);

@@ -8,6 +8,8 @@
 #define MCV_HAVE_MMAP 1
 #endif
 
+#include <cstdint>
+
 namespace mcv {
 
 std::unique_ptr<MappedFile> MappedFile::open(const std::string & path) {
@@ -28,6 +30,20 @@ std::unique_ptr<MappedFile> MappedFile::open(const std::string & path) {
 #else
     (void)path;
     return nullptr;
+#endif
+}
+
+void MappedFile::release(const void * p, size_t n) const {
+#ifdef MCV_HAVE_MMAP
+    const auto page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (uintptr_t(p) + page - 1) / page * page, hi = (uintptr_t(p) + n) / page * page;
+    const auto base = uintptr_t(addr_);
+    if (page > 0 && lo < hi && lo >= base && hi <= base + size_) {
+        madvise(reinterpret_cast<void *>(lo), hi - lo, MADV_DONTNEED);  // advice: a failure changes nothing
+    }
+#else
+    (void)p;
+    (void)n;
 #endif
 }
 

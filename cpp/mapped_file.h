@@ -19,6 +19,8 @@ public:
 
     const char * data() const { return static_cast<const char *>(addr_); }
     size_t size() const { return size_; }
+    // drop the whole pages inside [p, p + n) from memory (the next read, if any, comes from the file again)
+    void release(const void * p, size_t n) const;
 
 private:
     MappedFile(void * addr, size_t size) : addr_(addr), size_(size) {}

@@ -312,15 +312,25 @@ def test_memory_mapped_weights_give_the_copied_weights_results(converted, outtyp
         np.testing.assert_array_equal(mapped.encode(pieces), copied.encode(pieces))
 
 
+def _int8_kernel(int8: str) -> str:
+    """The kernel an `int8` option picks on this CPU: ours (AVX512-VNNI), ggml's or none."""
+    if int8 == "on" and _core.int8_gemm_available():
+        return "vnni"
+    return "off" if int8 == "off" else "ggml"
+
+
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize(("blas", "int8"), [(True, "on"), (True, "off"), (False, "on")],
-                         ids=["int8+openblas", "dequantized+openblas", "int8+ggml"])
+@pytest.mark.parametrize(("blas", "int8"),
+                         [(True, "on"), (True, "ggml"), (True, "off"), (False, "on"), (False, "ggml")],
+                         ids=["int8+openblas", "ggml-int8+openblas", "dequantized+openblas", "int8+pure-ggml",
+                              "ggml-int8+pure-ggml"])
 def test_q8_0_files_cosine_against_the_f32_reference(converted, refs, version: str, blas: bool, int8: str) -> None:
-    """The q8_0 path (ggml's int8 kernels, activations quantized per block) and the dequantizing one: cosine >= 0.999
-    per output row against the PyTorch model on the f32 weights, with or without the OpenBLAS hook."""
+    """Every q8_0 path (our VNNI kernel where the CPU has it, ggml's int8 kernels, the dequantizing one; activations
+    quantized per block on the int8 ones): cosine >= 0.999 per output row against the PyTorch model on the f32
+    weights, with or without the OpenBLAS hook."""
     enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=2, blas=blas, int8=int8)
-    assert enc.native.uses_int8 == (int8 == "on")
-    assert ("int8 dot products" in enc.native.matmul_summary) == (int8 == "on")
+    assert enc.native.uses_int8 == (int8 != "off") and enc.native.int8_kernel == _int8_kernel(int8)
+    assert ("int8 dot products" in enc.native.matmul_summary) == (int8 != "off")
     for i, (h, w) in enumerate(GRIDS[:3]):
         pix = _pixels(h, w, i)
         got = enc.encode([pix])[0]
@@ -330,14 +340,21 @@ def test_q8_0_files_cosine_against_the_f32_reference(converted, refs, version: s
 
 
 def test_int8_is_chosen_where_the_cpu_has_integer_dot_products(converted) -> None:
-    """"auto" follows ggml's own report of the CPU (VNNI on x86, DOTPROD / I8MM on ARM)."""
+    """"auto": our kernel where the CPU has AVX512-VNNI, else ggml's where ggml reports VNNI / DOTPROD / I8MM."""
     features = {n for n, v in _core.cpu_features() if v != "0"}
     has = bool(features & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"})
-    assert VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1).native.uses_int8 == has
-    for int8, op in (("on", "MUL_MAT"), ("off", "CUSTOM")):  # the graph really takes that path (ggml's op or ours)
+    auto = VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1).native
+    assert auto.uses_int8 == has
+    assert auto.int8_kernel == ("vnni" if _core.int8_gemm_available() else "ggml" if has else "off")
+    # the graph really takes that path: ggml's op, our quantize + product ops, or our dequantizing sgemm op
+    paths = [("ggml", "MUL_MAT:x v.blk.#.attn_q.weight", False), ("off", "CUSTOM:x v.blk.#.attn_q.weight", False)]
+    if _core.int8_gemm_available():
+        paths.append(("on", "CUSTOM:x v.blk.#.attn_q.weight", True))
+    for int8, op, quantizes in paths:
         enc = VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1, int8=int8, profile=True)
         enc.encode([_pixels(4, 6, 0)])
-        assert f"{op}:x v.blk.#.attn_q.weight" in enc.native.profile, sorted(enc.native.profile)[:8]
+        assert op in enc.native.profile, sorted(enc.native.profile)[:8]
+        assert any(k.startswith("CUSTOM:quantize ") for k in enc.native.profile) == quantizes
     with pytest.raises(ValueError, match="int8 must be"):
         VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1, int8="sometimes")
 
@@ -353,4 +370,5 @@ def test_cli_info_reports_how_the_encoder_runs(converted) -> None:
     assert "cpu features: " + " ".join(features) in out.stdout
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("vision encoder: "))
     assert ("q8_0 (" in line) and ("int8 dot products" in line) == int8 and "weights: memory-mapped" in line
+    assert ("our AVX512-VNNI kernel" in line) == _core.int8_gemm_available()
     assert "clip.projector_type = 'resampler'" in out.stdout

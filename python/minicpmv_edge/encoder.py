@@ -48,8 +48,10 @@ class VisionEncoder:
         `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node;
         `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece); `use_mmap`: CPU
         weights are the memory-mapped file (loading copies nothing; False reads them into memory); `int8`: block-
-        quantized weights (q8_0, q4_0) on ggml's integer dot-product kernels, "auto" where the CPU has them (VNNI,
-        DOTPROD, I8MM), "on", or "off" (dequantized for OpenBLAS like f16)."""
+        quantized files (q8_0, q4_0) on integer dot products: "auto" runs our AVX512-VNNI kernel where the CPU has
+        it (the matrices repacked at load; the file's f16 leftovers such as fc2 quantized to q8_0 blocks), else
+        ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM; "on" (ours, else ggml's), "ggml" (ggml's), or
+        "off" (dequantized for OpenBLAS like f16). `native.int8_kernel` says which ran."""
         self._enc: _core.VisionEncoder | None = None
         self.path = Path(path)
         threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
