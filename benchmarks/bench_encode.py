@@ -6,10 +6,12 @@ encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file 
 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
-side's own slicing is included. Our q8_0 file runs on ggml's int8 dot-product kernels where the CPU has them
-(`VisionEncoder(int8="auto")`). Also prints the CPU and its ggml features, load times, the achieved GFLOP/s beside the
-machine's peaks measured here (OpenBLAS f32 sgemm; ggml's own f32 / f16 / q8_0 matmul) and, with --profile, where
-our time goes per op for each file. Ends with one JSON line; "ratio_vs_mtmd" is ours / libmtmd for the f16 file on
+side's own slicing is included. Our q8_0 file runs on int8 dot products (`VisionEncoder(int8="auto")`: our
+AVX512-VNNI kernel where the CPU has it, else ggml's int8 kernels). Also prints the CPU and its ggml features, load
+times, the achieved GFLOP/s beside the machine's peaks measured here (OpenBLAS f32 sgemm; the int8 dot-product unit;
+ggml's own f32 / f16 / q8_0 matmul) and, with --profile, where our time goes per op on every path (f16 on OpenBLAS,
+q8_0 on our kernel, q8_0 on ggml's int8 kernels, f16 in pure ggml), the weight products' and attention's rates beside
+the peak of the unit they run on. Ends with one JSON line; "ratio_vs_mtmd" is ours / libmtmd for the f16 file on
 the 1344x1344 image (target <= 0.8); "q8_ratio_vs_mtmd_f16" is our q8_0 file / libmtmd's f16 file, the worse of the
 two cases (target <= 0.45).
 
