@@ -90,10 +90,9 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
 // quantized to q8_0's blocks here, zero-padded, so the whole product chain runs on int8; an f16 file has no
 // block-quantized matrix and is left alone. The graphs then use the packed copies and never read the originals.
 void VisionEncoder::pack_int8_weights() {
-    const std::vector<const ggml_tensor *> all = matrices();
-    if (std::none_of(all.begin(), all.end(), [](const ggml_tensor * t) { return block_quantized(t->type); })) return;
+    if (!quantized_file()) return;
     std::vector<const ggml_tensor *> chosen;
-    for (const ggml_tensor * t : all) {
+    for (const ggml_tensor * t : matrices()) {
         if (block_quantized(t->type) || t->ne[0] % PackedWeight::kBlock != 0) chosen.push_back(t);
     }
     try {
@@ -285,6 +284,11 @@ std::string VisionEncoder::matmul_summary() const {
     out += std::string("; attention: ") + (mm_.blas ? "OpenBLAS" : "ggml flash attention");
     out += std::string("; weights: ") + (model_.mapped() ? "memory-mapped" : "in a buffer");
     return out;  // (the CPU's features: cpu_features(), which minicpmv-edge info prints beside this)
+}
+
+bool VisionEncoder::quantized_file() const {
+    const std::vector<const ggml_tensor *> all = matrices();
+    return std::any_of(all.begin(), all.end(), [](const ggml_tensor * t) { return block_quantized(t->type); });
 }
 
 std::vector<const ggml_tensor *> VisionEncoder::matrices() const {

@@ -75,8 +75,9 @@ public:
     bool uses_blas() const { return mm_.blas != nullptr; }
     bool weights_mapped() const { return model_.mapped(); }
     bool uses_int8() const { return mm_.int8; }
-    // "vnni" (our kernel, weights repacked at load), "ggml" or "off"
-    std::string int8_kernel() const { return packed_.size() ? "vnni" : mm_.int8 ? "ggml" : "off"; }
+    // what runs this file's block-quantized matrices: "vnni" (our kernel, weights repacked at load), "ggml" (its
+    // int8 kernels) or "off" (dequantized, or the file has none)
+    std::string int8_kernel() const { return packed_.size() ? "vnni" : mm_.int8 && quantized_file() ? "ggml" : "off"; }
     size_t packed_bytes() const { return packed_.bytes(); }
     // how this file's matrix products run, in words (minicpmv-edge info)
     std::string matmul_summary() const;
@@ -105,6 +106,7 @@ private:
     PackedWeights packed_;          // matrices repacked for the int8 kernel (empty when it is not used)
     void pack_int8_weights();
     std::vector<const ggml_tensor *> matrices() const;  // every layer's and the resampler's weight matrices
+    bool quantized_file() const;  // some of them are block-quantized
     MatmulHook mm_;
     mutable std::mutex mu_;  // one evaluation at a time: the scheduler, buffers and scratch are shared
     std::map<std::string, double> profile_ms_;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "parallel.h"
@@ -46,7 +47,10 @@ void quantize_block(const float * x, int64_t n, int8_t * q, float & d) {
     for (int64_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
     d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int64_t j = 0; j < kBlock; ++j) q[j] = j < n ? int8_t(std::nearbyint(x[j] * id)) : 0;
+    for (int64_t j = 0; j < kBlock; ++j) {
+        const float v = j < n ? std::nearbyint(x[j] * id) : 0.0f;
+        q[j] = v >= -127.0f && v <= 127.0f ? int8_t(v) : 0;  // (NaN / inf weights: 0, never an undefined cast)
+    }
 }
 
 #ifdef MINICPMV_VNNI
