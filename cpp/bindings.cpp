@@ -267,7 +267,8 @@ PYBIND11_MODULE(_core, m) {
         return mcv::ggml_matmul_gops(type, n_threads);
     }, py::arg("type"), py::arg("n_threads"), "ggml's CPU matmul throughput for a weight type, GOP/s");
     m.def("int8_dot_peak_gops", &mcv::int8_dot_peak_gops, py::arg("n_threads"),
-          py::call_guard<py::gil_scoped_release>(), "peak of the CPU's int8 dot-product unit (VPDPBUSD), GOP/s; 0 without our int8 kernel");
+          py::call_guard<py::gil_scoped_release>(),
+          "peak of the CPU's int8 dot-product unit (VPDPBUSD), GOP/s; 0 without our int8 kernel");
     m.def("int8_gemm_available", &mcv::int8_gemm_available, "whether this CPU runs our AVX512-VNNI int8 kernel");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
           "header, key/values and tensor infos of a GGUF file (ValueError if it is not valid)");
