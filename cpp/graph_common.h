@@ -52,13 +52,9 @@ inline bool block_quantized(ggml_type t) {
 // x: [in, ...], w: [in, out] -> [out, ...]
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b,
                             MatmulHook mm = {}) {
-    if (const PackedWeight * p = mm.packed ? mm.packed->find(w) : nullptr) {
-        x = int8_linear(ctx, x, *p);
-        ggml_format_name(x, "x %s", w->name);
-        return b ? ggml_add(ctx, x, b) : x;
-    }
-    const bool blas = mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
-    x = blas ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
+    const PackedWeight * packed = mm.packed ? mm.packed->find(w) : nullptr;
+    const bool blas = !packed && mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
+    x = packed ? int8_linear(ctx, x, *packed) : blas ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
     ggml_format_name(x, "x %s", w->name);
     return b ? ggml_add(ctx, x, b) : x;
 }

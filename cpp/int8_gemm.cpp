@@ -41,16 +41,33 @@ struct ActLayout {
     size_t corrections() const { return size_t(k_pad + blocks * 4); }
 };
 
-// q = round(x / d), d = amax / 127, per block of 32 (q8_0's rule); the row's tail past k is zeros
-void quantize_block(const float * x, int64_t n, int8_t * q, float & d) {
+// q = round(x / d), d = amax / 127, per block of 32 (q8_0's rule, the scale kept in f32); n of the 32 values are
+// real, the rest zeros. Returns d.
+float quantize_block(const float * x, int64_t n, int8_t * q) {
     float amax = 0.0f;
     for (int64_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
-    d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int64_t j = 0; j < kBlock; ++j) {
         const float v = j < n ? std::nearbyint(x[j] * id) : 0.0f;
         q[j] = v >= -127.0f && v <= 127.0f ? int8_t(v) : 0;  // (NaN / inf weights: 0, never an undefined cast)
     }
+    return d;
+}
+
+// One q8_0 or q4_0 block -> its 32 integers and its scale. q8_0: a half scale, then 32 int8; q4_0: a half scale,
+// then 16 bytes of 4-bit values - 8 (low nibbles are the block's first 16, high nibbles its last 16).
+float unpack_block(ggml_type type, const uint8_t * blk, int8_t * q) {
+    ggml_fp16_t h;
+    std::memcpy(&h, blk, sizeof(h));
+    if (type == GGML_TYPE_Q8_0) {
+        std::memcpy(q, blk + 2, kBlock);
+    } else {
+        for (int j = 0; j < kBlock / 2; ++j) {
+            q[j] = int8_t((blk[2 + j] & 0x0f) - 8);
+            q[j + kBlock / 2] = int8_t((blk[2 + j] >> 4) - 8);
+        }
+    }
+    return ggml_fp16_to_fp32(h);
 }
 
 #ifdef MINICPMV_VNNI
@@ -239,43 +256,23 @@ PackedWeight::PackedWeight(const ggml_tensor * w) : k_(w->ne[0]), n_(w->ne[1]) {
     if (!data_) throw std::bad_alloc();
     std::memset(data_.get(), 0, bytes_);  // padding: zero scales, so it adds nothing
 
-    const auto * src = static_cast<const uint8_t *>(w->data);
+    // q8_0 and q4_0 are integers times one scale per 32: taken as they are. Other types are dequantized and
+    // quantized per 32-block (the row zero-padded to whole blocks).
+    exact_ = (w->type == GGML_TYPE_Q8_0 && ggml_type_size(w->type) == sizeof(ggml_fp16_t) + kBlock) ||
+             (w->type == GGML_TYPE_Q4_0 && ggml_type_size(w->type) == sizeof(ggml_fp16_t) + kBlock / 2);
+    const size_t bsize = ggml_type_size(w->type);
+    std::vector<float> row(exact_ ? 0 : size_t(k_pad_), 0.0f);
     int8_t q[kBlock];
-    // q8_0: a half scale, then 32 int8; q4_0: a half scale, then 16 bytes of 4-bit values - 8 (low nibbles are
-    // the block's first 16, high nibbles its last 16). Both are integers times one scale per 32: taken as is.
-    exact_ = (w->type == GGML_TYPE_Q8_0 && ggml_type_size(w->type) == 2 + kBlock) ||
-             (w->type == GGML_TYPE_Q4_0 && ggml_type_size(w->type) == 2 + kBlock / 2);
-    if (exact_) {
-        const size_t bsize = ggml_type_size(w->type);
-        for (int64_t r = 0; r < n_; ++r) {
-            for (int64_t b = 0; b < k_ / kBlock; ++b) {
-                const uint8_t * blk = src + size_t(r) * w->nb[1] + size_t(b) * bsize;
-                ggml_fp16_t h;
-                std::memcpy(&h, blk, sizeof(h));
-                if (w->type == GGML_TYPE_Q8_0) {
-                    std::memcpy(q, blk + 2, kBlock);
-                } else {
-                    for (int j = 0; j < kBlock / 2; ++j) {
-                        q[j] = int8_t((blk[2 + j] & 0x0f) - 8);
-                        q[j + kBlock / 2] = int8_t((blk[2 + j] >> 4) - 8);
-                    }
-                }
-                put_block(r, b, q, ggml_fp16_to_fp32(h));
-            }
-        }
-        return;
-    }
-    std::vector<float> row(size_t(k_pad_), 0.0f);
     for (int64_t r = 0; r < n_; ++r) {
-        const uint8_t * line = src + size_t(r) * w->nb[1];
-        if (w->type == GGML_TYPE_F32) {
+        const uint8_t * line = static_cast<const uint8_t *>(w->data) + size_t(r) * w->nb[1];
+        if (!exact_ && w->type == GGML_TYPE_F32) {
             std::memcpy(row.data(), line, size_t(k_) * sizeof(float));
-        } else {
+        } else if (!exact_) {
             traits->to_float(line, row.data(), k_);
         }
-        for (int64_t b = 0; b < k_pad_ / kBlock; ++b) {
-            float d = 0.0f;
-            quantize_block(row.data() + b * kBlock, std::min(kBlock, k_ - b * kBlock), q, d);
+        for (int64_t b = 0; b < blocks(); ++b) {
+            const float d = exact_ ? unpack_block(w->type, line + size_t(b) * bsize, q)
+                                   : quantize_block(row.data() + b * kBlock, std::min(kBlock, k_ - b * kBlock), q);
             put_block(r, b, q, d);
         }
     }
