@@ -57,9 +57,10 @@ def attention_flops(n: int, D: int = 1152, L: int = 27, E: int = 3584, Q: int = 
     return 2.0 * (L * 2 * n * n * D + 2 * Q * n * E)
 
 
-# the encoder paths --profile breaks down: (label, file type, VisionEncoder options)
-PATHS = {"f16-openblas": ("f16", {}), "q8_0-vnni": ("q8_0", {"int8": "on"}),
-         "q8_0-ggml-int8": ("q8_0", {"int8": "ggml"}), "f16-pure-ggml": ("f16", {"blas": False})}
+# the encoder paths --profile breaks down: label -> (file type, VisionEncoder options, the unit its weight
+# products run on: "int8" the dot-product unit, "f32" the FMA unit sgemm measures)
+PATHS = {"f16-openblas": ("f16", {}, "f32"), "q8_0-vnni": ("q8_0", {"int8": "on"}, "int8"),
+         "q8_0-ggml-int8": ("q8_0", {"int8": "ggml"}, "int8"), "f16-pure-ggml": ("f16", {"blas": False}, "f32")}
 
 
 def profile_groups(prof: dict[str, float]) -> dict[str, float]:
@@ -213,14 +214,13 @@ def main() -> None:
     if args.profile:
         files = {"f16": mmproj_f16, "q8_0": mmproj_q8}
         n = 448 * 448 // 196
-        for label, (ftype, options) in PATHS.items():
+        for label, (ftype, options, unit_kind) in PATHS.items():
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--profile",
                    "--options", json.dumps(options), "--child", "ours", str(model), str(files[ftype]), "448"]
             prof = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             ms = prof["profile_ms"]
             total = sum(ms.values())
-            unit, unit_peak = (("int8 dot-product unit", dot_peak) if "int8" in label or "vnni" in label
-                               else ("f32 sgemm", peak))
+            unit, unit_peak = ("int8 dot-product unit", dot_peak) if unit_kind == "int8" else ("f32 sgemm", peak)
             groups = profile_groups(ms)
             print(f"our time per op, {label} ({prof['matmul'].split(';')[0]} ...), one 448x448 piece, "
                   f"{total:.0f} ms in all:")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_encoder import _pixels
 
 from minicpmv_edge._native import _core
 from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
@@ -14,11 +15,6 @@ from minicpmv_edge.encoder import VisionEncoder
 
 pytestmark = pytest.mark.skipif(not _core.int8_gemm_available(),
                                 reason="the CPU has no AVX512-VNNI: our int8 kernel is not used here")
-
-
-def _pixels(h: int, w: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-1, 1, (3, 14 * h, 14 * w)).astype(np.float32)
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,7 +48,7 @@ def test_thread_count_does_not_change_the_result(converted) -> None:
         np.testing.assert_array_equal(VisionEncoder(path, n_threads=n, int8="on").encode(pieces), one)
 
 
-def test_f16_files_and_other_devices_keep_their_path(converted) -> None:
+def test_only_block_quantized_files_are_repacked(converted) -> None:
     """An f16 file has no block-quantized matrix: nothing is repacked, f16 stays on OpenBLAS (as before)."""
     enc = VisionEncoder(converted("2.6", "f16").mmproj, n_threads=1, int8="on")
     assert enc.native.int8_kernel == "off" and enc.native.packed_bytes == 0
