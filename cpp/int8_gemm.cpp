@@ -41,14 +41,13 @@ struct ActLayout {
     size_t corrections() const { return size_t(k_pad + blocks * 4); }
 };
 
-// q = round(x / d), d = amax / 127, per block of 32 (q8_0's rule, the scale kept in f32); n of the 32 values are
-// real, the rest zeros. Returns d.
-float quantize_block(const float * x, int64_t n, int8_t * q) {
+// q = round(x / d), d = amax / 127, for one block of 32 (q8_0's rule, the scale kept in f32). Returns d.
+float quantize_block(const float * x, int8_t * q) {
     float amax = 0.0f;
-    for (int64_t j = 0; j < n; ++j) amax = std::max(amax, std::fabs(x[j]));
+    for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int64_t j = 0; j < kBlock; ++j) {
-        const float v = j < n ? std::nearbyint(x[j] * id) : 0.0f;
+        const float v = std::nearbyint(x[j] * id);
         q[j] = v >= -127.0f && v <= 127.0f ? int8_t(v) : 0;  // (NaN / inf weights: 0, never an undefined cast)
     }
     return d;
@@ -261,7 +260,7 @@ PackedWeight::PackedWeight(const ggml_tensor * w) : k_(w->ne[0]), n_(w->ne[1]) {
     exact_ = (w->type == GGML_TYPE_Q8_0 && ggml_type_size(w->type) == sizeof(ggml_fp16_t) + kBlock) ||
              (w->type == GGML_TYPE_Q4_0 && ggml_type_size(w->type) == sizeof(ggml_fp16_t) + kBlock / 2);
     const size_t bsize = ggml_type_size(w->type);
-    std::vector<float> row(exact_ ? 0 : size_t(k_pad_), 0.0f);
+    std::vector<float> row(exact_ ? 0 : size_t(k_pad_), 0.0f);  // past k: zeros, so every block is whole
     int8_t q[kBlock];
     for (int64_t r = 0; r < n_; ++r) {
         const uint8_t * line = static_cast<const uint8_t *>(w->data) + size_t(r) * w->nb[1];
@@ -272,7 +271,7 @@ PackedWeight::PackedWeight(const ggml_tensor * w) : k_(w->ne[0]), n_(w->ne[1]) {
         }
         for (int64_t b = 0; b < blocks(); ++b) {
             const float d = exact_ ? unpack_block(w->type, line + size_t(b) * bsize, q)
-                                   : quantize_block(row.data() + b * kBlock, std::min(kBlock, k_ - b * kBlock), q);
+                                   : quantize_block(row.data() + b * kBlock, q);
             put_block(r, b, q, d);
         }
     }
