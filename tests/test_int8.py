@@ -54,4 +54,3 @@ def test_only_block_quantized_files_are_repacked(converted) -> None:
     assert enc.native.int8_kernel == "off" and enc.native.packed_bytes == 0
     q8 = VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1)
     assert q8.native.int8_kernel == "vnni" and q8.native.packed_bytes > 0
-
