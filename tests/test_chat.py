@@ -156,9 +156,14 @@ def test_context_budget_as_llama_cpp(converted) -> None:
         rt.chat(msgs, temperature=1.0, seed=3, max_new_tokens=5, min_new_tokens=5)
         assert rt.last.finish_reason == "length" and len(rt.last.tokens) == 5
         four = [{"role": "user", "content": [_image(300, 200, i) for i in range(4)] + ["Compare."]}]
-        with pytest.raises(ValueError, match=r"the prompt is \d+ tokens \(256 of them image rows\), more than "
-                                             r"n_ctx 256"):
+        with pytest.raises(ValueError, match=r"the prompt is at least \d+ tokens \(256 of them image rows\), more "
+                                             r"than n_ctx 256"):
             rt.chat(four)
+        assert rt.last.images == rt.last.pieces_encoded == 0  # refused from the slicing plans: nothing encoded
+        three = [{"role": "user", "content": [_image(300, 200, i) for i in range(3)] + ["a b " * 40]}]
+        with pytest.raises(ValueError, match=r"the prompt is \d+ tokens \(192 of them image rows\), more than "
+                                             r"n_ctx 256"):  # the bound lets it through; the exact count does not
+            rt.chat(three)
         assert rt.chat(msgs, temperature=0, max_new_tokens=4) == rt.chat(msgs, temperature=0, max_new_tokens=4)
 
 

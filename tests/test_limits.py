@@ -32,8 +32,10 @@ except ValueError as e:
 def images(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("huge")
     rng = np.random.default_rng(0)
-    out = {"tall": d / "tall.png", "wide": d / "20000.png", "bomb": d / "bomb.png", "strip": d / "strip.png"}
-    Image.fromarray(rng.integers(0, 256, (1_000_000, 1, 3), dtype=np.uint8)).save(out["tall"])  # 1 x 1,000,000
+    out = {"tall": d / "tall.png", "taller": d / "taller.png", "wide": d / "20000.png", "bomb": d / "bomb.png",
+           "strip": d / "strip.png"}
+    Image.fromarray(rng.integers(0, 256, (60_000, 1, 3), dtype=np.uint8)).save(out["tall"])  # 1 x 60,000
+    Image.fromarray(rng.integers(0, 256, (1_000_000, 1, 3), dtype=np.uint8)).save(out["taller"])  # 1 x 1,000,000
     Image.new("RGB", (20000, 20000), (10, 200, 30)).save(out["wide"])  # 400 Mpx, 1.2 MB of PNG
     Image.new("1", (30000, 30000)).save(out["bomb"])  # 900 Mpx in 110 kB
     Image.fromarray(rng.integers(0, 256, (20000, 2, 3), dtype=np.uint8)).save(out["strip"])  # one 3200-patch piece
@@ -41,8 +43,9 @@ def images(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(("name", "outcome", "bound_mb"), [
-    ("tall", "error ImageError image 1x1000000: piece 0 would be 14x448000 px = 32000 patches, more than "
+    ("tall", "error ImageError image 1x60000: piece 0 would be 14x109732 px = 7838 patches, more than "
              "max_patches 4096", 400),
+    ("taller", "error ImageError", 400),
     ("wide", "error ImageError", 400),
     ("bomb", "error ImageError", 400),
     ("strip", "answer 1", 600),
@@ -57,6 +60,8 @@ def test_huge_images_answer_or_refuse_within_bounds(converted, images, name: str
     assert out.stdout.strip().startswith(outcome), out.stdout
     if name in ("wide", "bomb"):
         assert "max_pixels" in out.stdout
+    if name == "taller":  # refused from the header: longer than max_side
+        assert "1x1000000 has a side longer than the limit of 65535 pixels (max_side)" in out.stdout
     assert 0 < peak < bound_mb, peak
 
 
@@ -65,9 +70,11 @@ def test_the_patch_limit_is_checked_on_the_plan() -> None:
     for w, h in [(4000, 500), (100, 1000), (300, 20000), (1, 5000), (9000, 2)]:
         grid, pieces = (p := _core.plan_slices(w, h, 9, 448, 14)).grid, p.pieces
         assert max((a // 14) * (b // 14) for a, b in pieces) <= 4096, (w, h, grid)
-    img = np.zeros((1, 80_000_000 // 1000, 3), np.uint8)  # 80000 x 1: decoded, never resized
-    with pytest.raises(ImageError, match=r"image 80000x1: piece \d+ would be .* patches, more than max_patches 4096"):
+    img = np.zeros((1, 60_000, 3), np.uint8)  # 60000 x 1: within max_side, never resized
+    with pytest.raises(ImageError, match=r"image 60000x1: piece \d+ would be .* patches, more than max_patches 4096"):
         slice_image(img)
+    with pytest.raises(ImageError, match=r"image array: 80000x1 has a side longer than the limit of 65535"):
+        slice_image(np.zeros((1, 80_000, 3), np.uint8))
     with pytest.raises(ImageError, match="more than max_patches 100"):
         slice_image(np.zeros((448, 448, 3), np.uint8), SliceConfig(max_patches=100))
 

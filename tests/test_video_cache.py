@@ -114,8 +114,16 @@ def test_bad_videos_raise(rt26, tmp_path: Path) -> None:
         w.setframerate(8000)
         w.writeframes(b"\0\0" * 8000)
     (tmp_path / "sound.wav").rename(tmp_path / "sound.mp4")
-    with pytest.raises(VideoError, match="has no video stream"):
+    with pytest.raises(VideoError, match="not a video file this runtime reads"):  # WAV is no video container
         sampled_frames(tmp_path / "sound.mp4")
+    with av.open(str(tmp_path / "sound.mkv"), "w") as out:  # audio only, in a video container
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for pkt in [*stream.encode(frame), *stream.encode()]:
+            out.mux(pkt)
+    with pytest.raises(VideoError, match="has no video stream"):
+        sampled_frames(tmp_path / "sound.mkv")
 
 
 _FRAMES_CHILD = r"""

@@ -32,7 +32,7 @@ from .llama_adapter import ContextParams, LlamaModel, LlamaSession
 from .messages import MessageError, normalize
 from .model_check import ModelFileError, check_llm_file
 from .params import BEAM_DEFAULTS, SAMPLING_DEFAULTS, GenerationParams, PromptParams, check_bool, check_int
-from .prompt import build_prompt, check_template
+from .prompt import build_prompt, check_template, min_text_tokens
 from .text import AnswerText
 from .versions import VERSIONS, UnsupportedVersionError
 from .video import Video
@@ -266,6 +266,8 @@ class MiniCPMV:
                           parse_special=parse_special)
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable")
+        if isinstance(msgs, (list, tuple)) and len(msgs) > self.session.n_ctx:
+            raise MessageError(f"{len(msgs)} messages cannot fit in n_ctx {self.session.n_ctx} tokens")
         turns = normalize(msgs, pp.system_prompt)
         self._gate.enter()
         try:
@@ -290,12 +292,20 @@ class MiniCPMV:
         """Encode the images and build the prompt now (bad input fails here); prefill and generate lazily."""
         v = self.version
         t_call = time.perf_counter()
+        self.last = ChatStats()
         has_video = any(isinstance(p, Video) for t in turns for p in t.parts)
         if has_video and not v.video:
             raise MessageError(f"{v.display} has no video recipe (the original takes images only); pass the frames "
                                "you want as images")
         use_image_id = (v.use_image_id and not has_video) if pp.use_image_id is None else pp.use_image_id
-        turns, encoded, es = self.visuals.encode(turns, pp.max_slice_nums or v.max_slice_nums, progress)
+        max_slices = pp.max_slice_nums or v.max_slice_nums
+        media = self.visuals.plan(turns, max_slices)
+        rows = media.pieces * self.encoder.query_num
+        least = rows + min_text_tokens(turns, self.model.file.max_token_chars)
+        if least > self.session.n_ctx:  # refused before any image is decoded or any text tokenized
+            raise ValueError(f"the prompt is at least {least} tokens ({rows} of them image rows), more than n_ctx "
+                             f"{self.session.n_ctx}")
+        turns, encoded, es = self.visuals.encode(turns, max_slices, progress, media)
         prompt = build_prompt(self.template, turns, v, self.model, self.encoder.query_num, [e.grid for e in encoded],
                               use_image_id, pp.parse_special)
         stats = self.last = ChatStats(**vars(es), prompt_tokens=len(prompt))
@@ -345,9 +355,11 @@ class MiniCPMV:
     def close(self) -> None:
         """Free the model, the context and the encoder now (an open stream of this thread is closed first; one
         of another thread is waited for). Idempotent."""
-        s = self._gate.stream
-        if s is not None and self._gate.holder == threading.get_ident():
-            s.close()
+        if self._gate.holder == threading.get_ident():
+            own = self._gate.stream  # a stream of another thread must stay droppable while we wait: no reference
+            if own is not None:
+                own.close()
+            del own
         self._gate.enter()
         try:
             if not self._closed:

@@ -48,6 +48,14 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def error_text(e: BaseException) -> str:
+    """What an error says (a bare MemoryError says nothing: it is named)."""
+    text = str(e)
+    if isinstance(e, MemoryError):
+        return f"out of memory{': ' + text if text else ''}"
+    return text or type(e).__name__
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -84,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command][2](args)
     except (ValueError, OSError, MemoryError) as e:  # bad input or too large: one clear line, no traceback
-        print(f"minicpmv-edge {args.command}: error: {e or type(e).__name__}", file=sys.stderr)
+        print(f"minicpmv-edge {args.command}: error: {error_text(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,10 @@
 
 Decoding is Pillow's, honouring the EXIF orientation tag; colour modes are converted exactly as
 `Image.convert("RGB")` does (alpha dropped, not composited), which is what the original processor does.
+
+Every input is bounded before its pixels exist: the size in a file's header (both sides and their product) is
+checked before Pillow decodes it, and only the formats in ALLOWED_FORMATS are opened (Pillow's in-process decoders
+for the formats cameras, phones and browsers write; none that runs an external program, such as EPS).
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from PIL import ImageOps, UnidentifiedImageError
 ImageInput = PILImage.Image | np.ndarray | str | os.PathLike | bytes | bytearray
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's MAX_IMAGE_PIXELS (about 0.25 GB of RGBA at 8 bits)
+# The longest side accepted (JPEG's own limit). Resampling a strip costs scratch in proportion to its length, and
+# beyond about 1000:1 a strip is sliced into pieces of a few patches: a 80,000,000 x 1 image, 10 kB as a PNG,
+# would cost gigabytes to turn into ten 14 x 14 pieces.
+DEFAULT_MAX_SIDE = 65_535
+ALLOWED_FORMATS = ("AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "QOI", "TGA", "TIFF", "WEBP")
 
 
 class ImageError(ValueError):
@@ -27,51 +36,86 @@ class ImageError(ValueError):
 class Image:
     """An image in a message's content, said explicitly: a path (str or Path), encoded bytes, a PIL image or a
     uint8 array. In messages a plain string is always text (as in the original chat()); a PIL image, an array or a
-    Path is an image by itself."""
+    Path is an image by itself. `name` is what error messages call it (default: the path, or the kind of input)."""
 
-    __slots__ = ("source",)
+    __slots__ = ("name", "source")
 
-    def __init__(self, source: ImageInput | Image) -> None:
+    def __init__(self, source: ImageInput | Image, name: str | None = None) -> None:
         if isinstance(source, Image):
+            name = name or source.name
             source = source.source
         if not isinstance(source, (PILImage.Image, np.ndarray, str, os.PathLike, bytes, bytearray)):
             raise TypeError(f"Image() takes a path, bytes, a PIL image or an array, not {type(source).__name__}")
         self.source: ImageInput = source
+        self.name: str = name or _default_name(source)
 
     def __repr__(self) -> str:
-        s = self.source
-        what = repr(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else type(s).__name__
-        return f"Image({what})"
+        return f"Image({self.name!r})"
 
 
-def _checked(img: PILImage.Image, name: str, max_pixels: int | None) -> PILImage.Image:
-    w, h = img.size
+def _default_name(source: ImageInput) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)  # type: ignore[return-value]
+    if isinstance(source, (bytes, bytearray)):
+        return "image bytes"
+    return "image array" if isinstance(source, np.ndarray) else "image"
+
+
+def check_size(w: int, h: int, name: str, max_pixels: int | None, max_side: int | None) -> None:
+    """ImageError unless a w x h image is non-empty and within the limits (both sides and their product)."""
     if w <= 0 or h <= 0:
         raise ImageError(f"{name}: empty image ({w}x{h})")
+    if max_side is not None and max(w, h) > max_side:
+        raise ImageError(f"{name}: {w}x{h} has a side longer than the limit of {max_side} pixels (max_side)")
     if max_pixels is not None and w * h > max_pixels:
         raise ImageError(f"{name}: {w}x{h} = {w * h} pixels is more than the limit of {max_pixels} (max_pixels)")
-    return img
 
 
-def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None) -> PILImage.Image:
+def _open(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None,
+          max_side: int | None) -> PILImage.Image:
+    """The image with its header read and checked; no pixel decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our own limit applies below
-            img = PILImage.open(fp)
-            _checked(img, name, max_pixels)  # from the header, before the pixels are decoded
-            img.load()
-        img = ImageOps.exif_transpose(img)
+            img = PILImage.open(fp, formats=ALLOWED_FORMATS)
+        try:
+            check_size(*img.size, name, max_pixels, max_side)
+        except ImageError:
+            img.close()
+            raise
+        return img
     except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not an image Pillow can read (unknown format or corrupt header)") from e
+        raise ImageError(f"{name}: not an image this runtime reads (unknown format or corrupt header; formats: "
+                         f"{', '.join(ALLOWED_FORMATS)})") from e
     except PILImage.DecompressionBombError as e:  # Pillow's own guard (2x its limit) fires before ours
-        raise ImageError(f"{name}: more pixels than the limit of {max_pixels} (max_pixels): {e}") from e
+        raise ImageError(f"{name}: more pixels than the limit of {max_pixels} (max_pixels)") from e
     except FileNotFoundError as e:
         raise ImageError(f"{name}: file not found") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         if isinstance(e, ImageError):
             raise
-        raise ImageError(f"{name}: cannot decode image (truncated or corrupt: {e})") from e
-    return img
+        raise ImageError(f"{name}: cannot read the image header ({_reason(e)})") from e
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's text without a file name (OSError's strerror where it has one)."""
+    return (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+
+
+def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None,
+            max_side: int | None) -> PILImage.Image:
+    img = _open(fp, name, max_pixels, max_side)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            img.load()
+        return ImageOps.exif_transpose(img)
+    except PILImage.DecompressionBombError as e:
+        img.close()
+        raise ImageError(f"{name}: more pixels than the limit of {max_pixels} (max_pixels)") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        img.close()
+        raise ImageError(f"{name}: cannot decode image (truncated or corrupt: {_reason(e)})") from e
 
 
 def _to_rgb(img: PILImage.Image, name: str) -> np.ndarray:
@@ -79,41 +123,69 @@ def _to_rgb(img: PILImage.Image, name: str) -> np.ndarray:
         rgb = img if img.mode == "RGB" else img.convert("RGB")
         return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # a lazily loaded PIL image may fail only here
-        raise ImageError(f"{name}: cannot read mode {img.mode} pixels as RGB ({e})") from e
+        raise ImageError(f"{name}: cannot read mode {img.mode} pixels as RGB ({_reason(e)})") from e
 
 
-def load_rgb(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """RGB uint8 array [H, W, 3] (C-contiguous) of any supported input."""
+def _source(image: ImageInput | Image) -> tuple[ImageInput, str]:
     if isinstance(image, Image):
-        image = image.source
-    if isinstance(image, PILImage.Image):
-        return _to_rgb(_checked(image, "image", max_pixels), "image")
-    if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, max_pixels)
-    if isinstance(image, (bytes, bytearray)):
-        return _to_rgb(_decode(io.BytesIO(bytes(image)), "image bytes", max_pixels), "image bytes")
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if path.is_dir():
-            raise ImageError(f"{path}: is a directory, not an image file")
-        return _to_rgb(_decode(path, str(path), max_pixels), str(path))
-    raise TypeError(f"unsupported image input of type {type(image).__name__} "
+        return image.source, image.name
+    return image, _default_name(image)
+
+
+def _file(source: str | os.PathLike, name: str) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        raise ImageError(f"{name}: is a directory, not an image file")
+    return path
+
+
+def image_size(image: ImageInput | Image, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) as stored, from a file's header (no pixel is decoded), checked against the limits. The EXIF
+    orientation is not applied: it may swap the two, which changes no slicing plan's piece count."""
+    source, name = _source(image)
+    if isinstance(source, PILImage.Image):
+        w, h = source.size
+    elif isinstance(source, np.ndarray):
+        h, w = (source.shape[:2] if source.ndim >= 2 else (0, 0))
+    elif isinstance(source, (bytes, bytearray)):
+        w, h = _open(io.BytesIO(bytes(source)), name, max_pixels, max_side).size
+    elif isinstance(source, (str, os.PathLike)):
+        with _open(_file(source, name), name, max_pixels, max_side) as img:
+            w, h = img.size
+    else:
+        raise TypeError(f"unsupported image input of type {type(source).__name__}")
+    check_size(w, h, name, max_pixels, max_side)
+    return w, h
+
+
+def load_rgb(image: ImageInput | Image, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+             max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
+    """RGB uint8 array [H, W, 3] (C-contiguous) of any supported input."""
+    source, name = _source(image)
+    if isinstance(source, PILImage.Image):
+        check_size(*source.size, name, max_pixels, max_side)
+        return _to_rgb(source, name)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name, max_pixels, max_side)
+    if isinstance(source, (bytes, bytearray)):
+        return _to_rgb(_decode(io.BytesIO(bytes(source)), name, max_pixels, max_side), name)
+    if isinstance(source, (str, os.PathLike)):
+        return _to_rgb(_decode(_file(source, name), name, max_pixels, max_side), name)
+    raise TypeError(f"unsupported image input of type {type(source).__name__} "
                     "(expected a PIL image, a numpy array, a path or bytes)")
 
 
-def _array_to_rgb(a: np.ndarray, max_pixels: int | None) -> np.ndarray:
+def _array_to_rgb(a: np.ndarray, name: str, max_pixels: int | None, max_side: int | None) -> np.ndarray:
     if a.dtype != np.uint8:
-        raise ImageError(f"image array: dtype {a.dtype} is not supported (expected uint8)")
+        raise ImageError(f"{name}: dtype {a.dtype} is not supported (expected uint8)")
     if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
         h, w = a.shape[:2]
-        if h == 0 or w == 0:
-            raise ImageError(f"image array: empty image ({w}x{h})")
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageError(f"image array: {w}x{h} = {w * h} pixels is more than the limit of {max_pixels}")
+        check_size(w, h, name, max_pixels, max_side)
         if a.ndim == 3 and a.shape[2] == 3:
             return np.ascontiguousarray(a)
         if a.ndim == 3 and a.shape[2] == 4:
             return np.ascontiguousarray(a[:, :, :3])  # RGBA -> RGB drops alpha, as Image.convert does
         gray = a if a.ndim == 2 else a[:, :, 0]
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    raise ImageError(f"image array: shape {a.shape} is not [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]")
+    raise ImageError(f"{name}: shape {a.shape} is not [H, W], [H, W, 1], [H, W, 3] or [H, W, 4]")

@@ -35,6 +35,10 @@ class LlmFile:
     specials: dict[str, int]  # special-token text -> id (control, user-defined and unknown tokens)
     embedding_scale: float  # llama.cpp multiplies every input row by it, embeddings given as rows included
     pieces: tuple[str, ...] = ()  # the token texts of a SentencePiece ("llama") vocabulary, for its legacy decode
+    # the longest token text, in characters: no token stands for more characters of text than this (byte-level BPE
+    # writes a byte as one character, SentencePiece a space as one), so text of n characters takes at least
+    # n / max_token_chars tokens, known without tokenizing it
+    max_token_chars: int = 1
 
 
 def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmFile:
@@ -142,4 +146,4 @@ def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmF
             if kind in (_UNKNOWN, _CONTROL, _USER_DEFINED):
                 specials.setdefault(text, i)
     return LlmFile(p, arch, n_vocab, n_embd, n_layer, template, specials, embedding_scale,
-                   tuple(tokens) if model == "llama" else ())
+                   tuple(tokens) if model == "llama" else (), max(1, *map(len, tokens)))

@@ -199,6 +199,13 @@ def check_template(template: str, v: ModelVersion) -> None:
     _render(template, [Turn("user", [IMAGE_TAG, "What is in the image?"])], v)
 
 
+def min_text_tokens(turns: Sequence[Turn], max_token_chars: int) -> int:
+    """A lower bound of the tokens the conversation's text takes, without tokenizing it: no token stands for more
+    than `max_token_chars` characters of text (LlmFile.max_token_chars)."""
+    chars = sum(len(p) for t in turns for p in t.parts if isinstance(p, str))
+    return -(-chars // max_token_chars)
+
+
 def build_prompt(template: str, turns: Sequence[Turn], v: ModelVersion, vocab: Vocabulary, query_num: int,
                  grids: Sequence[tuple[int, int] | None], use_image_id: bool, parse_special: bool = False) -> Prompt:
     """The prompt's positions; `grids` holds the slicing grid of every image part, in order."""

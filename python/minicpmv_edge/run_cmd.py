@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .chat import MiniCPMV
+from .cli import error_text
 from .video import Video
 
 
@@ -102,7 +103,7 @@ def chat(args: argparse.Namespace) -> int:
             try:
                 answer = _answer(m, [*history, msg], args)
             except (ValueError, MemoryError) as e:  # a bad image or message: say so and keep the session
-                print(f"error: {e}", file=sys.stderr)
+                print(f"error: {error_text(e)}", file=sys.stderr)
                 continue
             history += [msg, {"role": "assistant", "content": answer}]
             pending = []

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._native import _core
 from .cpus import available_cpus
-from .image import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_rgb
+from .image import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, ImageError, ImageInput, load_rgb
 from .params import check_int
 
 
@@ -22,6 +22,7 @@ class SliceConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     n_threads: int = field(default_factory=available_cpus)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_side: int | None = DEFAULT_MAX_SIDE  # longest side, in pixels
     max_patches: int | None = None  # largest piece, in patches; None: 4 x a full (scale_resolution)^2 piece
 
     def __post_init__(self) -> None:
@@ -31,6 +32,8 @@ class SliceConfig:
         check_int("n_threads", self.n_threads, 1)
         if self.max_pixels is not None:
             check_int("max_pixels", self.max_pixels, 1)
+        if self.max_side is not None:
+            check_int("max_side", self.max_side, 1)
         if self.max_patches is not None:
             check_int("max_patches", self.max_patches, 1)
 
@@ -89,9 +92,9 @@ def check_plan(width: int, height: int, config: SliceConfig) -> None:
                              "is too extreme to encode)")
 
 
-def slice_image(image: ImageInput, config: SliceConfig | None = None) -> SlicedImage:
+def slice_image(image: ImageInput | Image, config: SliceConfig | None = None) -> SlicedImage:
     c = config or SliceConfig()
-    rgb = load_rgb(image, c.max_pixels)
+    rgb = load_rgb(image, c.max_pixels, c.max_side)
     check_plan(rgb.shape[1], rgb.shape[0], c)
     p, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads)
     return SlicedImage(p.grid, pieces, c)

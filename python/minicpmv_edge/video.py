@@ -4,10 +4,19 @@ each frame sliced with max_slice_nums 2 (1 when there are more than 16 frames) a
 
 Files are decoded with PyAV as a stream: frames are converted to RGB only when sampled, and a sampled frame is
 handed on (to be sliced and encoded) before the next one is decoded, so a long video never sits in memory.
+
+A video file is untrusted input. The frame count is the number of the stream's packets, counted as the original's
+decord counts them when it indexes the file (a header's frame count or duration is never used, so a patched header
+costs nothing), and the sample is computed without a list as long as that count. Frame sizes are checked against
+the image limits from the stream header before anything is decoded, by FFmpeg's decoder (`max_pixels`) for every
+frame, and again for each sampled frame. FFmpeg reads the file through a Python file object and may only use the
+container formats in ALLOWED_FORMATS, with no protocol at all: a playlist, an `ffconcat` script or a reference
+inside the file cannot make it open anything else.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,23 +24,55 @@ from pathlib import Path
 
 import numpy as np
 
+from .image import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageError, check_size
+
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv", ".ts"}
+# FFmpeg's demuxers for those suffixes (their names as FFmpeg lists them); nothing that reads other files
+ALLOWED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpeg", "mpegts", "flv",
+                   "asf", "ogg")
+_CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": "none"}
 MAX_NUM_FRAMES = 64
 MANY_FRAMES = 16  # above this many frames, each frame is a single piece
 
 
 class VideoError(ValueError):
-    """A video file that cannot be read: missing, corrupt, without a video stream, or undecodable."""
+    """A video that cannot be read: missing, corrupt, without a video stream, undecodable or too large."""
 
 
 @dataclass(frozen=True)
 class Video:
-    """A video in a message's content (a path with a video suffix is recognised too)."""
+    """A video in a message's content: a file path or the file's bytes (a path with a video suffix is recognised
+    too). `name` is what error messages call it (default: the path, or "video bytes")."""
 
-    path: Path
+    source: Path | bytes
+    name: str
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "path", Path(path))
+    def __init__(self, source: str | os.PathLike[str] | bytes | bytearray, name: str | None = None) -> None:
+        if isinstance(source, (bytes, bytearray)):
+            src: Path | bytes = bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            src = Path(source)
+        else:
+            raise TypeError(f"Video() takes a path or bytes, not {type(source).__name__}")
+        object.__setattr__(self, "source", src)
+        object.__setattr__(self, "name", name or (str(src) if isinstance(src, Path) else "video bytes"))
+
+    def __repr__(self) -> str:
+        return f"Video({self.name!r})"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video costs, known before any frame is decoded."""
+
+    n_frames: int  # packets of the video stream
+    fps: float  # the stream's average frame rate
+    width: int  # frame size in the stream header
+    height: int
+
+    @property
+    def wanted(self) -> list[int]:
+        return frame_indices(self.n_frames, self.fps)
 
 
 def is_video_path(value: object) -> bool:
@@ -39,67 +80,105 @@ def is_video_path(value: object) -> bool:
 
 
 def frame_indices(n_frames: int, fps: float, max_frames: int = MAX_NUM_FRAMES) -> list[int]:
-    """Every round(fps)-th frame; beyond max_frames, the middle of max_frames equal runs of those."""
+    """Every round(fps)-th frame; beyond max_frames, the middle of max_frames equal runs of those. Computed
+    without listing every round(fps)-th frame: the list never holds more than max_frames entries."""
     step = max(1, round(fps))
-    idx = list(range(0, n_frames, step))
-    if len(idx) > max_frames:
-        gap = len(idx) / max_frames
-        idx = [idx[int(i * gap + gap / 2)] for i in range(max_frames)]
-    return idx
+    count = -(-n_frames // step)  # len(range(0, n_frames, step))
+    if count <= max_frames:
+        return list(range(0, n_frames, step))
+    gap = count / max_frames
+    return [step * int(i * gap + gap / 2) for i in range(max_frames)]
 
 
 def max_slices_for(n_frames: int) -> int:
     return 1 if n_frames > MANY_FRAMES else 2
 
 
-def _open(path: Path):
+def _as_video(video: Video | str | os.PathLike[str]) -> Video:
+    return video if isinstance(video, Video) else Video(video)
+
+
+def _ffmpeg_reason(e: Exception) -> str:
+    """An FFmpeg error without the file name PyAV appends to it."""
+    reason = getattr(e, "strerror", None)
+    return f"{type(e).__name__}: {reason or e}"
+
+
+def _open(video: Video, max_pixels: int | None):
     import av
 
-    if not path.is_file():
-        raise VideoError(f"{path}: file not found")
+    src = video.source
+    if isinstance(src, bytes):
+        f: io.IOBase = io.BytesIO(src)
+    else:
+        if not src.is_file():
+            raise VideoError(f"{video.name}: file not found")
+        try:
+            f = open(src, "rb")  # closed with the container, or below
+        except OSError as e:
+            raise VideoError(f"{video.name}: cannot open ({e.strerror})") from None
     try:
-        container = av.open(str(path))
+        # `options` also reach the probing decoder (avformat_find_stream_info decodes a frame of some streams)
+        opts = {"max_pixels": str(max_pixels)} if max_pixels else None
+        container = av.open(f, container_options=_CONTAINER_OPTIONS, options=opts)
     except MemoryError:
+        f.close()
         raise
     except Exception as e:  # PyAV raises FFmpegError, but also IndexError, ValueError, ... on damaged files
-        raise VideoError(f"{path}: not a video file PyAV can read ({type(e).__name__}: {e})") from e
+        f.close()
+        raise VideoError(f"{video.name}: not a video file this runtime reads (formats: {', '.join(ALLOWED_FORMATS)}; "
+                         f"{_ffmpeg_reason(e)})") from None
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{path}: has no video stream")
-    return container
+        f.close()
+        raise VideoError(f"{video.name}: has no video stream")
+    if max_pixels:
+        container.streams.video[0].codec_context.options = {"max_pixels": str(max_pixels)}
+    return container, f
 
 
-def probe(path: str | os.PathLike[str]) -> tuple[int, float]:
-    """(frame count, average frame rate); counts packets when the container does not say."""
-    p = Path(path)
-    container = _open(p)
+def probe(video: Video | str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+          max_side: int | None = DEFAULT_MAX_SIDE) -> VideoInfo:
+    """Frame count, frame rate and frame size, from the file's packets and stream header (nothing is decoded)."""
+    v = _as_video(video)
+    container, f = _open(v, max_pixels)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
-        n = int(stream.frames or 0)
-        if n <= 0:
-            n = sum(1 for pkt in container.demux(stream) if pkt.size)
-    except MemoryError:
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if w <= 0 or h <= 0:
+            raise VideoError(f"{v.name}: the video stream's frame size is unknown or over the limit of {max_pixels} "
+                             "pixels (max_pixels)")
+        check_size(w, h, v.name, max_pixels, max_side)
+        n = sum(1 for pkt in container.demux(stream) if pkt.size)
+    except (MemoryError, VideoError):
         raise
+    except ImageError as e:
+        raise VideoError(str(e)) from None
     except Exception as e:
-        raise VideoError(f"{p}: cannot read the video stream ({type(e).__name__}: {e})") from e
+        raise VideoError(f"{v.name}: cannot read the video stream ({_ffmpeg_reason(e)})") from None
     finally:
         container.close()
+        f.close()
     if n <= 0 or fps <= 0:
-        raise VideoError(f"{p}: no frames (or no frame rate) in the video stream")
-    return n, fps
+        raise VideoError(f"{v.name}: no frames (or no frame rate) in the video stream")
+    return VideoInfo(n, fps, w, h)
 
 
-def sampled_frames(path: str | os.PathLike[str]) -> tuple[int, Iterator[np.ndarray]]:
-    """(number of sampled frames, iterator of RGB uint8 [H, W, 3] frames in order)."""
-    n, fps = probe(path)
-    wanted = frame_indices(n, fps)
-    return len(wanted), _decode(Path(path), wanted)
+def sampled_frames(video: Video | str | os.PathLike[str], info: VideoInfo | None = None,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: int | None = DEFAULT_MAX_SIDE
+                   ) -> tuple[int, Iterator[np.ndarray]]:
+    """(number of sampled frames, iterator of RGB uint8 [H, W, 3] frames in order). `info`: the video's probe(),
+    when the caller has it already."""
+    v = _as_video(video)
+    info = info or probe(v, max_pixels, max_side)
+    wanted = info.wanted
+    return len(wanted), _decode(v, wanted, max_pixels, max_side)
 
 
-def _decode(path: Path, wanted: list[int]) -> Iterator[np.ndarray]:
-    container = _open(path)
+def _decode(video: Video, wanted: list[int], max_pixels: int | None, max_side: int | None) -> Iterator[np.ndarray]:
+    container, f = _open(video, max_pixels)
     targets = iter(wanted)
     nxt = next(targets, None)
     got = 0
@@ -108,14 +187,18 @@ def _decode(path: Path, wanted: list[int]) -> Iterator[np.ndarray]:
             if nxt is None:
                 break
             if i == nxt:
+                check_size(frame.width, frame.height, f"{video.name}: frame {i}", max_pixels, max_side)
                 got += 1
                 yield frame.to_ndarray(format="rgb24")
                 nxt = next(targets, None)
     except MemoryError:
         raise
+    except ImageError as e:  # a frame larger than the limits
+        raise VideoError(str(e)) from None
     except Exception as e:  # any failure inside PyAV's demuxer or decoder is a damaged video
-        raise VideoError(f"{path}: decoding failed at frame {got} ({type(e).__name__}: {e})") from e
+        raise VideoError(f"{video.name}: decoding failed at frame {got} ({_ffmpeg_reason(e)})") from None
     finally:
         container.close()
+        f.close()
     if got == 0:
-        raise VideoError(f"{path}: no frame could be decoded")
+        raise VideoError(f"{video.name}: no frame could be decoded")

@@ -1,15 +1,18 @@
-"""The images and video frames of a conversation, encoded in prompt order (through the embedding cache).
+"""The images and video frames of a conversation: planned from their headers, then encoded in prompt order
+(through the embedding cache).
 
-A video becomes its sampled frames in place (the video recipe, docs/sources.md); each frame is decoded, sliced,
-encoded and dropped before the next is decoded. In the turns returned, every image is replaced by its `Encoded`
-entry (grid, pieces, embedding rows), which is all the prompt layout needs.
+`plan()` reads only file headers (image sizes, a video's packets and frame size) and says how many pieces the
+encoder will get, so a prompt that cannot fit the context is refused before any pixel is decoded. `encode()` then
+turns each video into its sampled frames in place (the video recipe, docs/sources.md); each image and frame is
+decoded, sliced, encoded and dropped before the next is decoded. In the turns returned, every image is replaced by
+its `Encoded` entry (grid, pieces, embedding rows), which is all the prompt layout needs.
 
 MiniCPM-Llama3-V 2.5 (encoder.padded_batch): the original encodes all pieces of all images of the call as one batch
-zero-padded to the longest piece, padding attended, so a piece's embedding depends on that length L. The images are
-decoded first (all of the prompt's, as uint8 RGB; of a video only its first frame, which gives every frame's size),
-L is taken from the slicing plans, then each image and frame is sliced and encoded with pad_to=L; its cache key
-includes L, so an image whose L changed (a larger image joined the chat) is encoded again, and the KV cache keeps
-nothing from it on.
+zero-padded to the longest piece, padding attended, so a piece's embedding depends on that length L. L is taken
+from the slicing plans of the decoded sizes (EXIF orientation applied), so every image is decoded once to measure it
+(and dropped: the prompt's images are never all in memory at once) and a video's first frame is read, which gives
+every frame's size; then each image and frame is sliced and encoded with pad_to=L. The cache key includes L, so an
+image whose L changed (a larger image joined the chat) is encoded again, and the KV cache keeps nothing from it on.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .cache import EmbeddingCache, Encoded, pixels_key
 from .encoder import VisionEncoder
-from .image import Image, load_rgb
+from .image import Image, image_size, load_rgb
 from .messages import Turn
 from .slicer import check_plan, plan
-from .video import Video, max_slices_for, sampled_frames
+from .video import Video, VideoInfo, max_slices_for, probe, sampled_frames
 
 
 @dataclass
@@ -37,12 +40,36 @@ class EncodeStats:
     encode_ms: float = 0.0
 
 
+@dataclass
+class MediaPlan:
+    """What a conversation's images and videos will cost, from their headers alone."""
+
+    pieces: int = 0  # pieces the vision encoder gets, query_num embedding rows each
+    videos: dict[int, VideoInfo] = field(default_factory=dict)  # id(Video part) -> its probe
+
+
 class Visuals:
     def __init__(self, encoder: VisionEncoder, cache: EmbeddingCache, model_id: str, n_threads: int) -> None:
         self.encoder = encoder
         self.cache = cache
         self.model_id = model_id
         self.n_threads = n_threads
+
+    def plan(self, turns: list[Turn], max_slices: int) -> MediaPlan:
+        """Every image's and video's size from its header, checked against the limits, and the pieces they make."""
+        out = MediaPlan()
+        cfg = self.encoder.slice_config_for(max_slices, n_threads=1)
+        for p in (p for t in turns for p in t.parts):
+            if isinstance(p, Image):
+                w, h = image_size(p, cfg.max_pixels, cfg.max_side)
+                out.pieces += len(plan(w, h, cfg)[1])
+            elif isinstance(p, Video):
+                info = out.videos.get(id(p)) or probe(p, cfg.max_pixels, cfg.max_side)
+                out.videos[id(p)] = info
+                n = len(info.wanted)
+                out.pieces += n * len(plan(info.width, info.height,
+                                           self.encoder.slice_config_for(max_slices_for(n), n_threads=1))[1])
+        return out
 
     def _encode(self, rgb: np.ndarray, max_slices: int, stats: EncodeStats,
                 progress: Callable[[int], None] | None, pad_to: int = 0) -> Encoded:
@@ -72,24 +99,29 @@ class Visuals:
         _, sizes = plan(rgb.shape[1], rgb.shape[0], cfg)
         return max((w // cfg.patch_size) * (h // cfg.patch_size) for w, h in sizes)
 
-    def encode(self, turns: list[Turn], max_slices: int, progress: Callable[[int], None] | None = None
-               ) -> tuple[list[Turn], list[Encoded], EncodeStats]:
-        """(turns with each image part replaced by its encoding, the encodings in order, what it cost)."""
+    def _frames(self, video: Video, media: MediaPlan) -> tuple[int, Iterator[np.ndarray]]:
+        cfg = self.encoder.slice_config
+        return sampled_frames(video, media.videos.get(id(video)), cfg.max_pixels, cfg.max_side)
+
+    def encode(self, turns: list[Turn], max_slices: int, progress: Callable[[int], None] | None = None,
+               media: MediaPlan | None = None) -> tuple[list[Turn], list[Encoded], EncodeStats]:
+        """(turns with each image part replaced by its encoding, the encodings in order, what it cost). `media`:
+        the plan() of these turns, when the caller made it (its video probes are reused)."""
         t0 = time.perf_counter()
         stats = EncodeStats()
+        media = media or MediaPlan()
         out_turns, encoded = [], []
-        max_pixels = self.encoder.slice_config.max_pixels
-        decoded: dict[int, np.ndarray] = {}  # padded batch: every image decoded before any is encoded
-        videos: dict[int, tuple[int, Iterator[np.ndarray]]] = {}  # and every video opened, its first frame read
+        cfg = self.encoder.slice_config
+        videos: dict[int, tuple[int, Iterator[np.ndarray]]] = {}  # padded batch: every video opened, 1st frame read
         pad_to = 0
         if self.encoder.padded_batch:
-            longest = []
+            longest, seen = [], set()
             for p in (p for t in turns for p in t.parts):
-                if isinstance(p, Image) and id(p) not in decoded:
-                    decoded[id(p)] = load_rgb(p, max_pixels)
-                    longest.append(self._longest_piece(decoded[id(p)], max_slices))
+                if isinstance(p, Image) and id(p) not in seen:
+                    seen.add(id(p))
+                    longest.append(self._longest_piece(load_rgb(p, cfg.max_pixels, cfg.max_side), max_slices))
                 elif isinstance(p, Video) and id(p) not in videos:
-                    n, frames = sampled_frames(p.path)
+                    n, frames = self._frames(p, media)
                     first = next(frames, None)
                     if first is not None:  # every frame of a video has the first one's size
                         longest.append(self._longest_piece(first, max_slices_for(n)))
@@ -102,12 +134,12 @@ class Visuals:
                 if isinstance(p, str):
                     parts.append(p)
                 elif isinstance(p, Video):
-                    n, frames = videos.pop(id(p)) if id(p) in videos else sampled_frames(p.path)
+                    n, frames = videos.pop(id(p)) if id(p) in videos else self._frames(p, media)
                     for frame in frames:
                         encoded.append(self._encode(frame, max_slices_for(n), stats, progress, pad_to))
                         parts.append(encoded[-1])
                 elif isinstance(p, Image):
-                    rgb = decoded.pop(id(p)) if id(p) in decoded else load_rgb(p, max_pixels)
+                    rgb = load_rgb(p, cfg.max_pixels, cfg.max_side)
                     encoded.append(self._encode(rgb, max_slices, stats, progress, pad_to))
                     parts.append(encoded[-1])
                 else:
