@@ -34,7 +34,8 @@ SEED = 4242  # the questions asked here (a seed of their own)
 class Server:
     """A `minicpmv-edge serve` process on a free port; its log in `log`."""
 
-    def __init__(self, model: Path, mmproj: Path, log: Path, *args: str) -> None:
+    def __init__(self, model: Path, mmproj: Path, log: Path, *args: str, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -43,7 +44,8 @@ class Server:
         self.clients: list[openai.OpenAI] = []
         with log.open("w") as out:
             self.proc = subprocess.Popen([cli(), "serve", "-m", str(model), "--mmproj", str(mmproj), "--port",
-                                          str(self.port), *args], stdout=out, stderr=subprocess.STDOUT)
+                                          str(self.port), *args], stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                         env=env)
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:
@@ -273,7 +275,7 @@ def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(server: Se
         ({**good, "n": 2}, {}, 400, "'n' > 1 is not supported"),
         ({"messages": [{"role": "robot", "content": "x"}]}, {}, 400, "unknown role"),
         (with_part({"type": "image_url", "image_url": {"url": data_url(b"not an image at all")}}), {}, 400,
-         "not an image Pillow can read"),
+         "messages[0].content[0]: not an image this runtime reads"),
         (with_part({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}), {}, 400,
          "invalid base64"),
         (with_part({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}), {}, 400,

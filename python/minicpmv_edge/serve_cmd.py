@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+KEY_ENV = "MINICPMV_EDGE_API_KEY"
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -15,7 +18,19 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("-np", "--parallel", type=int, default=1,
                     help="conversations served at once (one context of --ctx-size tokens each)")
     ap.add_argument("--queue", type=int, default=64, help="requests that may wait for a slot; more get 503")
-    ap.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1")
+    ap.add_argument("--api-key", default=None,
+                    help="require 'Authorization: Bearer KEY' on /v1 (visible to other users in `ps`: prefer "
+                         f"--api-key-file or the {KEY_ENV} environment variable)")
+    ap.add_argument("--api-key-file", default=None, metavar="PATH", help="read the API key from this file")
+    ap.add_argument("--allowed-hosts", default="", metavar="NAMES",
+                    help="comma-separated Host names this server answers besides IP addresses, localhost and this "
+                         "machine's name ('*': any); other names are refused (DNS rebinding)")
+    ap.add_argument("--allowed-origins", default="", metavar="ORIGINS",
+                    help="comma-separated web page origins (https://app.example) that may call the API from a "
+                         "browser, with CORS ('*': any); by default only the server's own chat page")
+    ap.add_argument("--header-timeout", type=float, default=10.0,
+                    help="seconds a connection has to send a request's headers (idle connections are closed)")
+    ap.add_argument("--body-timeout", type=float, default=60.0, help="seconds a request has to send its body")
     ap.add_argument("--alias", default=None, help="the model name /v1/models reports (default: the file's stem)")
     ap.add_argument("--allow-local-files", default=None, metavar="DIR",
                     help="let image_url / video_url name files under DIR (default: data: URLs only)")
@@ -35,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from .server.app import ServerConfig, create_app
+        from .server.protocol import timed_protocol
         from .server.slots import SlotPool
     except ImportError as e:
         print(f"minicpmv-edge serve needs the server extra: pip install 'minicpmv-edge[server]' ({e})",
@@ -45,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.parallel < 1 or args.queue < 0:
         raise ValueError(f"--parallel must be at least 1 and --queue at least 0 (got {args.parallel}, {args.queue})")
+    if not (args.header_timeout > 0 and args.body_timeout > 0):
+        raise ValueError("--header-timeout and --body-timeout must be positive")
+    api_key = _api_key(args)
     local = Path(args.allow_local_files) if args.allow_local_files else None
     if local is not None and not local.is_dir():
         raise ValueError(f"--allow-local-files {local}: not a directory")
@@ -53,12 +72,34 @@ def run(args: argparse.Namespace) -> int:
                       cache=EmbeddingCache(max_bytes=args.cache_mb << 20))
     pool = SlotPool(origin, args.parallel, args.queue)
     try:
-        cfg = ServerConfig(model_name=args.alias or Path(args.model).stem, api_key=args.api_key, local_dir=local,
-                           max_body_bytes=int(args.max_body_mb * (1 << 20)))
+        cfg = ServerConfig(model_name=args.alias or Path(args.model).stem, api_key=api_key, local_dir=local,
+                           max_body_bytes=int(args.max_body_mb * (1 << 20)), body_timeout=args.body_timeout,
+                           allowed_hosts=_names(args.allowed_hosts), allowed_origins=_names(args.allowed_origins))
         config = uvicorn.Config(create_app(pool, cfg), host=args.host, port=args.port, log_level="info",
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, http=timed_protocol(args.header_timeout))
         server = uvicorn.Server(config)
         server.run()
     finally:
         pool.close()
     return 0
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key, --api-key-file or the environment (at most one of them)."""
+    given = {"--api-key": args.api_key, "--api-key-file": args.api_key_file, KEY_ENV: os.environ.get(KEY_ENV)}
+    named = [k for k, v in given.items() if v]
+    if len(named) > 1:
+        raise ValueError(f"the API key is given twice ({' and '.join(named)}); give one")
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--api-key-file {args.api_key_file}: cannot read it ({e})") from None
+        if not key:
+            raise ValueError(f"--api-key-file {args.api_key_file}: the file is empty")
+        return key
+    return args.api_key or os.environ.get(KEY_ENV) or None

@@ -1,10 +1,11 @@
 """An OpenAI chat-completions request body -> the conversation and keywords MiniCPMV.chat() takes.
 
 Follows the OpenAI API reference for `POST /v1/chat/completions` (messages with string or content-part content,
-`image_url` parts) and vLLM's `video_url` part for MiniCPM-V. Images and videos come as base64 `data:` URLs; a
-local path or `file://` URL only under the directory the server was started with (`--allow-local-files`); http(s)
-URLs are refused (the runtime never downloads). A video sent as data is written to a temporary file, which the
-caller removes (`ChatRequest.cleanup`) once the frames are encoded.
+`image_url` parts) and vLLM's `video_url` part for MiniCPM-V. Images and videos come as base64 `data:` URLs (kept
+as bytes: nothing is written to disk); a local path or `file://` URL only under the directory the server was started
+with (`--allow-local-files`); http(s) URLs are refused (the runtime never downloads). Every image and video is named
+by where the request holds it (`messages[0].content[1]`), so an error message tells the client which part failed
+and never a path of the server's.
 
 Sampling defaults are the original `chat()`'s (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05), not
 OpenAI's temperature 1: a request that omits them gets what `model.chat()` would give. `temperature` 0 is greedy.
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from ..video import Video
 from .errors import APIError
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_MIME_SUFFIX = {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov", "video/x-matroska": ".mkv",
-                "video/x-msvideo": ".avi", "video/mpeg": ".mpg", "video/ogg": ".ogv"}
 MAX_STOPS = 4  # as OpenAI
 
 
@@ -46,12 +43,6 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     chat_kwargs: dict[str, Any] = field(default_factory=dict)
     fingerprint: list[str] = field(default_factory=list)  # one hash per message: which slot has its prefix
-    temp_files: list[Path] = field(default_factory=list)
-
-    def cleanup(self) -> None:
-        for f in self.temp_files:
-            f.unlink(missing_ok=True)
-        self.temp_files.clear()
 
 
 def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False) -> float | int | None:
@@ -88,7 +79,7 @@ class PartReader:
             path = self.local_dir / path
         path = path.resolve()
         if not path.is_relative_to(self.local_dir):
-            raise _bad(f"{where}: {url[:200]!r} is outside the directory this server may read ({self.local_dir})")
+            raise _bad(f"{where}: {url[:200]!r} is outside the directory this server may read")
         if not path.is_file():
             raise _bad(f"{where}: no such file {url[:200]!r}")
         return path
@@ -99,7 +90,7 @@ class PartReader:
         except MessageError as e:
             raise _bad(f"{where}: {e}") from None
 
-    def part(self, part: Any, where: str, req: ChatRequest, h: Any) -> str | Image | Video:
+    def part(self, part: Any, where: str, h: Any) -> str | Image | Video:
         if not isinstance(part, dict):
             raise _bad(f"{where}: a content part must be an object, not {type(part).__name__}")
         kind = part.get("type")
@@ -113,20 +104,14 @@ class PartReader:
             url = self.url(part, kind, where)
             h.update(b"i" + url.encode("utf-8", "surrogatepass"))
             if url.startswith("data:"):
-                _, data = _decode_data_url(url, where)
-                return Image(data)
-            return Image(self.local(url, where))
+                return Image(_decode_data_url(url, where)[1], name=where)
+            return Image(self.local(url, where), name=where)
         if kind == "video_url":
             url = self.url(part, kind, where)
             h.update(b"v" + url.encode("utf-8", "surrogatepass"))
-            if not url.startswith("data:"):
-                return Video(self.local(url, where))
-            mime, data = _decode_data_url(url, where)
-            fd, name = tempfile.mkstemp(prefix="minicpmv-edge-video-", suffix=_MIME_SUFFIX.get(mime, ".mp4"))
-            req.temp_files.append(Path(name))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return Video(name)
+            if url.startswith("data:"):
+                return Video(_decode_data_url(url, where)[1], name=where)
+            return Video(self.local(url, where), name=where)
         raise _bad(f"{where}: unsupported content part type {kind!r} (this server takes 'text', 'image_url' and "
                    "'video_url')")
 
@@ -160,7 +145,7 @@ def _messages(raw: Any, reader: PartReader, req: ChatRequest) -> list[dict]:
             _hash_text(h, content)
             parts: list = [content]
         elif isinstance(content, list):
-            parts = [reader.part(p, f"{where}.content[{j}]", req, h) for j, p in enumerate(content)]
+            parts = [reader.part(p, f"{where}.content[{j}]", h) for j, p in enumerate(content)]
         else:
             raise _bad(f"{where}: 'content' must be a string or an array of content parts", "messages")
         out.append({"role": role, "content": parts})
@@ -169,15 +154,11 @@ def _messages(raw: Any, reader: PartReader, req: ChatRequest) -> list[dict]:
 
 
 def parse_chat_request(body: Any, local_dir: Path | None) -> ChatRequest:
-    """Check a decoded JSON body; APIError(400) names the first problem. Temporary files are removed on error."""
+    """Check a decoded JSON body; APIError(400) names the first problem."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     req = ChatRequest(messages=[])
-    try:
-        _fill(req, body, local_dir)
-    except BaseException:
-        req.cleanup()
-        raise
+    _fill(req, body, local_dir)
     return req
 
 
