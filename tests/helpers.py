@@ -25,25 +25,33 @@ def smooth_image(h: int = 448, w: int = 448) -> np.ndarray:
     return (img * 255).round().astype(np.uint8)
 
 
-# Runs the command given in argv[2:] and writes its peak resident memory (ru_maxrss of the waited child) to argv[1].
-# The launcher is a small Python process: a child starts with the peak of the process that forks it (Linux counts
-# the forking process's pages), so measuring from inside the test process would report pytest's own size.
+# Runs the command given in argv[2:] and writes its peak resident memory (ru_maxrss of the waited child, MiB) and
+# its CPU time (user + system, seconds) to argv[1]. The launcher is a small Python process: a child starts with the
+# peak of the process that forks it (Linux counts the forking process's pages), so measuring from inside the test
+# process would report pytest's own size.
 _LAUNCHER = """
 import resource, subprocess, sys
 rc = subprocess.call(sys.argv[2:])
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-open(sys.argv[1], "w").write(str(peak // (1 << 20) if sys.platform == "darwin" else peak // 1024))
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+peak = u.ru_maxrss // (1 << 20) if sys.platform == "darwin" else u.ru_maxrss // 1024
+open(sys.argv[1], "w").write(f"{peak} {u.ru_utime + u.ru_stime}")
 sys.exit(rc)
 """
 
 
-def run_measured(args: list[str], timeout: float, **kw) -> tuple[subprocess.CompletedProcess, int]:
-    """(the finished process, its peak resident memory in MiB), measured in a fresh process."""
+def run_costs(args: list[str], timeout: float, **kw) -> tuple[subprocess.CompletedProcess, int, float]:
+    """(the finished process, its peak resident memory in MiB, its CPU seconds), measured in a fresh process."""
     with tempfile.NamedTemporaryFile("r", suffix=".peak") as f:
         out = subprocess.run([sys.executable, "-c", _LAUNCHER, f.name, *args], capture_output=True, text=True,
                              timeout=timeout, **kw)
-        peak = f.read().strip()
-    return out, int(peak) if peak else -1
+        got = f.read().split()
+    return out, int(got[0]) if got else -1, float(got[1]) if got else -1.0
+
+
+def run_measured(args: list[str], timeout: float, **kw) -> tuple[subprocess.CompletedProcess, int]:
+    """(the finished process, its peak resident memory in MiB), measured in a fresh process."""
+    out, peak, _ = run_costs(args, timeout, **kw)
+    return out, peak
 
 
 def rss_mb() -> float:
@@ -51,3 +59,33 @@ def rss_mb() -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / (1 << 20)
+
+
+class OpenWatch:
+    """Whether any process opens or reads a file while watched (Linux inotify): for files that must stay unread."""
+
+    _IN_ACCESS, _IN_OPEN, _IN_NONBLOCK = 0x1, 0x20, 0o4000
+
+    def __init__(self, path: Path) -> None:
+        import ctypes
+        import ctypes.util
+
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.fd = self._libc.inotify_init1(self._IN_NONBLOCK)
+        assert self.fd >= 0, ctypes.get_errno()
+        wd = self._libc.inotify_add_watch(self.fd, str(path).encode(), self._IN_ACCESS | self._IN_OPEN)
+        assert wd >= 0, ctypes.get_errno()
+
+    def touched(self) -> bool:
+        """True if an open or read happened since the watch began."""
+        import os
+
+        try:
+            return len(os.read(self.fd, 4096)) > 0
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        import os
+
+        os.close(self.fd)
