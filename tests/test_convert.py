@@ -19,6 +19,7 @@ from helpers import cli, smooth_image
 
 from minicpmv_edge import CheckpointError, UnsupportedVersionError, convert_checkpoint, recipes
 from minicpmv_edge.convert.quantize import quantize_model
+from minicpmv_edge.families import FAMILIES
 from reference.llm import load_llm, load_tokenizer, logits
 from reference.mtmd import Mtmd
 from reference.vision import ReferenceVision
@@ -100,7 +101,7 @@ def test_llm_metadata(tiny_hf, converted, version: str) -> None:
     assert f["tokenizer.ggml.model"] == ("llama" if version == "2.0" else "gpt2")
     assert f["tokenizer.ggml.pre"] == {"2.6": "qwen2", "2.5": "llama-bpe", "2.0": "default"}[version]
     # 2.0's chat() builds its prompt in code: the GGUF carries that format as a template
-    assert f["tokenizer.chat_template"] == tc.get("chat_template", recipes.VERSIONS["2.0"].chat_template)
+    assert f["tokenizer.chat_template"] == tc.get("chat_template", FAMILIES["2.0"].chat_template)
     if version == "2.0":  # MiniCPM's scalings, as llama.cpp's minicpm graph reads them
         assert f["minicpm.embedding_scale"] == pytest.approx(cfg["scale_emb"])
         assert f["minicpm.residual_scale"] == pytest.approx(cfg["scale_depth"] / cfg["num_hidden_layers"] ** 0.5)
@@ -372,7 +373,8 @@ def _broken(tiny: Path, tmp: Path, kind: str) -> tuple[Path, type[Exception], st
         return _edit_config(tiny, tmp / kind, version=3.7), UnsupportedVersionError, "unknown MiniCPM-V version 3.7"
     if kind == "no-version":  # neither a version key nor 2.0's timm tower name
         return (_edit_config(tiny, tmp / kind, version=None), UnsupportedVersionError,
-                "no 'version' key and no timm SigLIP 'vision_encoder'")
+                r"no 'version' key and nothing else that names a family \(MiniCPM-V 2.0: a timm SigLIP "
+                r"'vision_encoder'\)")
     if kind == "missing-key":
         return _edit_config(tiny, tmp / kind, query_num=None), CheckpointError, "missing key 'query_num'"
     if kind == "missing-tensor":

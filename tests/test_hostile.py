@@ -26,8 +26,10 @@ from test_server import Server, data_url
 from minicpmv_edge import EmbeddingCache, MessageError, MiniCPMV
 from minicpmv_edge.demo import DEMO_IMAGE
 from minicpmv_edge.errors import ClosedError
+from minicpmv_edge.families.v2_6.video import RECIPE
 from minicpmv_edge.shapes_task import Q_COUNT
-from minicpmv_edge.video import frame_indices
+
+frame_indices = RECIPE.frame_indices
 
 PEAK_MB = 1536  # the bounds: peak resident memory (model included) and CPU time per reproducer
 CPU_S = 5.0
@@ -118,7 +120,7 @@ def test_video_frame_sizes_are_checked_from_the_header(media, tmp_path: Path) ->
         probe(clip, max_pixels=3000)  # FFmpeg's own check
     info = probe(clip)
     with pytest.raises(VideoError, match=r"clip.avi: frame 0: 64x48 has a side longer than the limit of 60 pixels"):
-        next(sampled_frames(clip, info, max_side=60)[1])  # each sampled frame, whatever the header said
+        next(sampled_frames(clip, RECIPE.frame_indices, info, max_side=60)[1])  # each sampled frame
 
 
 def test_the_frame_sample_is_computed_not_listed() -> None:

@@ -11,6 +11,7 @@ from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
 
 from minicpmv_edge import recipes
+from minicpmv_edge.families import FAMILIES
 
 # the original tokenizer_config.json files, per version (the expectation is theirs, not our versions table)
 SPECIAL = {
@@ -109,7 +110,7 @@ def test_pretokenizer_is_the_real_split(tiny_hf: dict[str, Path]) -> None:
 def test_real_dims_preset_matches_the_real_model() -> None:
     """The benchmark preset has MiniCPM-V 2.6's real vision tower and resampler (§2.1)."""
     p = recipes.PRESETS["real-2.6"]
-    shapes = {n: s for n, s, _ in recipes._shapes(p, recipes.VERSIONS["2.6"], 1000)}
+    shapes = {n: s for n, s, _ in recipes._shapes(p, FAMILIES["2.6"], 1000)}
     assert shapes["vpm.encoder.layers.26.mlp.fc1.weight"] == (4304, 1152)
     assert "vpm.encoder.layers.27.mlp.fc1.weight" not in shapes
     assert shapes["resampler.query"] == (64, 3584)
@@ -163,7 +164,7 @@ def test_2_0_tokenizer_is_sentencepiece_with_the_original_special_tokens(tiny_hf
 
 def test_real_2_0_preset_matches_the_real_model() -> None:
     p = recipes.PRESETS["real-2.0"]
-    shapes = {n: s for n, s, _ in recipes._shapes(p, recipes.VERSIONS["2.0"], 600)}
+    shapes = {n: s for n, s, _ in recipes._shapes(p, FAMILIES["2.0"], 600)}
     assert shapes["vpm.blocks.25.mlp.fc1.weight"] == (4304, 1152) and "vpm.blocks.26.norm1.weight" not in shapes
     assert shapes["vpm.pos_embed"] == (1, 729, 1152)
     assert shapes["resampler.query"] == shapes["resampler.pos_embed"] == (64, 2304)

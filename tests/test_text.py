@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from minicpmv_edge.families.v2_0.decode import sentencepiece_legacy_text
 from minicpmv_edge.llama_adapter import LlamaModel
 from minicpmv_edge.model_check import check_llm_file
-from minicpmv_edge.text import TextDecoder, clean_up_spaces, sentencepiece_legacy_text
+from minicpmv_edge.text import TextDecoder, clean_up_spaces
 from reference.llm import load_tokenizer
 
 VERSIONS = ["2.6", "2.5"]  # byte-level BPE; 2.0's SentencePiece below

@@ -13,8 +13,11 @@ from PIL import Image
 
 from minicpmv_edge.cache import EmbeddingCache, Encoded
 from minicpmv_edge.chat import MiniCPMV
-from minicpmv_edge.video import Video, VideoError, frame_indices, sampled_frames
+from minicpmv_edge.families.v2_6.video import RECIPE
+from minicpmv_edge.video import Video, VideoError, sampled_frames
 from reference.pipeline import ReferencePipeline
+
+frame_indices = RECIPE.frame_indices
 
 
 def make_clip(path: Path, seconds: float, fps: int, w: int, h: int, seed: int = 0) -> Path:
@@ -115,7 +118,7 @@ def test_bad_videos_raise(rt26, tmp_path: Path) -> None:
         w.writeframes(b"\0\0" * 8000)
     (tmp_path / "sound.wav").rename(tmp_path / "sound.mp4")
     with pytest.raises(VideoError, match="not a video file this runtime reads"):  # WAV is no video container
-        sampled_frames(tmp_path / "sound.mp4")
+        sampled_frames(tmp_path / "sound.mp4", frame_indices)
     with av.open(str(tmp_path / "sound.mkv"), "w") as out:  # audio only, in a video container
         stream = out.add_stream("pcm_s16le", rate=8000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")
@@ -123,13 +126,14 @@ def test_bad_videos_raise(rt26, tmp_path: Path) -> None:
         for pkt in [*stream.encode(frame), *stream.encode()]:
             out.mux(pkt)
     with pytest.raises(VideoError, match="has no video stream"):
-        sampled_frames(tmp_path / "sound.mkv")
+        sampled_frames(tmp_path / "sound.mkv", frame_indices)
 
 
 _FRAMES_CHILD = r"""
 import sys
+from minicpmv_edge.families.v2_6.video import RECIPE
 from minicpmv_edge.video import sampled_frames
-n, frames = sampled_frames(sys.argv[1])
+n, frames = sampled_frames(sys.argv[1], RECIPE.frame_indices)
 print(n, sum(1 for f in frames if f.shape == (120, 160, 3)))
 """
 

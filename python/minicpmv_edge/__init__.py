@@ -6,14 +6,18 @@ from .cache import EmbeddingCache
 from .chat import ChatStats, ChatStream, MiniCPMV
 from .convert import CheckpointError, ConvertResult, convert_checkpoint
 from .errors import BusyError, ClosedError
+from .families import FAMILIES, Family, UnsupportedVersionError
 from .image import Image, ImageError, load_rgb
 from .messages import MessageError
 from .model_check import ModelFileError
 from .slicer import SliceConfig, SlicedImage, slice_image
-from .versions import VERSIONS, ModelVersion, UnsupportedVersionError
 from .video import Video, VideoError
 
+VERSIONS = FAMILIES  # the names of earlier releases
+ModelVersion = Family
+
 __all__ = [
+    "FAMILIES",
     "VERSIONS",
     "BusyError",
     "ChatStats",
@@ -22,6 +26,7 @@ __all__ = [
     "ClosedError",
     "ConvertResult",
     "EmbeddingCache",
+    "Family",
     "Image",
     "ImageError",
     "MessageError",

@@ -26,6 +26,7 @@ from .cache import EmbeddingCache, file_identity
 from .cpus import available_cpus
 from .encoder import VisionEncoder
 from .errors import BusyError, ClosedError
+from .families import Family, family_of_files, llm_architectures
 from .generate import Progress, beam_search, sample
 from .kv import KVState
 from .llama_adapter import ContextParams, LlamaModel, LlamaSession
@@ -34,7 +35,6 @@ from .model_check import ModelFileError, check_llm_file
 from .params import BEAM_DEFAULTS, SAMPLING_DEFAULTS, GenerationParams, PromptParams, check_bool, check_int
 from .prompt import build_prompt, check_template, min_text_tokens
 from .text import AnswerText
-from .versions import VERSIONS, UnsupportedVersionError
 from .video import Video
 from .visuals import EncodeStats, Visuals
 
@@ -171,38 +171,31 @@ class MiniCPMV:
         self.encoder = self.model = self.session = None  # type: ignore[assignment]
         try:
             self.encoder = VisionEncoder(mmproj_path, n_threads=threads, device=device)
-            proj = self.encoder.projector
-            if proj.chat is None:
-                raise UnsupportedVersionError(f"{mmproj_path}: {proj.model} is supported by the encoder only, "
-                                              "not chat")
-            self.version = VERSIONS[proj.chat]
-            llm = check_llm_file(model_path, tuple(sorted({v.llm_arch for v in VERSIONS.values()})))
-            if llm.arch != self.version.llm_arch:
-                raise ValueError(f"{model_path}: architecture {llm.arch!r} does not go with {mmproj_path} "
-                                 f"({self.version.display} needs {self.version.llm_arch!r})")
+            llm = check_llm_file(model_path, llm_architectures())
+            self.family = family_of_files(self.encoder.projector, llm.arch, mmproj_path, model_path)
             if self.encoder.hidden != llm.n_embd:
                 raise ValueError(f"{mmproj_path} outputs width {self.encoder.hidden} but {model_path} has n_embd "
                                  f"{llm.n_embd}: they are not the same model")
-            missing = [t for t in self.version.layout_tokens if t not in llm.specials]
+            missing = [t for t in self.family.layout_tokens if t not in llm.specials]
             if missing:
                 raise ModelFileError(f"{model_path}: the vocabulary has no special token {missing[0]!r}, which "
-                                     f"{self.version.display} prompts need")
-            self.template = llm.chat_template or self.version.chat_template
+                                     f"{self.family.display} prompts need")
+            self.template = llm.chat_template or self.family.chat_template
             try:
-                check_template(self.template, self.version)
+                check_template(self.template, self.family)
             except MessageError as e:
                 raise ModelFileError(f"{model_path}: tokenizer.chat_template does not render: {e}") from e
             self.model = LlamaModel(llm, n_gpu_layers=n_gpu_layers)
             self._ctx_params = ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_threads=threads, kv_type=kv_type,
                                              flash_attn=flash_attn)
             self.session = LlamaSession(self.model, self._ctx_params)
-            self.stop_ids = {self.model.token_id(t) for t in self.version.stop_tokens}
+            self.stop_ids = {self.model.token_id(t) for t in self.family.stop_tokens}
         except BaseException:
             self._free()
             raise
         self.n_threads = threads
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.visuals = Visuals(self.encoder, self.cache, file_identity(mmproj_path), threads)
+        self.visuals = Visuals(self.encoder, self.cache, file_identity(mmproj_path), threads, self.family)
         self.kv = KVState(self.session, reuse_kv, llm.embedding_scale)
         self.last = ChatStats()
         self._owner = True  # frees the model and the encoder on close (a slot() frees its own context only)
@@ -254,7 +247,7 @@ class MiniCPMV:
             raise ValueError("stream=True needs sampling=True (the original chat() streams sampled answers only)")
         mode = SAMPLING_DEFAULTS if sampling else BEAM_DEFAULTS
         gp = GenerationParams(
-            max_new_tokens=self.version.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            max_new_tokens=self.family.max_new_tokens if max_new_tokens is None else max_new_tokens,
             min_new_tokens=min_new_tokens, sampling=sampling,
             temperature=mode.get("temperature", 0.0) if temperature is None or not sampling else temperature,
             top_p=mode.get("top_p", 1.0) if top_p is None or not sampling else top_p,
@@ -290,7 +283,7 @@ class MiniCPMV:
     def _answer(self, turns: list, gp: GenerationParams, pp: PromptParams,
                 progress: Callable[[int], None] | None) -> Iterator[str]:
         """Encode the images and build the prompt now (bad input fails here); prefill and generate lazily."""
-        v = self.version
+        v = self.family
         t_call = time.perf_counter()
         self.last = ChatStats()
         has_video = any(isinstance(p, Video) for t in turns for p in t.parts)
@@ -318,10 +311,10 @@ class MiniCPMV:
         t0 = time.perf_counter()
         stats.reused_tokens = self.kv.prefill(prompt, encoded)
         stats.prefill_ms = (time.perf_counter() - t0) * 1e3
-        text = AnswerText(self.model.piece, self.version, self.model.specials, self.model.file.pieces,
+        text = AnswerText(self.model.piece, self.family, self.model.specials, self.model.file.pieces,
                           gp.skip_special_tokens)
         progress = Progress(token_times=stats.token_times)
-        prefix = (self.model.bos,) if self.version.penalty_sees_bos else ()
+        prefix = tuple(self.model.token_id(t) for t in self.family.penalty_history)
         t1 = time.perf_counter()
         try:
             if gp.sampling or gp.num_beams == 1:  # one beam is transformers' greedy search: temperature 0
@@ -367,6 +360,11 @@ class MiniCPMV:
                 self._free()
         finally:
             self._gate.leave()
+
+    @property
+    def version(self) -> Family:
+        """The model family (the name of earlier releases)."""
+        return self.family
 
     @property
     def closed(self) -> bool:

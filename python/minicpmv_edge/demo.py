@@ -1,10 +1,10 @@
 """`minicpmv-edge demo`: the bundled demo model answers a question about a picture.
 
-The demo model is a tiny MiniCPM-V 2.6 the project trained on the synthetic "shapes" task (models/train_demo.py;
-pictures of 1-4 circles, squares and triangles in six colours; questions about shape, colour and count), shipped
-as an original-layout checkpoint in `data/demo-2.6`. On first use it is converted to GGUF (cached); then the whole
-path runs: slicing -> vision encoder -> llama.cpp decoding with the image embeddings -> streamed text.
-`--tiny VERSION` runs a tiny random-weight model of any version instead (its text is noise).
+The demo model is a tiny model of the default family the project trained on the synthetic "shapes" task
+(tools/train_demo.py; pictures of 1-4 circles, squares and triangles in six colours; questions about shape, colour
+and count), shipped as an original-layout checkpoint in `data/demo`. On first use it is converted to GGUF (cached);
+then the whole path runs: slicing -> vision encoder -> llama.cpp decoding with the image embeddings -> streamed text.
+`--tiny FAMILY` runs a tiny random-weight model of any family instead (its text is noise).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from . import recipes
 from .convert import convert_checkpoint
+from .families import FAMILIES
 from .shapes_task import Q_COUNT
-from .versions import VERSIONS
 
 RECIPE_REVISION = 1  # bump when recipes.py changes what it writes, so cached checkpoints are rebuilt
 DATA = Path(__file__).parent / "data"
-DEMO_CHECKPOINT = DATA / "demo-2.6"
+DEMO_CHECKPOINT = DATA / "demo"
 DEMO_IMAGE = DATA / "demo.png"
 DEMO_PROMPT = Q_COUNT  # about data/demo.png (shapes_task.demo_item()): "Three."
 
@@ -43,7 +43,7 @@ def _converted(hf: Path, base: Path, outtype: str) -> tuple[Path, Path]:
 def ensure_model(preset: str, outtype: str = "f16", root: Path | None = None) -> tuple[Path, Path]:
     """(model GGUF, mmproj GGUF) of a preset, generated and converted on first use."""
     p = recipes.PRESETS[preset]
-    key = hashlib.sha256(repr((RECIPE_REVISION, p, VERSIONS[p.version])).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr((RECIPE_REVISION, p, FAMILIES[p.family])).encode()).hexdigest()[:12]
     base = (root or cache_dir()) / f"{preset}-{key}"
     if not (base / "hf" / "model.safetensors").exists():
         recipes.write_checkpoint(preset, base / "hf")
@@ -56,7 +56,7 @@ def ensure_demo_model(outtype: str = "f16", root: Path | None = None) -> tuple[P
     for f in sorted(DEMO_CHECKPOINT.iterdir()):
         if f.suffix in (".json", ".safetensors"):
             h.update(f.name.encode() + f.read_bytes())
-    return _converted(DEMO_CHECKPOINT, (root or cache_dir()) / f"demo-2.6-{h.hexdigest()[:12]}", outtype)
+    return _converted(DEMO_CHECKPOINT, (root or cache_dir()) / f"demo-{h.hexdigest()[:12]}", outtype)
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -64,8 +64,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--image", default=str(DEMO_IMAGE), help="image file (default: a bundled picture)")
     ap.add_argument("-n", "--n-predict", type=int, default=32, help="most tokens to generate")
     ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the CPUs this process may use)")
-    ap.add_argument("--tiny", choices=sorted(VERSIONS), default=None,
-                    help="run a tiny random-weight model of this version instead of the trained demo model")
+    ap.add_argument("--tiny", choices=sorted(FAMILIES), default=None,
+                    help="run a tiny random-weight model of this family instead of the trained demo model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.tiny:
         model, mmproj = ensure_model(f"tiny-{args.tiny}")
-        what = f"tiny random-weight {VERSIONS[args.tiny].display}"
+        what = f"tiny random-weight {FAMILIES[args.tiny].display}"
     else:
         model, mmproj = ensure_demo_model()
-        what = "demo model (tiny MiniCPM-V 2.6 trained on the shapes task)"
+        what = "demo model (a tiny model trained on the shapes task)"
     print(f"{what}: {model} + {mmproj} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     with MiniCPMV(model, mmproj, n_ctx=4096, n_threads=args.threads) as m:
         print(f"> {args.prompt}  [{args.image}]", file=sys.stderr)

@@ -17,26 +17,14 @@ from . import logs
 from ._native import _core
 from .cpus import available_cpus
 from .errors import ClosedError
+from .families import Projector, detect_mmproj
 from .params import check_int
 from .slicer import SliceConfig, SlicedImage, slice_image
-from .versions import ProjectorVersion, projector_version
 
 
-def read_projector_version(path: str | os.PathLike[str]) -> ProjectorVersion:
-    """The mmproj's MiniCPM-V version (ValueError for anything that is not a MiniCPM-V mmproj file)."""
-    return _projector(dict(_core.read_gguf_info(str(path)).kv), path)
-
-
-def _projector(kv: dict, path: str | os.PathLike[str]) -> ProjectorVersion:
-    if kv.get("general.architecture") != "clip":
-        raise ValueError(f"{path}: general.architecture is {kv.get('general.architecture')!r}, not 'clip' "
-                         "(not an mmproj file)")
-    ptype = kv.get("clip.projector_type")
-    if ptype is None and kv.get("clip.has_minicpmv_projector") is True:
-        ptype = "resampler"  # llama.cpp's older files
-    value = kv.get("clip.minicpmv_version")
-    number = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    return projector_version(str(ptype), number, str(path))
+def read_projector(path: str | os.PathLike[str]) -> Projector:
+    """What the mmproj encodes for (ValueError for anything that is not a MiniCPM-V mmproj file)."""
+    return detect_mmproj(dict(_core.read_gguf_info(str(path)).kv), str(path))
 
 
 class VisionEncoder:
@@ -58,19 +46,19 @@ class VisionEncoder:
         if max_patches is not None:
             check_int("max_patches", max_patches, 1)
         kv = dict(_core.read_gguf_info(str(self.path)).kv)
-        self.projector = _projector(kv, self.path)
+        self.projector = detect_mmproj(kv, str(self.path))
         padded = kv.get("minicpmv_edge.vision.padded_batch", self.projector.padded_batch)
         if not isinstance(padded, bool):
             raise ValueError(f"{path}: key 'minicpmv_edge.vision.padded_batch' must be a bool, not {padded!r}")
         if padded and self.projector.position_ids != "flat_1d":
             raise ValueError(f"{path}: minicpmv_edge.vision.padded_batch is true for a {self.projector.model} file; "
-                             "only MiniCPM-Llama3-V 2.5 has a padded vision batch")
+                             "a padded vision batch goes with 1-D position ids only")
         rule_name = position_ids or self.projector.position_ids or "navit_2d"  # (unused by a resampled grid)
         if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
             raise ValueError(f"unknown position_ids rule {rule_name!r}")
         rule = getattr(_core.PosRule, rule_name)
-        # 2.5: the prompt's pieces are one zero-padded batch (Visuals passes pad_to; see versions.ModelVersion),
-        # unless another position rule was asked for
+        # a padded vision batch (the prompt's pieces as one zero-padded batch: media.py passes pad_to), unless
+        # another position rule was asked for
         self.padded_batch = padded and rule_name == "flat_1d"
         logs.install()
         enc = _core.VisionEncoder(str(self.path), threads, device, rule, max_batch_bytes, profile, blas, 0, use_mmap,
@@ -96,7 +84,7 @@ class VisionEncoder:
 
     def encode(self, pieces: list[np.ndarray] | SlicedImage, pad_to: int = 0) -> np.ndarray:
         """float32 [n_pieces, query_num, hidden] for float32 [3, H, W] pieces (or a SlicedImage). `pad_to` > 0:
-        each piece as a member of 2.5's padded batch of that many patches (the longest piece of the prompt)."""
+        each piece as a member of a padded batch of that many patches (a family's vision_batch)."""
         arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
         return self.native.encode(arrays, check_int("pad_to", pad_to, 0))
 

@@ -20,8 +20,8 @@ from typing import Protocol
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .families import Family
 from .messages import MessageError, Turn
-from .versions import ModelVersion
 
 IMAGE_TAG = "(<image>./</image>)"
 _SENTINEL = "\ue000{}\ue001"  # private-use characters: where each message's content goes in the template
@@ -112,7 +112,7 @@ class _Emitter:
             self.out.extend(self.vocab.tokenize(text, add_special=False, parse_special=False))
 
 
-def _emit_image(em: _Emitter, v: ModelVersion, query_num: int, grid: tuple[int, int] | None, index: int,
+def _emit_image(em: _Emitter, v: Family, query_num: int, grid: tuple[int, int] | None, index: int,
                 use_image_id: bool) -> None:
     """One image as the original processor's get_slice_image_placeholder writes it for this version."""
     if use_image_id:
@@ -159,7 +159,7 @@ def _contents(turns: Sequence[Turn]) -> list[tuple[str, list[tuple[int, int, boo
 def _locate(rendered: str, skeleton: list[str], contents: list[str]) -> list[tuple[int, int, int]]:
     """Where each message's content ended up in the rendered prompt: (start in rendered, length, characters the
     template dropped from its front). The template's own text (`skeleton`, between the contents) must surround
-    them unchanged; a content may have been trimmed (2.5's template does `| trim`)."""
+    them unchanged; a content may have been trimmed (a template may `| trim` it)."""
     if not rendered.startswith(skeleton[0]):
         raise MessageError("the chat template renders differently for different message texts")
     pos, out = len(skeleton[0]), []
@@ -178,7 +178,7 @@ def _locate(rendered: str, skeleton: list[str], contents: list[str]) -> list[tup
     return out
 
 
-def _render(template: str, turns: Sequence[Turn], v: ModelVersion
+def _render(template: str, turns: Sequence[Turn], v: Family
             ) -> tuple[str, list[tuple[int, int, int]], list[tuple[str, list[tuple[int, int, bool]]]]]:
     """(rendered prompt, where each message's content is in it, each content with its parts' spans)."""
     contents = _contents(turns)
@@ -194,7 +194,7 @@ def _render(template: str, turns: Sequence[Turn], v: ModelVersion
     return rendered, _locate(rendered, skeleton, [c for c, _ in contents]), contents
 
 
-def check_template(template: str, v: ModelVersion) -> None:
+def check_template(template: str, v: Family) -> None:
     """MessageError if the template cannot render an ordinary one-image question the way build_prompt needs."""
     _render(template, [Turn("user", [IMAGE_TAG, "What is in the image?"])], v)
 
@@ -206,7 +206,7 @@ def min_text_tokens(turns: Sequence[Turn], max_token_chars: int) -> int:
     return -(-chars // max_token_chars)
 
 
-def build_prompt(template: str, turns: Sequence[Turn], v: ModelVersion, vocab: Vocabulary, query_num: int,
+def build_prompt(template: str, turns: Sequence[Turn], v: Family, vocab: Vocabulary, query_num: int,
                  grids: Sequence[tuple[int, int] | None], use_image_id: bool, parse_special: bool = False) -> Prompt:
     """The prompt's positions; `grids` holds the slicing grid of every image part, in order."""
     rendered, where, contents = _render(template, turns, v)

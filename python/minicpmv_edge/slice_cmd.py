@@ -8,16 +8,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from .families import DEFAULT, FAMILIES
 from .image import DEFAULT_MAX_PIXELS
 from .slicer import SliceConfig, slice_image
-from .versions import VERSIONS
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("image", help="image file")
     ap.add_argument("--max-slices", type=int, default=9, help="max_slice_nums: most slices besides the overview")
-    ap.add_argument("--model-version", choices=sorted(VERSIONS), default="2.6",
-                    help="model whose tokens per piece are counted")
+    ap.add_argument("--model-version", choices=sorted(FAMILIES), default=DEFAULT,
+                    help="model family whose tokens per piece are counted")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--save-dir", help="write every resized piece as piece_NN.png")
     ap.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
@@ -25,7 +25,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    version = VERSIONS[args.model_version]
+    version = FAMILIES[args.model_version]
     config = SliceConfig(max_slice_nums=args.max_slices, scale_resolution=version.scale_resolution,
                          patch_size=version.patch_size, max_pixels=args.max_pixels,
                          **({"n_threads": args.threads} if args.threads else {}))

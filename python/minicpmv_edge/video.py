@@ -1,24 +1,20 @@
-"""Video input, as the original recipe feeds MiniCPM-V 2.6 (docs/sources.md): about one frame
-per second (every round(fps)-th frame), at most 64 frames (uniform sub-sampling beyond that), all in one user turn,
-each frame sliced with max_slice_nums 2 (1 when there are more than 16 frames) and no image ids.
-
-Files are decoded with PyAV as a stream: frames are converted to RGB only when sampled, and a sampled frame is
-handed on (to be sliced and encoded) before the next one is decoded, so a long video never sits in memory.
+"""Video input: a file (or its bytes) decoded with PyAV as a stream, frames converted to RGB only when sampled; a
+sampled frame is handed on (to be sliced and encoded) before the next one is decoded, so a long video never sits in
+memory. Which frames are sampled is the model family's video recipe (families/*/).
 
 A video file is untrusted input. The frame count is the number of the stream's packets, counted as the original's
 decord counts them when it indexes the file (a header's frame count or duration is never used, so a patched header
-costs nothing), and the sample is computed without a list as long as that count. Frame sizes are checked against
-the image limits from the stream header before anything is decoded, by FFmpeg's decoder (`max_pixels`) for every
-frame, and again for each sampled frame. FFmpeg reads the file through a Python file object and may only use the
-container formats in ALLOWED_FORMATS, with no protocol at all: a playlist, an `ffconcat` script or a reference
-inside the file cannot make it open anything else.
+costs nothing). Frame sizes are checked against the image limits from the stream header before anything is
+decoded, by FFmpeg's decoder (`max_pixels`) for every frame, and again for each sampled frame. FFmpeg reads the file
+through a Python file object and may only use the container formats in ALLOWED_FORMATS, with no protocol at all: a
+playlist, an `ffconcat` script or a reference inside the file cannot make it open anything else.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +27,6 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 ALLOWED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpeg", "mpegts", "flv",
                    "asf", "ogg")
 _CONTAINER_OPTIONS = {"format_whitelist": ",".join(ALLOWED_FORMATS), "protocol_whitelist": "none"}
-MAX_NUM_FRAMES = 64
-MANY_FRAMES = 16  # above this many frames, each frame is a single piece
 
 
 class VideoError(ValueError):
@@ -70,28 +64,9 @@ class VideoInfo:
     width: int  # frame size in the stream header
     height: int
 
-    @property
-    def wanted(self) -> list[int]:
-        return frame_indices(self.n_frames, self.fps)
-
 
 def is_video_path(value: object) -> bool:
     return isinstance(value, (str, os.PathLike)) and Path(value).suffix.lower() in VIDEO_SUFFIXES
-
-
-def frame_indices(n_frames: int, fps: float, max_frames: int = MAX_NUM_FRAMES) -> list[int]:
-    """Every round(fps)-th frame; beyond max_frames, the middle of max_frames equal runs of those. Computed
-    without listing every round(fps)-th frame: the list never holds more than max_frames entries."""
-    step = max(1, round(fps))
-    count = -(-n_frames // step)  # len(range(0, n_frames, step))
-    if count <= max_frames:
-        return list(range(0, n_frames, step))
-    gap = count / max_frames
-    return [step * int(i * gap + gap / 2) for i in range(max_frames)]
-
-
-def max_slices_for(n_frames: int) -> int:
-    return 1 if n_frames > MANY_FRAMES else 2
 
 
 def _as_video(video: Video | str | os.PathLike[str]) -> Video:
@@ -166,14 +141,14 @@ def probe(video: Video | str | os.PathLike[str], max_pixels: int | None = DEFAUL
     return VideoInfo(n, fps, w, h)
 
 
-def sampled_frames(video: Video | str | os.PathLike[str], info: VideoInfo | None = None,
-                   max_pixels: int | None = DEFAULT_MAX_PIXELS, max_side: int | None = DEFAULT_MAX_SIDE
-                   ) -> tuple[int, Iterator[np.ndarray]]:
-    """(number of sampled frames, iterator of RGB uint8 [H, W, 3] frames in order). `info`: the video's probe(),
-    when the caller has it already."""
+def sampled_frames(video: Video | str | os.PathLike[str], pick: Callable[[int, float], list[int]],
+                   info: VideoInfo | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                   max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[int, Iterator[np.ndarray]]:
+    """(number of sampled frames, iterator of RGB uint8 [H, W, 3] frames in order). `pick(n_frames, fps)`: the
+    indices a recipe samples; `info`: the video's probe(), when the caller has it already."""
     v = _as_video(video)
     info = info or probe(v, max_pixels, max_side)
-    wanted = info.wanted
+    wanted = pick(info.n_frames, info.fps)
     return len(wanted), _decode(v, wanted, max_pixels, max_side)
 
 

@@ -3,16 +3,17 @@
 
 `plan()` reads only file headers (image sizes, a video's packets and frame size) and says how many pieces the
 encoder will get, so a prompt that cannot fit the context is refused before any pixel is decoded. `encode()` then
-turns each video into its sampled frames in place (the video recipe, docs/sources.md); each image and frame is
-decoded, sliced, encoded and dropped before the next is decoded. In the turns returned, every image is replaced by
-its `Encoded` entry (grid, pieces, embedding rows), which is all the prompt layout needs.
+turns each video into the frames its family's recipe samples, in place; each image and frame is decoded, sliced,
+encoded and dropped before the next is decoded. In the turns returned, every image is replaced by its `Encoded`
+entry (grid, pieces, embedding rows), which is all the prompt layout needs.
 
-MiniCPM-Llama3-V 2.5 (encoder.padded_batch): the original encodes all pieces of all images of the call as one batch
-zero-padded to the longest piece, padding attended, so a piece's embedding depends on that length L. L is taken
-from the slicing plans of the decoded sizes (EXIF orientation applied), so every image is decoded once to measure it
-(and dropped: the prompt's images are never all in memory at once) and a video's first frame is read, which gives
-every frame's size; then each image and frame is sliced and encoded with pad_to=L. The cache key includes L, so an
-image whose L changed (a larger image joined the chat) is encoded again, and the KV cache keeps nothing from it on.
+A family with a padded vision batch (`Family.vision_batch`, where the mmproj runs one: encoder.padded_batch) has
+every piece of the call encoded as a member of one batch padded to a length the family derives from all pieces'
+patch counts. The counts come from the slicing plans of the decoded sizes (EXIF orientation applied), so every image
+is decoded once to measure it (and dropped: the prompt's images are never all in memory at once) and a video's
+first frame is read, which gives every frame's size; then each image and frame is sliced and encoded with that
+length. The cache key includes it, so an image whose length changed (a larger image joined the chat) is encoded
+again, and the KV cache keeps nothing from it on.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import numpy as np
 
 from .cache import EmbeddingCache, Encoded, pixels_key
 from .encoder import VisionEncoder
+from .families import Family
 from .image import Image, image_size, load_rgb
 from .messages import Turn
 from .slicer import check_plan, plan
-from .video import Video, VideoInfo, max_slices_for, probe, sampled_frames
+from .video import Video, VideoInfo, probe, sampled_frames
 
 
 @dataclass
@@ -49,11 +51,20 @@ class MediaPlan:
 
 
 class Visuals:
-    def __init__(self, encoder: VisionEncoder, cache: EmbeddingCache, model_id: str, n_threads: int) -> None:
+    def __init__(self, encoder: VisionEncoder, cache: EmbeddingCache, model_id: str, n_threads: int,
+                 family: Family) -> None:
         self.encoder = encoder
         self.cache = cache
         self.model_id = model_id
         self.n_threads = n_threads
+        self.family = family
+        self.batch = family.vision_batch if encoder.padded_batch else None
+
+    def _video_slices(self, n_sampled: int) -> int:
+        recipe = self.family.video
+        if recipe is None:
+            raise TypeError(f"internal: {self.family.display} has no video recipe")
+        return recipe.max_slices(n_sampled)
 
     def plan(self, turns: list[Turn], max_slices: int) -> MediaPlan:
         """Every image's and video's size from its header, checked against the limits, and the pieces they make."""
@@ -66,9 +77,9 @@ class Visuals:
             elif isinstance(p, Video):
                 info = out.videos.get(id(p)) or probe(p, cfg.max_pixels, cfg.max_side)
                 out.videos[id(p)] = info
-                n = len(info.wanted)
+                n = len(self.family.video.frame_indices(info.n_frames, info.fps)) if self.family.video else 0
                 out.pieces += n * len(plan(info.width, info.height,
-                                           self.encoder.slice_config_for(max_slices_for(n), n_threads=1))[1])
+                                           self.encoder.slice_config_for(self._video_slices(n), n_threads=1))[1])
         return out
 
     def _encode(self, rgb: np.ndarray, max_slices: int, stats: EncodeStats,
@@ -101,7 +112,10 @@ class Visuals:
 
     def _frames(self, video: Video, media: MediaPlan) -> tuple[int, Iterator[np.ndarray]]:
         cfg = self.encoder.slice_config
-        return sampled_frames(video, media.videos.get(id(video)), cfg.max_pixels, cfg.max_side)
+        recipe = self.family.video
+        if recipe is None:
+            raise TypeError(f"internal: {self.family.display} has no video recipe")
+        return sampled_frames(video, recipe.frame_indices, media.videos.get(id(video)), cfg.max_pixels, cfg.max_side)
 
     def encode(self, turns: list[Turn], max_slices: int, progress: Callable[[int], None] | None = None,
                media: MediaPlan | None = None) -> tuple[list[Turn], list[Encoded], EncodeStats]:
@@ -114,7 +128,7 @@ class Visuals:
         cfg = self.encoder.slice_config
         videos: dict[int, tuple[int, Iterator[np.ndarray]]] = {}  # padded batch: every video opened, 1st frame read
         pad_to = 0
-        if self.encoder.padded_batch:
+        if self.batch is not None:
             longest, seen = [], set()
             for p in (p for t in turns for p in t.parts):
                 if isinstance(p, Image) and id(p) not in seen:
@@ -124,10 +138,10 @@ class Visuals:
                     n, frames = self._frames(p, media)
                     first = next(frames, None)
                     if first is not None:  # every frame of a video has the first one's size
-                        longest.append(self._longest_piece(first, max_slices_for(n)))
+                        longest.append(self._longest_piece(first, self._video_slices(n)))
                         frames = itertools.chain([first], frames)
                     videos[id(p)] = n, frames
-            pad_to = max(longest, default=0)
+            pad_to = self.batch.pad_length(longest)
         for t in turns:
             parts: list = []
             for p in t.parts:
@@ -136,7 +150,7 @@ class Visuals:
                 elif isinstance(p, Video):
                     n, frames = videos.pop(id(p)) if id(p) in videos else self._frames(p, media)
                     for frame in frames:
-                        encoded.append(self._encode(frame, max_slices_for(n), stats, progress, pad_to))
+                        encoded.append(self._encode(frame, self._video_slices(n), stats, progress, pad_to))
                         parts.append(encoded[-1])
                 elif isinstance(p, Image):
                     rgb = load_rgb(p, cfg.max_pixels, cfg.max_side)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..versions import ModelVersion, version_from_config
+from ..families import Family, detect_hf
 from .gguf_out import FILE_TYPES, GGUFFile
 from .llm import plan_llm, write_llm_kv
 from .mapping import Source
-from .mmproj import plan_mmproj, vision_config, write_mmproj_kv
+from .mmproj import plan_mmproj, write_mmproj_kv
 from .safetensors_io import CheckpointError, SafetensorsCheckpoint, load_json
 from .vocab import read_vocab, write_vocab
 
@@ -24,9 +24,14 @@ __all__ = ["CheckpointError", "ConvertResult", "convert_checkpoint"]
 
 @dataclass(frozen=True)
 class ConvertResult:
-    version: ModelVersion
+    family: Family
     model: Path
     mmproj: Path
+
+    @property
+    def version(self) -> Family:
+        """The family (the name of earlier releases)."""
+        return self.family
 
 
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
@@ -44,8 +49,9 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
     if not hf.is_dir():
         raise CheckpointError(f"{hf}: not a directory")
     cfg = load_json(hf / "config.json")
-    version = version_from_config(cfg, str(hf / "config.json"))
-    cfg = {**cfg, "vision_config": vision_config(cfg, version, str(hf / "config.json"))}
+    family = detect_hf(cfg, str(hf / "config.json"))
+    assert family.converter is not None
+    cfg = {**cfg, "vision_config": family.converter.vision_config(cfg, str(hf / "config.json"))}
     for k in _REQUIRED:
         if k not in cfg:
             raise CheckpointError(f"{hf / 'config.json'}: missing key {k!r}")
@@ -54,7 +60,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
             raise CheckpointError(f"{hf / 'config.json'}: missing key 'vision_config.{k}'")
     pre_path = hf / "preprocessor_config.json"
     pre = load_json(pre_path) if pre_path.exists() else {}
-    vocab = read_vocab(hf, version, int(cfg["vocab_size"]))
+    vocab = read_vocab(hf, family, int(cfg["vocab_size"]))
     qtype, file_type = FILE_TYPES[outtype]
     name = Path(str(cfg.get("_name_or_path", hf.name))).name or hf.name
 
@@ -62,16 +68,16 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
     out.mkdir(parents=True, exist_ok=True)
     with SafetensorsCheckpoint(hf) as ckpt:
         src = Source(ckpt)
-        llm_plan = plan_llm(src, cfg, version, qtype)
-        mm_plan = plan_mmproj(src, cfg, version, qtype)
+        llm_plan = plan_llm(src, cfg, family, qtype)
+        mm_plan = plan_mmproj(src, cfg, family, qtype)
         src.check_all_used()  # before anything is written: an unknown layout never yields a file
 
-        model = GGUFFile(out / f"model-{outtype}.gguf", version.llm_arch)
+        model = GGUFFile(out / f"model-{outtype}.gguf", family.llm_arch)
         mmproj = GGUFFile(out / f"mmproj-model-{outtype}.gguf", "clip")
         try:
-            write_llm_kv(model.writer, cfg, version, file_type, name)
-            write_vocab(model.writer, vocab, version)
-            write_mmproj_kv(mmproj.writer, cfg, pre, version, file_type, name)
+            write_llm_kv(model.writer, cfg, family, file_type, name)
+            write_vocab(model.writer, vocab, family)
+            write_mmproj_kv(mmproj.writer, cfg, pre, family, file_type, name)
             with tqdm(total=len(llm_plan) + len(mm_plan), unit="tensor", desc="converting",
                       disable=not progress or None) as bar:
                 model.write_tensors(llm_plan, lambda: bar.update(1))
@@ -82,4 +88,4 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
             raise
         model.commit()
         mmproj.commit()
-    return ConvertResult(version, model.path, mmproj.path)
+    return ConvertResult(family, model.path, mmproj.path)

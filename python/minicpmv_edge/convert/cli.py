@@ -20,7 +20,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from . import convert_checkpoint
 
     res = convert_checkpoint(args.hf_dir, args.out, args.outtype, progress=not args.no_progress)
-    print(f"{res.version.display}: wrote {res.model} and {res.mmproj}")
+    print(f"{res.family.display}: wrote {res.model} and {res.mmproj}")
     return 0
 
 

@@ -1,21 +1,20 @@
-"""The language model (`llm.*`) as a llama.cpp GGUF: `qwen2` for 2.6, `llama` for 2.5, `minicpm` for 2.0.
+"""The language model (`llm.*`) as a llama.cpp GGUF of the family's architecture (`Family.llm_arch`).
 
 One mapping table from original names (after stripping `llm.`) to llama.cpp names; the only transform is the
 q/k row permutation that llama.cpp's `llama` and `minicpm` architectures need for their interleaved RoPE
-(llama.cpp's `convert_hf_to_gguf.py`). MiniCPM's three scalings (input embeddings x scale_emb, each residual
-branch x scale_depth / sqrt(layers), logits / (hidden / dim_model_base)) are llama.cpp's `minicpm.*_scale` keys.
+(llama.cpp's `convert_hf_to_gguf.py`, `Family.permute_qk`). Keys beyond the architecture's own (MiniCPM's
+scalings) are the family converter's `llm_kv`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from ..versions import ModelVersion
+from ..families import Family
 from .gguf_out import PlannedTensor, matrix_type
 from .mapping import Source
 
@@ -39,7 +38,6 @@ _LAYER = {
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-_REQUIRED_BIAS = {"qwen2": True, "llama": False, "minicpm": False}  # qwen2 has q/k/v biases, the others none
 
 
 def _permute_rows(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -50,12 +48,12 @@ def _permute_rows(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
-def plan_llm(src: Source, cfg: dict, version: ModelVersion, outtype: QT) -> list[PlannedTensor]:
+def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[PlannedTensor]:
     n_layer = int(cfg["num_hidden_layers"])
     n_head, n_kv = int(cfg["num_attention_heads"]), int(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
     E, F, V = int(cfg["hidden_size"]), int(cfg["intermediate_size"]), int(cfg["vocab_size"])
     hd = E // n_head
-    with_bias = _REQUIRED_BIAS[version.llm_arch]
+    with_bias = family.llm_qkv_bias
     shapes = {
         "token_embd.weight": (V, E), "output_norm.weight": (E,), "output.weight": (V, E),
         "attn_norm.weight": (E,), "ffn_norm.weight": (E,),
@@ -73,9 +71,9 @@ def plan_llm(src: Source, cfg: dict, version: ModelVersion, outtype: QT) -> list
             if gg.endswith(".bias") and not with_bias:
                 continue
             fn = None
-            if version.permute_qk and gg.startswith("attn_q."):
+            if family.permute_qk and gg.startswith("attn_q."):
                 fn = _permute_rows(n_head)
-            elif version.permute_qk and gg.startswith("attn_k."):
+            elif family.permute_qk and gg.startswith("attn_k."):
                 fn = _permute_rows(n_kv)
             table.append((f"llm.model.layers.{i}.{hf}", f"blk.{i}.{gg}", fn))
 
@@ -88,7 +86,7 @@ def plan_llm(src: Source, cfg: dict, version: ModelVersion, outtype: QT) -> list
     return out
 
 
-def write_llm_kv(w: gguf.GGUFWriter, cfg: dict, version: ModelVersion, file_type: int, name: str) -> None:
+def write_llm_kv(w: gguf.GGUFWriter, cfg: dict, family: Family, file_type: int, name: str) -> None:
     n_head = int(cfg["num_attention_heads"])
     w.add_name(name)
     w.add_file_type(file_type)
@@ -102,10 +100,7 @@ def write_llm_kv(w: gguf.GGUFWriter, cfg: dict, version: ModelVersion, file_type
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
     w.add_rope_dimension_count(int(cfg["hidden_size"]) // n_head)
     w.add_vocab_size(int(cfg["vocab_size"]))
-    if version.llm_arch == "minicpm":  # llama.cpp reads all three; MiniCPMConfig's defaults are 1
-        w.add_embedding_scale(float(cfg.get("scale_emb", 1)))
-        w.add_residual_scale(float(cfg.get("scale_depth", 1)) / math.sqrt(int(cfg["num_hidden_layers"])))
-        w.add_logit_scale(float(cfg["hidden_size"]) / float(cfg.get("dim_model_base", 1)))
-    w.add_string("minicpmv_edge.version", version.name)
+    if family.converter is not None:
+        family.converter.llm_kv(w, cfg)
     if file_type == 7:
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -1,10 +1,10 @@
-"""A checkpoint's vocabulary as llama.cpp's `tokenizer.ggml.*` keys.
+"""A checkpoint's vocabulary as llama.cpp's `tokenizer.ggml.*` keys (`Family.tokenizer` says which kind).
 
-2.5/2.6: the byte-level BPE of `tokenizer.json` (vocabulary, merges, added tokens), read directly with no
-tokenizer class (MiniCPM-V ships its tokenizer as remote code). 2.0: the SentencePiece `tokenizer.model`, read
-with the sentencepiece package as llama.cpp's own converter reads it (pieces, scores, types), then the added tokens
-of `tokenizer_config.json`. The chat template and BOS handling come from `tokenizer_config.json`, or for 2.0
-(whose chat() builds its prompt in code) from the versions table.
+"bpe": the byte-level BPE of `tokenizer.json` (vocabulary, merges, added tokens), read directly with no tokenizer
+class (MiniCPM-V ships its tokenizer as remote code). "spm": the SentencePiece `tokenizer.model`, read with the
+sentencepiece package as llama.cpp's own converter reads it (pieces, scores, types), then the added tokens of
+`tokenizer_config.json`. The chat template and BOS handling come from `tokenizer_config.json`, or for a family whose
+chat() builds its prompt in code, from its data row.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gguf
 
-from ..versions import ModelVersion
+from ..families import Family
 from .safetensors_io import CheckpointError, load_json
 
 # llama.cpp token types
@@ -32,10 +32,10 @@ class Vocab:
     scores: list[float] | None = None  # SentencePiece only
 
 
-def read_vocab(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
-    if version.tokenizer == "spm":
-        return _read_spm(folder, version, vocab_size)
-    return _read_bpe(folder, version, vocab_size)
+def read_vocab(folder: Path, family: Family, vocab_size: int) -> Vocab:
+    if family.tokenizer == "spm":
+        return _read_spm(folder, family, vocab_size)
+    return _read_bpe(folder, family, vocab_size)
 
 
 def _added_tokens(tc: dict, where: Path) -> list[tuple[int, str, bool]]:
@@ -48,7 +48,7 @@ def _added_tokens(tc: dict, where: Path) -> list[tuple[int, str, bool]]:
     return out
 
 
-def _read_spm(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
+def _read_spm(folder: Path, family: Family, vocab_size: int) -> Vocab:
     import sentencepiece as spm
 
     model = folder / "tokenizer.model"
@@ -78,15 +78,15 @@ def _read_spm(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
         tokens[i] = text
         types[i] = _CONTROL if special else _USER_DEFINED
     ids = {t: i for i, t in enumerate(tokens)}
-    missing = [t for t in (version.bos_token, version.eos_token, *version.stop_tokens, *version.special_tokens)
+    missing = [t for t in (family.bos_token, family.eos_token, *family.stop_tokens, *family.special_tokens)
                if t not in ids]
     if missing:
-        raise CheckpointError(f"{model}: {version.display} token {missing[0]!r} is not in the vocabulary")
-    return Vocab(tokens, types, [], ids, version.chat_template, bool(tc.get("add_bos_token", version.add_bos)),
+        raise CheckpointError(f"{model}: {family.display} token {missing[0]!r} is not in the vocabulary")
+    return Vocab(tokens, types, [], ids, family.chat_template, bool(tc.get("add_bos_token", family.add_bos)),
                  scores)
 
 
-def _read_bpe(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
+def _read_bpe(folder: Path, family: Family, vocab_size: int) -> Vocab:
     tj = load_json(folder / "tokenizer.json")
     tc = load_json(folder / "tokenizer_config.json")
     model = tj.get("model") or {}
@@ -95,7 +95,7 @@ def _read_bpe(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
     vocab: dict[str, int] = dict(model["vocab"])
     special: set[str] = set()
     for t in tj.get("added_tokens", []):
-        vocab[t["content"]] = int(t["id"])  # added tokens may reuse an id inside the BPE range (2.6's <unk>)
+        vocab[t["content"]] = int(t["id"])  # added tokens may reuse an id inside the BPE range (<unk>)
         if t.get("special", False):
             special.add(t["content"])
     n = max(max(vocab.values()) + 1, vocab_size)
@@ -113,15 +113,15 @@ def _read_bpe(folder: Path, version: ModelVersion, vocab_size: int) -> Vocab:
     template = tc.get("chat_template")
     if not isinstance(template, str):
         raise CheckpointError(f"{folder / 'tokenizer_config.json'}: no 'chat_template' string")
-    missing = [t for t in (version.bos_token, version.eos_token, *version.stop_tokens) if t not in vocab]
+    missing = [t for t in (family.bos_token, family.eos_token, *family.stop_tokens) if t not in vocab]
     if missing:
         raise CheckpointError(
-            f"{folder / 'tokenizer.json'}: {version.display} token {missing[0]!r} is not in the vocabulary")
-    return Vocab(tokens, types, merges, vocab, template, bool(tc.get("add_bos_token", version.add_bos)))
+            f"{folder / 'tokenizer.json'}: {family.display} token {missing[0]!r} is not in the vocabulary")
+    return Vocab(tokens, types, merges, vocab, template, bool(tc.get("add_bos_token", family.add_bos)))
 
 
-def write_vocab(w: gguf.GGUFWriter, v: Vocab, version: ModelVersion) -> None:
-    if version.tokenizer == "spm":
+def write_vocab(w: gguf.GGUFWriter, v: Vocab, family: Family) -> None:
+    if family.tokenizer == "spm":
         w.add_tokenizer_model("llama")
         w.add_tokenizer_pre("default")
         w.add_token_list(v.tokens)
@@ -131,13 +131,13 @@ def write_vocab(w: gguf.GGUFWriter, v: Vocab, version: ModelVersion) -> None:
         w.add_add_space_prefix(True)  # legacy mode: every text run gets SentencePiece's dummy prefix
     else:
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(version.tokenizer_pre)
+        w.add_tokenizer_pre(family.tokenizer_pre)
         w.add_token_list(v.tokens)
         w.add_token_types(v.types)
         w.add_token_merges(v.merges)
-    w.add_bos_token_id(v.ids[version.bos_token])
-    w.add_eos_token_id(v.ids[version.eos_token])
-    if version.pad_token in v.ids:
-        w.add_pad_token_id(v.ids[version.pad_token])
+    w.add_bos_token_id(v.ids[family.bos_token])
+    w.add_eos_token_id(v.ids[family.eos_token])
+    if family.pad_token in v.ids:
+        w.add_pad_token_id(v.ids[family.pad_token])
     w.add_add_bos_token(v.add_bos)
     w.add_chat_template(v.chat_template)

@@ -1,0 +1,139 @@
+"""What a model family is to the rest of the runtime: one frozen row of data (tokens, templates, layout rules,
+defaults), and the few stages only some families have, as callables. Code outside families/ reads these fields and
+calls these stages; it never asks which family it holds.
+
+Sources (docs/sources.md): the original checkpoints' config and tokenizer files (dimensions, special tokens,
+templates), `processing_minicpmv.py` (prompt layout) and llama.cpp's `clip-impl.h` (`clip.minicpmv_version`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class UnsupportedVersionError(ValueError):
+    """The checkpoint or GGUF names a MiniCPM-V family this runtime does not handle."""
+
+
+class VideoRecipe(Protocol):
+    """How a family's original feeds a video: which frames, each sliced how, with or without image ids."""
+
+    use_image_id: bool
+
+    def frame_indices(self, n_frames: int, fps: float) -> list[int]: ...
+
+    def max_slices(self, n_sampled: int) -> int: ...
+
+
+class VisionBatch(Protocol):
+    """A family whose original encodes the prompt's pieces as one padded batch: the length every piece of a call is
+    padded to, from the patch counts of all its pieces (0: each piece alone)."""
+
+    def pad_length(self, piece_patches: Sequence[int]) -> int: ...
+
+
+class AnswerDecode(Protocol):
+    """A family whose original decodes the answer differently from the streamed text (SentencePiece's legacy
+    spacing): the final text of `tokens`, given the vocabulary's pieces and each token's kind."""
+
+    def __call__(self, tokens: list[int], pieces: Sequence[str], kind: Callable[[int], str]) -> str: ...
+
+
+class Converter(Protocol):
+    """The family's part of the checkpoint converter: its tower's dimensions and tensor table, and language-model
+    keys beyond the architecture's own."""
+
+    def vision_config(self, cfg: dict, where: str) -> dict: ...
+
+    def vision_table(self, cfg: dict, n_layers: int, width: int) -> list[tuple[str, str, Any, tuple | None]]: ...
+
+    def stored_layer_names(self, n_layers: int, n_stored: int) -> list[str]: ...
+
+    def llm_kv(self, writer: Any, cfg: dict) -> None: ...
+
+
+class Recipe(Protocol):
+    """The family's deterministic test checkpoints: their presets and the original files' configs and names."""
+
+    presets: dict[str, Any]
+    tokenizer_corpus: tuple[str, ...]  # training text beyond the shared corpus (the family's own markup)
+    ignore_merges: bool  # BPE: whole words looked up before merging, as the real tokenizer
+    nfc: bool  # BPE: an NFC normaliser, as the real tokenizer
+
+    def configs(self, p: Any, f: Family, ids: dict[str, int], vocab_size: int) -> dict[str, dict[str, object]]: ...
+
+    def vision_shapes(self, p: Any, f: Family) -> list[tuple[str, tuple[int, ...], str]]: ...
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the family's short name, as users pick it (`--tiny NAME`, `make-model tiny-NAME`)
+    display: str  # model family name as users know it
+    llm_arch: str  # llama.cpp architecture of the language model GGUF
+    llm_qkv_bias: bool  # the language model's attention has q/k/v biases
+    tokenizer: str  # "bpe": byte-level BPE (tokenizer.json); "spm": SentencePiece (tokenizer.model), legacy mode
+    tokenizer_pre: str  # llama.cpp pre-tokenizer name (the regex split of the real BPE tokenizer; "" for spm)
+    pretokenize_regex: str  # the same split as a `tokenizers` regex, for the tiny checkpoints ("" for spm)
+    add_bos: bool  # whether the tokenizer prepends BOS
+    permute_qk: bool  # llama.cpp's llama arch uses interleaved RoPE pairs: q/k rows are permuted on conversion
+    query_num: int  # resampler queries = LLM tokens per image piece
+    projector_type: str  # `clip.projector_type` of its mmproj: llama.cpp's "resampler", or ours
+    mmproj_version: int | None  # value of llama.cpp's `clip.minicpmv_version` (None: llama.cpp has no such file)
+    position_ids: str | None  # the tower's bucket rule ("navit_2d", "flat_1d"); None: a resampled position grid
+    vision_position: str  # "buckets": NaViT ids into the 70x70 table; "resampled_grid": the table resized
+    vision_gelu: str  # "tanh" (SigLIP's gelu_pytorch_tanh) or "erf" (timm's nn.GELU)
+    resampler_query_pos: bool  # the resampler adds a stored sin-cos table to its queries
+    padded_vision_batch: bool  # the original runs the prompt's pieces as one zero-padded batch (vision_batch)
+    max_slice_nums: int
+    scale_resolution: int
+    patch_size: int
+    use_image_id: bool  # `<image_id>k</image_id>` before each image
+    bos_token: str
+    eos_token: str  # config.eos_token_id
+    pad_token: str
+    stop_tokens: tuple[str, ...]  # generation stops on any of these
+    special_tokens: tuple[str, ...]  # added tokens, in id order after the BPE vocabulary
+    chat_template: str  # Jinja template as stored in tokenizer_config.json (or the original chat()'s format)
+    # prompt layout of one image (the original get_slice_image_placeholder): [<image_id>k</image_id>]
+    # overview_open unk*Q overview_close, then if sliced: grid_open, rows joined by "\n" of
+    # cols x (slice_open unk*Q slice_close), grid_close
+    slice_open: str
+    slice_close: str
+    grid_open: str
+    grid_close: str
+    max_new_tokens: int  # chat()'s default
+    clean_up_spaces: bool  # the tokenizer's clean_up_tokenization_spaces: decode drops the space before , . ? ! 's
+    text_drops_pad: bool  # the original deletes generated pad ids from the answer (where pad is not a character)
+    penalty_history: tuple[str, ...] = ()  # tokens the repetition penalty counts as generated before the answer
+    hf_version: float | str | None = None  # config.json's `version` as the original writes it (None: no key)
+    vision_model_type: str = ""  # the tower's `vision_config.model_type` in the original config
+    # the stages only some families have, and the family's converter and recipes
+    detects: Callable[[dict], bool] = field(default=lambda cfg: False, repr=False, compare=False)
+    config_hint: str = field(default="", repr=False, compare=False)  # how detects() knows it, for error messages
+    video: VideoRecipe | None = field(default=None, repr=False, compare=False)
+    vision_batch: VisionBatch | None = field(default=None, repr=False, compare=False)
+    answer_decode: AnswerDecode | None = field(default=None, repr=False, compare=False)
+    converter: Converter | None = field(default=None, repr=False, compare=False)
+    recipe: Recipe | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def layout_tokens(self) -> tuple[str, ...]:
+        """The special tokens the image layout and the stops need in a vocabulary."""
+        ids = ("<image_id>", "</image_id>") if self.use_image_id else ()
+        grid = tuple(t for t in (self.slice_open, self.slice_close, self.grid_open, self.grid_close) if t)
+        return ("<image>", "</image>", *grid, *ids, *self.stop_tokens)
+
+
+@dataclass(frozen=True)
+class Projector:
+    """What an mmproj file encodes for: llama.cpp's `clip.projector_type` "resampler" with its
+    `clip.minicpmv_version` number (llama.cpp's `clip-impl.h`), or our own projector type."""
+
+    projector_type: str
+    number: int | None
+    model: str
+    position_ids: str | None  # bucket rule: "flat_1d", "navit_2d"; None: resampled grid
+    family: Family | None = None  # the family the chat runtime uses with it (None: encoder only)
+    padded_batch: bool = False  # for files without `minicpmv_edge.vision.padded_batch` (llama.cpp's)

@@ -1,0 +1,28 @@
+"""A test checkpoint's dimensions (families/*/ declare theirs; recipes.py writes them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    family: str
+    vision_width: int
+    vision_layers: int
+    vision_heads: int
+    vision_ffn: int
+    llm_width: int  # multiple of 128: resampler heads = width / 128
+    llm_layers: int
+    llm_heads: int
+    llm_kv_heads: int
+    llm_ffn: int
+    vocab: int  # BPE tokens before the special tokens; for SentencePiece the whole vocabulary
+    dtype: str  # safetensors storage dtype, as the real checkpoints ("BF16" or "F16")
+    seed: int = 0
+    query_num: int = 0  # resampler queries (tokens per piece); 0: the family's
+    corpus: tuple[str, ...] = ()  # more tokenizer training text (the demo model's words become whole tokens)
+
+    def queries(self, f: Any) -> int:
+        return self.query_num or f.query_num
