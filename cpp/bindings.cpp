@@ -169,7 +169,8 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("dim"), py::arg("h"), py::arg("w"), "the resampler's key position code, [h*w, dim]");
 
     py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
-        .def(py::init([](const std::string & path, int n_threads, const std::string & device, mcv::PosRule rule,
+        .def(py::init([](const std::string & path, int n_threads, const std::string & device,
+                         const mcv::KeyValues & key_defaults, const mcv::KeyValues & key_overrides,
                          size_t max_batch_bytes, bool profile, bool blas, int64_t max_patches, bool use_mmap,
                          const std::string & int8) {
                  mcv::EncoderOptions opt;
@@ -179,14 +180,16 @@ PYBIND11_MODULE(_core, m) {
                  opt.blas = blas;
                  opt.n_threads = n_threads;
                  opt.device = device;
-                 opt.pos_rule = rule;
+                 opt.key_defaults = key_defaults;
+                 opt.key_overrides = key_overrides;
                  opt.max_batch_bytes = max_batch_bytes;
                  opt.max_patches = max_patches;
                  py::gil_scoped_release nogil;
                  return std::make_unique<mcv::VisionEncoder>(path, opt);
              }),
-             py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("pos_rule"),
-             py::arg("max_batch_bytes") = size_t(256) << 20, py::arg("profile") = false,
+             py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("key_defaults") = mcv::KeyValues{},
+             py::arg("key_overrides") = mcv::KeyValues{}, py::arg("max_batch_bytes") = size_t(256) << 20,
+             py::arg("profile") = false,
              py::arg("blas") = true, py::arg("max_patches") = 0, py::arg("use_mmap") = true,
              py::arg("int8") = "auto")
         .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
@@ -208,7 +211,7 @@ PYBIND11_MODULE(_core, m) {
             const auto & hp = enc.hparams();
             return to_array(out, {py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
         }, py::arg("pieces"), py::arg("pad_to") = 0,
-           "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces; pad_to > 0: 2.5's padded batch of that length")
+           "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces; pad_to > 0: a padded batch of that length")
         .def_property_readonly("hparams", [](const mcv::VisionEncoder & enc) {
             const auto & h = enc.hparams();
             py::dict d;
@@ -225,6 +228,10 @@ PYBIND11_MODULE(_core, m) {
             d["mean"] = h.mean;
             d["std"] = h.std;
             d["minicpmv_version"] = h.minicpmv_version;
+            d["position_ids"] = h.pos_rule == mcv::PosRule::navit_2d  ? "navit_2d"
+                                : h.pos_rule == mcv::PosRule::flat_1d ? "flat_1d"
+                                                                      : "floor_2d";
+            d["padded_batch"] = h.padded_batch;
             return d;
         })
         .def_property_readonly("device", &mcv::VisionEncoder::device_name)

@@ -58,7 +58,7 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     }
     pool_->attach(cpu_ ? cpu_.get() : backend_.get());
 
-    model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev), opt_.use_mmap);
+    model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev), opt_.use_mmap, opt_.key_defaults, opt_.key_overrides);
     const bool on_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
     if (opt_.blas && blas_available() && on_cpu) {
         scratch_ = std::make_unique<BlasScratch>(opt_.n_threads);
@@ -148,8 +148,8 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
                                             " must be between its " + std::to_string(patches) +
                                             " patches and max_patches " + std::to_string(opt_.max_patches));
             }
-            if (opt_.pos_rule != PosRule::flat_1d || model_.hp.pos_embedding != PosEmbedding::buckets) {
-                throw std::invalid_argument("padded pieces need the 1-D position rule of MiniCPM-Llama3-V 2.5");
+            if (model_.hp.pos_rule != PosRule::flat_1d || model_.hp.pos_embedding != PosEmbedding::buckets) {
+                throw std::invalid_argument("padded pieces need the 1-D position rule (a padded-batch file)");
             }
         }
     }
@@ -202,7 +202,7 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     last_node_ = std::chrono::steady_clock::now();
     std::vector<const float *> pixels;
     for (size_t i : index) pixels.push_back(pieces[i].chw);
-    g.siglip->set_inputs(pixels, opt_.pos_rule, rh, rw);
+    g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
     g.resampler->set_inputs();
     const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
     if (scratch_ && scratch_->take_failure()) {

@@ -24,7 +24,8 @@ namespace mcv {
 struct EncoderOptions {
     int n_threads = 4;
     std::string device = "cpu";  // "cpu", "auto" (the first GPU ggml offers, else CPU) or a ggml device name
-    PosRule pos_rule = PosRule::navit_2d;
+    KeyValues key_defaults;   // graph-variant keys for files that lack them (the family's, for llama.cpp's files)
+    KeyValues key_overrides;  // graph-variant keys that replace the file's (experiments: llama.cpp's position ids)
     size_t max_batch_bytes = size_t(256) << 20;  // cap on the attention scores of one graph evaluation
     int64_t max_patches = 0;  // largest piece accepted, in patches (0: no limit); bounds every buffer
     bool blas = true;      // OpenBLAS matmuls and attention on the CPU, when this build has it
@@ -49,10 +50,10 @@ struct Piece {
     const float * chw = nullptr;  // [3, height, width] normalised pixels
     int width = 0;
     int height = 0;
-    // MiniCPM-Llama3-V 2.5's padded batch (the original `get_vllm_embedding` with batch_vision_input): the tower
-    // sees the piece as a strip of pad_to patches, its own patches first, then zero pixels, every position a key;
-    // positions are the 1-D rule over pad_to; the resampler then reads the piece's own patches only. 0: the piece
-    // alone (what every other version does).
+    // A padded vision batch (VisionHParams::padded_batch; the original `get_vllm_embedding` with
+    // batch_vision_input): the tower sees the piece as a strip of pad_to patches, its own patches first, then zero
+    // pixels, every position a key; positions are the 1-D rule over pad_to; the resampler then reads the piece's own
+    // patches only. 0: the piece alone.
     int pad_to = 0;
 };
 

@@ -99,15 +99,37 @@ public:
         return v;
     }
 
-    // a string key naming one of `options` (absent: `fallback`)
+    // A graph variant: the string key naming one of `options`, from `overrides`, else the file, else `defaults`
+    // (absent everywhere: `fallback`).
     template <typename E>
-    E choice(const char * key, E fallback, std::initializer_list<std::pair<const char *, E>> options) const {
-        if (!has(key)) return fallback;
-        const std::string value = str(key);
+    E choice(const char * key, E fallback, std::initializer_list<std::pair<const char *, E>> options,
+             const KeyValues & defaults, const KeyValues & overrides) const {
+        std::string value;
+        if (auto it = overrides.find(key); it != overrides.end()) {
+            value = it->second;
+        } else if (has(key)) {
+            value = str(key);
+        } else if (auto d = defaults.find(key); d != defaults.end()) {
+            value = d->second;
+        } else {
+            return fallback;
+        }
         for (const auto & [name, e] : options) {
             if (value == name) return e;
         }
         fail(std::string("unknown ") + key + " '" + value + "'");
+    }
+
+    // A bool graph variant, from `overrides`, else the file, else `defaults` ("true" / "false"), else `fallback`.
+    bool flag(const char * key, bool fallback, const KeyValues & defaults, const KeyValues & overrides) const {
+        const auto text = [&](const std::string & v) {
+            if (v != "true" && v != "false") fail(std::string("key '") + key + "' must be true or false, not '" + v + "'");
+            return v == "true";
+        };
+        if (auto it = overrides.find(key); it != overrides.end()) return text(it->second);
+        if (has(key)) return boolean(key);
+        if (auto d = defaults.find(key); d != defaults.end()) return text(d->second);
+        return fallback;
     }
 
     std::array<float, 3> rgb(const char * key) const {
@@ -165,7 +187,8 @@ private:
 
 }  // namespace
 
-VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft, bool use_mmap) {
+VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft, bool use_mmap,
+                        const KeyValues & defaults, const KeyValues & overrides) {
     Reader r(path);
     VisionModel m;
     m.path = path;
@@ -173,22 +196,25 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
 
     if (r.str("general.architecture") != "clip") r.fail("general.architecture is not 'clip' (not an mmproj file)");
     if (!r.has("clip.has_vision_encoder") || !r.boolean("clip.has_vision_encoder")) r.fail("has no vision encoder");
-    // llama.cpp's MiniCPM-V resampler files, and ours for 2.0 (a projector type llama.cpp does not know)
-    const std::string projector = r.has("clip.projector_type") ? r.str("clip.projector_type") : "";
-    const bool minicpmv = projector == "resampler" || projector == "minicpmv-2.0" ||
-                          (projector.empty() && r.has("clip.has_minicpmv_projector") &&
-                           r.boolean("clip.has_minicpmv_projector"));
-    if (!minicpmv) {
-        r.fail("projector type '" + (projector.empty() ? std::string("(none)") : projector) +
-               "' is not a MiniCPM-V resampler");
-    }
-    // informational: which versions are accepted, and their position-id rule, is the caller's versions table
+    // which projectors are accepted is the caller's (the model families' registry); the tensors below must be a
+    // SigLIP tower and a resampler
     hp.minicpmv_version = r.has("clip.minicpmv_version") ? int(r.integer("clip.minicpmv_version", 0, INT32_MAX)) : 0;
     if (r.has("clip.use_gelu") && !r.boolean("clip.use_gelu")) r.fail("clip.use_gelu is false (SigLIP uses GELU)");
-    // the graph's two variants, explicit in our files (absent in llama.cpp's: buckets, tanh)
+    // the graph's variants, explicit in our files; llama.cpp's lack them and get their family's defaults
     hp.pos_embedding = r.choice("minicpmv_edge.vision.position_embedding", PosEmbedding::buckets,
-                                {{"buckets", PosEmbedding::buckets}, {"resampled_grid", PosEmbedding::resampled_grid}});
-    hp.gelu = r.choice("minicpmv_edge.vision.gelu", Gelu::tanh, {{"tanh", Gelu::tanh}, {"erf", Gelu::erf}});
+                                {{"buckets", PosEmbedding::buckets}, {"resampled_grid", PosEmbedding::resampled_grid}},
+                                defaults, overrides);
+    hp.gelu = r.choice("minicpmv_edge.vision.gelu", Gelu::tanh, {{"tanh", Gelu::tanh}, {"erf", Gelu::erf}}, defaults,
+                       overrides);
+    const std::initializer_list<std::pair<const char *, PosRule>> rules = {
+        {"navit_2d", PosRule::navit_2d}, {"flat_1d", PosRule::flat_1d}, {"floor_2d", PosRule::floor_2d}};
+    const PosRule file_rule = r.choice("minicpmv_edge.vision.position_ids", PosRule::navit_2d, rules, defaults, {});
+    hp.pos_rule = r.choice("minicpmv_edge.vision.position_ids", PosRule::navit_2d, rules, defaults, overrides);
+    hp.padded_batch = r.flag("minicpmv_edge.vision.padded_batch", false, defaults, overrides);
+    if (hp.padded_batch && (file_rule != PosRule::flat_1d || hp.pos_embedding != PosEmbedding::buckets)) {
+        r.fail("minicpmv_edge.vision.padded_batch is true, but a padded vision batch goes with 1-D position ids only");
+    }
+    hp.padded_batch = hp.padded_batch && hp.pos_rule == PosRule::flat_1d;  // (another rule asked for: pieces alone)
     hp.image_size = int(r.integer("clip.vision.image_size", 14, 8192));
     hp.patch_size = int(r.integer("clip.vision.patch_size", 1, 64));
     hp.n_embd = int(r.integer("clip.vision.embedding_length", 1, 16384));

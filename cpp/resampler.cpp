@@ -45,7 +45,7 @@ ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
     kv = cb(layer_norm(ctx, kv, model.ln_kv_w, model.ln_kv_b, hp.eps), "rs_ln_kv", -1);
     ggml_tensor * keys = cb(ggml_add(ctx, kv, inp_pos), "rs_keys", -1);                           // + [E, N]
     ggml_tensor * q0 = cb(layer_norm(ctx, model.query, model.ln_q_w, model.ln_q_b, hp.eps), "rs_ln_q", -1);  // [E, Q]
-    if (model.query_pos) q0 = cb(ggml_add(ctx, q0, model.query_pos), "rs_q_pos", -1);  // 2.0: + 8x8 sin-cos
+    if (model.query_pos) q0 = cb(ggml_add(ctx, q0, model.query_pos), "rs_q_pos", -1);  // a stored query table
 
     ggml_tensor * q = linear(ctx, q0, model.attn_q_w, model.attn_q_b, mm);                            // [E, Q]
     q = ggml_reshape_4d(ctx, q, dh, n_head, Q, 1);

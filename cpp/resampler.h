@@ -1,6 +1,6 @@
-// MiniCPM-V 2.5 / 2.6's perceiver resampler as a ggml graph (the original `resampler.py`; llama.cpp's
-// `models/minicpmv.cpp` builds the same): Q learned queries cross-attend to the vision features of one piece, whose keys carry a
-// 2-D sin-cos position code; E / 128 heads; then LayerNorm and the output projection.
+// MiniCPM-V's perceiver resampler as a ggml graph (the original `resampler.py`; llama.cpp's `models/minicpmv.cpp`
+// builds the same): Q learned queries cross-attend to the vision features of one piece, whose keys carry a 2-D sin-cos
+// position code; E / 128 heads; then LayerNorm and the output projection.
 #pragma once
 
 #include <vector>

@@ -1,6 +1,6 @@
-// The SigLIP-NaViT vision tower of MiniCPM-V 2.5 / 2.6 as a ggml graph (the original
-// `modeling_navit_siglip.py`; llama.cpp's `models/minicpmv.cpp` names): patch embedding, learned positions bucketed onto the pos_side^2 table,
-// pre-LN blocks with tanh-GELU MLPs, post-LN. One graph encodes B pieces of the same patch grid.
+// The SigLIP(-NaViT) vision tower of MiniCPM-V as a ggml graph (the original `modeling_navit_siglip.py`; llama.cpp's
+// `models/minicpmv.cpp` names): patch embedding, learned positions (bucketed onto the pos_side^2 table, or the table
+// resized to the piece), pre-LN blocks with GELU MLPs, post-LN. One graph encodes B pieces of the same patch grid.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +10,6 @@
 #include "mmproj.h"
 
 namespace mcv {
-
-// How a piece's patches pick rows of the position table.
-enum class PosRule {
-    navit_2d,  // 2.6: 2-D buckets, the original float32 torch.bucketize results (not exact floor: docs/sources.md)
-    flat_1d,   // 2.5: the original's mask-shape quirk, 1-D buckets over the flattened piece, first table row
-    floor_2d,  // llama.cpp's rule: floor(side * i / n) in both directions
-};
 
 // ids[i * w + j] for a piece of h x w patches
 std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule);

@@ -109,7 +109,7 @@ def test_stream_pieces_join_to_the_text(runtimes) -> None:
 def test_utf8_stream_never_splits_a_character(runtimes) -> None:
     from minicpmv_edge.text import TextDecoder
 
-    model = runtimes["2.6"].model
+    model = runtimes["2.6"].model.llm
     text = "emoji 😀👍🏽 and 世界, ünïcödé"
     ids = model.tokenize(text)
     assert any(len(model.piece(t)) and not _is_utf8(model.piece(t)) for t in ids)  # tokens holding part of a char
@@ -249,7 +249,7 @@ def test_min_new_tokens_forbids_early_stops(runtimes) -> None:
     msgs = [{"role": "user", "content": "hi"}]
     for seed in range(6):
         rt.chat(msgs, temperature=1.5, top_k=0, top_p=1.0, seed=seed, max_new_tokens=30, min_new_tokens=30)
-        assert len(rt.last.tokens) == 30 and not set(rt.last.tokens) & rt.stop_ids
+        assert len(rt.last.tokens) == 30 and not set(rt.last.tokens) & rt.model.stop_ids
 
 
 @pytest.mark.parametrize("version", VERSIONS)

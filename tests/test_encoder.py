@@ -201,7 +201,7 @@ def test_truncated_files_always_raise(converted, tmp_path: Path) -> None:
     for cut in cuts:
         p.write_bytes(data[:cut])
         with pytest.raises(ValueError):
-            _core.VisionEncoder(str(p), 1, "cpu", _core.PosRule.navit_2d)
+            _core.VisionEncoder(str(p), 1, "cpu")
 
 
 def test_flipped_header_bytes_raise_or_change_nothing(converted, tmp_path: Path) -> None:
@@ -212,7 +212,7 @@ def test_flipped_header_bytes_raise_or_change_nothing(converted, tmp_path: Path)
     data = bytearray(src.read_bytes())
     header = _core.read_gguf_info(str(src)).data_offset
     pieces = [_pixels(5, 7, 3)]
-    want = _core.VisionEncoder(str(src), 1, "cpu", _core.PosRule.navit_2d).encode(pieces)
+    want = _core.VisionEncoder(str(src), 1, "cpu").encode(pieces)
     p = tmp_path / "flip.gguf"
     outcomes = {"raised": 0, "unchanged": 0}
     for pos in range(0, header, max(1, header // 1500)):
@@ -220,7 +220,7 @@ def test_flipped_header_bytes_raise_or_change_nothing(converted, tmp_path: Path)
         flipped[pos] ^= 0xFF
         p.write_bytes(flipped)
         try:
-            enc = _core.VisionEncoder(str(p), 1, "cpu", _core.PosRule.navit_2d)
+            enc = _core.VisionEncoder(str(p), 1, "cpu")
         except ValueError:
             outcomes["raised"] += 1
             continue

@@ -269,14 +269,16 @@ def test_typed_special_strings_stay_text(converted, tiny_hf) -> None:
     with MiniCPMV(res.model, res.mmproj, n_threads=2, kv_type="f32", flash_attn=False) as m:
         from minicpmv_edge.messages import normalize
         from minicpmv_edge.prompt import build_prompt
+        from minicpmv_edge.stats import ChatStats
+
+        w = m.model
 
         def positions(parse_special: bool) -> list:
-            turns, enc, _ = m.visuals.encode(normalize(msgs), 9)
-            return build_prompt(m.template, turns, m.version, m.model, m.encoder.query_num, [e.grid for e in enc],
-                                True, parse_special).positions
+            turns = w.media.encode(normalize(msgs), 9, ChatStats())
+            return build_prompt(w.template, turns, w.family, w.llm, m.encoder.query_num, True, parse_special).positions
 
         plain, original = positions(False), positions(True)
-        specials = {m.model.specials[t] for t in ("<|im_start|>", "<|im_end|>", "<image>", "<unk>", "<slice>")}
+        specials = {w.llm.specials[t] for t in ("<|im_start|>", "<|im_end|>", "<image>", "<unk>", "<slice>")}
         typed = sum(1 for p in original if p in specials) - sum(1 for p in plain if p in specials)
         assert typed == 7  # every special string the user typed, and only those, is a control token in one mode
         want_ids, _ = ref.prompt(msgs)  # the original: HF tokenizer over the whole rendered prompt
@@ -422,12 +424,12 @@ def test_objects_free_native_memory_when_dropped(converted, monkeypatch) -> None
         del m
     gc.collect()
     assert live == set()
-    from minicpmv_edge import chat
+    from minicpmv_edge import session
 
     def no_context(*a, **kw):
         raise MemoryError("no room for a context")
 
-    monkeypatch.setattr(chat, "LlamaSession", no_context)  # the model is loaded, then the constructor fails
+    monkeypatch.setattr(session, "LlamaSession", no_context)  # the model is loaded, then the constructor fails
     with pytest.raises(MemoryError, match="no room"):
         MiniCPMV(res.model, res.mmproj, n_threads=1)
     assert live == set()  # freed at once, not at the next garbage collection

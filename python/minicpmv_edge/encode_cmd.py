@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         sliced = enc.slice(args.image, args.max_slices, args.threads)
         t1 = time.perf_counter()
-        # 2.5: the image alone is the original's whole batch, padded to its longest piece
+        # a padded-batch file: the image alone is the original's whole batch, padded to its longest piece
         longest = max(h * w for h, w in sliced.patch_grids)
         emb = enc.encode(sliced, pad_to=longest if enc.padded_batch else 0)
         t2 = time.perf_counter()

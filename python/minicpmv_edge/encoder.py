@@ -21,6 +21,12 @@ from .families import Projector, detect_mmproj
 from .params import check_int
 from .slicer import SliceConfig, SlicedImage, slice_image
 
+POSITION_RULES = ("navit_2d", "flat_1d", "floor_2d")
+
+
+def _positive(v: object) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
 
 def read_projector(path: str | os.PathLike[str]) -> Projector:
     """What the mmproj encodes for (ValueError for anything that is not a MiniCPM-V mmproj file)."""
@@ -32,7 +38,7 @@ class VisionEncoder:
                  max_batch_bytes: int = 256 << 20, position_ids: str | None = None, blas: bool = True,
                  profile: bool = False, max_patches: int | None = None, use_mmap: bool = True,
                  int8: str = "auto") -> None:
-        """`position_ids` overrides the version's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d");
+        """`position_ids` overrides the file's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d");
         `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node;
         `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece); `use_mmap`: CPU
         weights are the memory-mapped file (loading copies nothing; False reads them into memory); `int8`: block-
@@ -47,22 +53,19 @@ class VisionEncoder:
             check_int("max_patches", max_patches, 1)
         kv = dict(_core.read_gguf_info(str(self.path)).kv)
         self.projector = detect_mmproj(kv, str(self.path))
-        padded = kv.get("minicpmv_edge.vision.padded_batch", self.projector.padded_batch)
-        if not isinstance(padded, bool):
-            raise ValueError(f"{path}: key 'minicpmv_edge.vision.padded_batch' must be a bool, not {padded!r}")
-        if padded and self.projector.position_ids != "flat_1d":
-            raise ValueError(f"{path}: minicpmv_edge.vision.padded_batch is true for a {self.projector.model} file; "
-                             "a padded vision batch goes with 1-D position ids only")
-        rule_name = position_ids or self.projector.position_ids or "navit_2d"  # (unused by a resampled grid)
-        if rule_name not in ("navit_2d", "flat_1d", "floor_2d"):
-            raise ValueError(f"unknown position_ids rule {rule_name!r}")
-        rule = getattr(_core.PosRule, rule_name)
-        # a padded vision batch (the prompt's pieces as one zero-padded batch: media.py passes pad_to), unless
-        # another position rule was asked for
-        self.padded_batch = padded and rule_name == "flat_1d"
+        if position_ids is not None and position_ids not in POSITION_RULES:
+            raise ValueError(f"unknown position_ids rule {position_ids!r}")
+        # the graph's variants are the file's keys; llama.cpp's files lack ours and get their family's
+        defaults = {"minicpmv_edge.vision.position_ids": self.projector.position_ids or "navit_2d",
+                    "minicpmv_edge.vision.padded_batch": "true" if self.projector.padded_batch else "false"}
+        overrides = {"minicpmv_edge.vision.position_ids": position_ids} if position_ids else {}
         logs.install()
-        enc = _core.VisionEncoder(str(self.path), threads, device, rule, max_batch_bytes, profile, blas, 0, use_mmap,
-                                  int8)
+        enc = _core.VisionEncoder(str(self.path), threads, device, defaults, overrides, max_batch_bytes, profile,
+                                  blas, 0, use_mmap, int8)
+        # prompt defaults the converter carried from the checkpoint (None: the family's)
+        self.max_slice_nums: int | None = _positive(kv.get("minicpmv_edge.max_slice_nums"))
+        use_image_id = kv.get("minicpmv_edge.use_image_id")
+        self.use_image_id: bool | None = use_image_id if isinstance(use_image_id, bool) else None
         hp = enc.hparams
         self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
                                         mean=tuple(hp["mean"]), std=tuple(hp["std"]), max_patches=max_patches)
@@ -70,6 +73,8 @@ class VisionEncoder:
         self._enc = enc
         self.query_num: int = hp["n_query"]
         self.hidden: int = hp["n_out"]
+        # the prompt's pieces as one zero-padded batch (media.py passes pad_to)
+        self.padded_batch: bool = hp["padded_batch"]
 
     @property
     def native(self) -> _core.VisionEncoder:

@@ -1,5 +1,6 @@
-"""Choosing the answer's tokens after the prompt: sampling (llama.cpp's sampler chain) or the original
-`chat(sampling=False)`'s beam search, both until a stop token, max_new_tokens or the end of the context.
+"""The answer to a prompt: prefilled into the context (kv.py), its tokens chosen by sampling (llama.cpp's sampler
+chain) or the original `chat(sampling=False)`'s beam search, both until a stop token, a stop string,
+max_new_tokens or the end of the context, and decoded into text as it goes (text.py).
 
 Beam search is transformers' (4.46) as the original runs it with `inputs_embeds`: per step, log-softmax of each
 beam's logits, the repetition penalty on the log-probabilities of the tokens that beam generated, stop tokens
@@ -14,29 +15,56 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import numpy as np
 
 from .kv import KVState
 from .llama_adapter import N_SEQ, ContextFull, LlamaModel, Sampler
 from .params import MAX_BEAMS, GenerationParams
+from .prompt import Prompt
+from .stats import ChatStats
+from .text import AnswerText
 
 
-@dataclass
-class Progress:
-    """What the generation did: filled in as it goes (read it after the stream ends)."""
+def answer(kv: KVState, model: LlamaModel, prompt: Prompt, p: GenerationParams, stop_ids: set[int],
+           penalty_prefix: tuple[int, ...], text: AnswerText, stats: ChatStats, t_call: float) -> Iterator[str]:
+    """Text pieces of the answer, lazily: the prompt is prefilled when the first piece is asked for. `stats` gets
+    the prefill, the tokens and their times, the finish reason and the final text; `t_call`: when the call began
+    (for the time to the first token)."""
+    kv.prefill(prompt, stats)
+    t1 = time.perf_counter()
+    tokens: Iterator[int] | None = None
+    try:
+        if p.sampling or p.num_beams == 1:  # one beam is transformers' greedy search: temperature 0
+            tokens = sample(kv, model, p if p.sampling else replace(p, temperature=0.0), stop_ids, stats,
+                            penalty_prefix)
+        else:
+            tokens = iter(beam_search(kv, p, stop_ids, stats, penalty_prefix))
+        for i, tok in enumerate(tokens):
+            if i == 0:
+                stats.ttft_ms = (time.perf_counter() - t_call) * 1e3
+            piece = text.push(tok)
+            if piece:
+                yield piece
+            if text.stopped:
+                break
+        tail = text.flush()
+        if tail:
+            yield tail
+        if text.stopped:
+            stats.finish_reason = "stop"
+        stats.text = text.final
+    finally:
+        if hasattr(tokens, "close"):
+            tokens.close()  # type: ignore[union-attr]
+        stats.decode_ms = (time.perf_counter() - t1) * 1e3
 
-    tokens: list[int] = field(default_factory=list)  # chosen ids, stop token excluded
-    token_times: list[float] = field(default_factory=list)  # perf_counter() when each token was chosen
-    first_logits: np.ndarray | None = None  # the logits the first token was chosen from
-    finish_reason: str | None = None  # "stop" (a stop token) or "length" (max_new_tokens or the context's end)
 
-
-def sample(kv: KVState, model: LlamaModel, p: GenerationParams, stop_ids: set[int], out: Progress,
+def sample(kv: KVState, model: LlamaModel, p: GenerationParams, stop_ids: set[int], out: ChatStats,
            penalty_prefix: tuple[int, ...] = ()) -> Iterator[int]:
     """Tokens one at a time; each is decoded into the context only when the next one is asked for.
-    `penalty_prefix`: tokens the repetition penalty counts as already generated (2.0's dummy BOS)."""
+    `penalty_prefix`: tokens the repetition penalty counts as already generated (Family.penalty_history)."""
     session = kv.session
     sampler = Sampler(model, p)
     for t in penalty_prefix:
@@ -101,7 +129,7 @@ class _Hypotheses:
         return tokens, stopped
 
 
-def beam_search(kv: KVState, p: GenerationParams, stop_ids: set[int], out: Progress,
+def beam_search(kv: KVState, p: GenerationParams, stop_ids: set[int], out: ChatStats,
                 penalty_prefix: tuple[int, ...] = ()) -> list[int]:
     """The best hypothesis (stop token excluded); sequence 0 keeps the prompt, the beams' cells are dropped.
     `penalty_prefix`: tokens every beam's repetition penalty counts as already generated."""

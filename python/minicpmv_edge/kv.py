@@ -4,11 +4,13 @@ key) is prefilled again, so a multi-turn chat pays only for its new turn."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from .cache import Encoded
 from .llama_adapter import LlamaSession
 from .prompt import Prompt
+from .stats import ChatStats
 
 
 class KVState:
@@ -24,8 +26,11 @@ class KVState:
         """The cache is in an unknown state (a decode failed midway): the next prompt starts afresh."""
         self.items = []
 
-    def prefill(self, prompt: Prompt, images: list[Encoded]) -> int:
-        """Decode the prompt (its last position with logits); returns how many positions were kept."""
+    def prefill(self, prompt: Prompt, stats: ChatStats) -> None:
+        """Decode the prompt (its last position with logits); `stats` gets how many positions were kept and the
+        time it took."""
+        t0 = time.perf_counter()
+        images = prompt.images
         items = [p if isinstance(p, int) else (images[p[0]].key, p[1]) for p in prompt.positions]
         keep = 0
         if self.reuse:
@@ -59,7 +64,8 @@ class KVState:
         except BaseException:
             self.forget()
             raise
-        return keep
+        stats.reused_tokens = keep
+        stats.prefill_ms = (time.perf_counter() - t0) * 1e3
 
     def append(self, token: int) -> None:
         """Decode one generated token after the conversation."""

@@ -21,7 +21,7 @@ from . import logs
 from ._native import _core
 from .cpus import available_cpus
 from .model_check import LlmFile
-from .params import MAX_BEAMS, GenerationParams
+from .params import MAX_BEAMS, GenerationParams, check_int
 
 N_SEQ = 2 * MAX_BEAMS + 1  # sequence 0 holds the prompt; beams alternate between two sets of MAX_BEAMS
 
@@ -33,6 +33,13 @@ class ContextParams:
     n_threads: int = 0  # 0: the CPUs this process may use
     kv_type: str = "f16"  # "f32" for bit-faithful comparisons, "f16" (llama.cpp's default), "q8_0"
     flash_attn: bool | None = None  # None: llama.cpp decides
+
+    def __post_init__(self) -> None:
+        check_int("n_ctx", self.n_ctx, 16)
+        check_int("n_batch", self.n_batch, 1)
+        check_int("n_threads", self.n_threads, 0)
+        if self.kv_type not in ("f32", "f16", "q8_0"):
+            raise ValueError(f"kv_type must be 'f32', 'f16' or 'q8_0', got {self.kv_type!r}")
 
 
 _KV_TYPES = {"f32": L.GGML_TYPE_F32, "f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0}

@@ -12,7 +12,7 @@ import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image as PILImage
@@ -64,85 +64,106 @@ def _image_url(url: str) -> Image:
     return Image(Path(url.removeprefix("file://")))
 
 
-def _typed_part(part: dict) -> str | Image | Video:
-    kind = part.get("type")
-    if kind == "text":
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise MessageError(f"a 'text' part needs a 'text' string, not {type(text).__name__}")
-        return _text(text)
-    if kind == "image":
-        source = part.get("image")
-        if isinstance(source, str):
-            return Image(Path(source))
+class PartReader:
+    """How a conversation's messages become turns: their roles, and content items as text, images and videos. These
+    are the library's rules (the original chat()'s shapes and OpenAI's content parts; local paths and base64 data:
+    URLs, nothing downloaded); a server reads with rules of its own (server/request.py)."""
+
+    roles: ClassVar[dict[str, str]] = {r: r for r in ROLES}
+
+    def label(self, i: int) -> str:
+        return f"message {i}"
+
+    def role(self, raw: object, where: str) -> str:
+        role = self.roles.get(raw) if isinstance(raw, str) else None
+        if role is None:
+            raise MessageError(f"{where}: unknown role {raw!r} (use {', '.join(self.roles)})")
+        return role
+
+    def part(self, item: Any, where: str) -> str | Image | Video:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, dict):
+            return self.typed_part(item, where)
+        if isinstance(item, (Image, Video)):
+            return item
+        if isinstance(item, os.PathLike):
+            return Video(item) if is_video_path(item) else Image(item)
+        if isinstance(item, (PILImage.Image, np.ndarray, bytes, bytearray)):
+            return Image(item)
+        raise MessageError(f"{where}: unsupported content item of type {type(item).__name__} (strings are text; "
+                           "images are PIL images, arrays, Paths or Image(...); videos are Video(...))")
+
+    def typed_part(self, part: dict, where: str) -> str | Image | Video:
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise MessageError(f"{where}: a 'text' part needs a 'text' string, not {type(text).__name__}")
+            return text
+        if kind == "image":
+            source = part.get("image")
+            if isinstance(source, str):
+                return Image(Path(source))
+            try:
+                return Image(source)
+            except TypeError as e:
+                raise MessageError(f"{where}: an 'image' part: {e}") from e
         try:
-            return Image(source)
-        except TypeError as e:
-            raise MessageError(f"an 'image' part: {e}") from e
-    if kind == "image_url":
-        return _image_url(part_url(part, kind))
-    if kind in ("video", "video_url"):
-        ref = part.get(kind)
-        if isinstance(ref, os.PathLike):
-            return Video(ref)
-        return Video(part_url(part, kind).removeprefix("file://"))
-    raise MessageError(f"unsupported content part type {kind!r} (use 'text', 'image', 'image_url', 'video' or "
-                       "'video_url')")
+            if kind == "image_url":
+                return _image_url(part_url(part, kind))
+            if kind in ("video", "video_url"):
+                ref = part.get(kind)
+                if isinstance(ref, os.PathLike):
+                    return Video(ref)
+                return Video(part_url(part, kind).removeprefix("file://"))
+        except MessageError as e:
+            raise MessageError(f"{where}: {e}") from None
+        raise MessageError(f"{where}: unsupported content part type {kind!r} (use 'text', 'image', 'image_url', "
+                           "'video' or 'video_url')")
 
 
-def _text(s: str) -> str:
+LIBRARY = PartReader()
+
+
+def _text(s: str, where: str = "text") -> str:
     try:
         s.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise MessageError(f"text is not valid Unicode ({e.reason} at position {e.start})") from None
+        raise MessageError(f"{where}: text is not valid Unicode ({e.reason} at position {e.start})") from None
     return s
 
 
-def _part(item: Any) -> str | Image | Video:
-    if isinstance(item, str):
-        return _text(item)
-    if isinstance(item, dict):
-        return _typed_part(item)
-    if isinstance(item, (Image, Video)):
-        return item
-    if isinstance(item, os.PathLike):
-        return Video(item) if is_video_path(item) else Image(item)
-    if isinstance(item, (PILImage.Image, np.ndarray, bytes, bytearray)):
-        return Image(item)
-    raise MessageError(f"unsupported content item of type {type(item).__name__} (strings are text; images are PIL "
-                       "images, arrays, Paths or Image(...); videos are Video(...))")
-
-
-def _parts(content: Any, where: str) -> list[str | Image | Video]:
+def _parts(content: Any, where: str, reader: PartReader) -> list[str | Image | Video]:
     if isinstance(content, str):
-        return [_text(content)]
+        return [_text(content, where)]
     if not isinstance(content, (list, tuple)):
         raise MessageError(f"{where}: content must be a string or a list, not {type(content).__name__}")
-    try:
-        return [_part(c) for c in content]
-    except MessageError as e:
-        raise MessageError(f"{where}: {e}") from e
+    out = []
+    for j, c in enumerate(content):
+        p = reader.part(c, f"{where}.content[{j}]")
+        out.append(_text(p, f"{where}.content[{j}]") if isinstance(p, str) else p)
+    return out
 
 
-def normalize(msgs: Any, system_prompt: str = "") -> list[Turn]:
+def normalize(msgs: Any, system_prompt: str = "", reader: PartReader = LIBRARY) -> list[Turn]:
     """The conversation as turns. A `system` message may come first (ours: the original takes only
     `system_prompt=`); both at once are refused, as the original refuses a system message."""
     if not isinstance(msgs, (list, tuple)) or not msgs:
         raise MessageError("msgs must be a non-empty list of {'role', 'content'} messages")
     turns: list[Turn] = []
     for i, m in enumerate(msgs):
+        where = reader.label(i)
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise MessageError(f"message {i} must be a dict with 'role' and 'content'")
-        role = m["role"]
-        if role not in ROLES:
-            raise MessageError(f"message {i}: unknown role {role!r} (use {', '.join(ROLES)})")
+            raise MessageError(f"{where} must be a dict with 'role' and 'content'")
+        role = reader.role(m["role"], where)
         if role == "system" and i > 0:
-            raise MessageError(f"message {i}: a system message can only be the first")
-        turns.append(Turn(role, _parts(m["content"], f"message {i}")))
+            raise MessageError(f"{where}: a system message can only be the first")
+        turns.append(Turn(role, _parts(m["content"], where, reader)))
     if turns[0].role == "system" and system_prompt:
         raise MessageError("a system message and system_prompt= were both given; use one of them")
     if system_prompt:
-        turns.insert(0, Turn("system", [_text(system_prompt)]))
+        turns.insert(0, Turn("system", [_text(system_prompt, "system_prompt")]))
     first = 1 if turns[0].role == "system" else 0
     if len(turns) <= first or turns[first].role != "user":
         raise MessageError("the first message (after the system message) must be from the user")
@@ -151,3 +172,10 @@ def normalize(msgs: Any, system_prompt: str = "") -> list[Turn]:
     if turns[0].role == "system" and any(not isinstance(p, str) for p in turns[0].parts):
         raise MessageError("the system message can hold text only")
     return turns
+
+
+def min_text_tokens(turns: list[Turn], max_token_chars: int) -> int:
+    """A lower bound of the tokens the conversation's text takes, without tokenizing it: no token stands for more
+    than `max_token_chars` characters of text (LlmFile.max_token_chars)."""
+    chars = sum(len(p) for t in turns for p in t.parts if isinstance(p, str))
+    return -(-chars // max_token_chars)

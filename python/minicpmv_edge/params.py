@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_BEAMS = 8  # sequences a context is created for (twice this, plus the prompt's): see generate.py
@@ -58,8 +60,11 @@ class GenerationParams:
     num_beams: int = BEAM_DEFAULTS["num_beams"]
     seed: int = 0
     skip_special_tokens: bool = False
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these strings (finish_reason "stop")
 
     def __post_init__(self) -> None:
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+            raise TypeError("stop must be a sequence of non-empty strings")
         check_int("max_new_tokens", self.max_new_tokens, 1)
         check_int("min_new_tokens", self.min_new_tokens, 0)
         check_bool("sampling", self.sampling)
@@ -78,7 +83,7 @@ class PromptParams:
 
     system_prompt: str = ""
     max_slice_nums: int | None = None  # None: the model's default (9)
-    use_image_id: bool | None = None  # None: the model's default (2.6: on, except for video)
+    use_image_id: bool | None = None  # None: the model's default (its family's; off for a video recipe)
     parse_special: bool = False  # True: special-token strings typed in messages become control tokens
 
     def __post_init__(self) -> None:
@@ -89,3 +94,32 @@ class PromptParams:
         if self.use_image_id is not None:
             check_bool("use_image_id", self.use_image_id)
         check_bool("parse_special", self.parse_special)
+
+
+def chat_params(default_max_new_tokens: int, *, max_new_tokens: int | None = None, min_new_tokens: int = 0,
+                sampling: bool = True, temperature: float | None = None, top_p: float | None = None,
+                top_k: int | None = None, repetition_penalty: float | None = None, num_beams: int | None = None,
+                seed: int | None = None, system_prompt: str = "", max_slice_nums: int | None = None,
+                use_image_id: bool | None = None, skip_special_tokens: bool = False, parse_special: bool = False,
+                stop: Sequence[str] | str = ()) -> tuple[GenerationParams, PromptParams]:
+    """chat()'s keywords, checked, with the original's defaults for the mode (`sampling`); a keyword of the other
+    mode is ignored, as the original ignores it. `seed` None: a random one."""
+    check_bool("sampling", sampling)
+    mode = SAMPLING_DEFAULTS if sampling else BEAM_DEFAULTS
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, Sequence):
+        raise TypeError(f"stop must be a string or a sequence of strings, not {type(stop).__name__}")
+    gp = GenerationParams(
+        max_new_tokens=default_max_new_tokens if max_new_tokens is None else max_new_tokens,
+        min_new_tokens=min_new_tokens, sampling=sampling,
+        temperature=mode.get("temperature", 0.0) if temperature is None or not sampling else temperature,
+        top_p=mode.get("top_p", 1.0) if top_p is None or not sampling else top_p,
+        top_k=mode.get("top_k", 0) if top_k is None or not sampling else top_k,
+        repetition_penalty=mode["repetition_penalty"] if repetition_penalty is None else repetition_penalty,
+        num_beams=BEAM_DEFAULTS["num_beams"] if num_beams is None or sampling else num_beams,
+        seed=secrets.randbits(32) if seed is None else seed, skip_special_tokens=skip_special_tokens,
+        stop=tuple(stop))
+    pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
+                      parse_special=parse_special)
+    return gp, pp

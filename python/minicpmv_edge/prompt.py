@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -38,6 +38,7 @@ class Vocabulary(Protocol):
 @dataclass(frozen=True)
 class Prompt:
     positions: list[Position]
+    images: list[Any] = field(default_factory=list)  # the encodings (cache.Encoded) that (image, row) refer to
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -199,19 +200,12 @@ def check_template(template: str, v: Family) -> None:
     _render(template, [Turn("user", [IMAGE_TAG, "What is in the image?"])], v)
 
 
-def min_text_tokens(turns: Sequence[Turn], max_token_chars: int) -> int:
-    """A lower bound of the tokens the conversation's text takes, without tokenizing it: no token stands for more
-    than `max_token_chars` characters of text (LlmFile.max_token_chars)."""
-    chars = sum(len(p) for t in turns for p in t.parts if isinstance(p, str))
-    return -(-chars // max_token_chars)
-
-
 def build_prompt(template: str, turns: Sequence[Turn], v: Family, vocab: Vocabulary, query_num: int,
-                 grids: Sequence[tuple[int, int] | None], use_image_id: bool, parse_special: bool = False) -> Prompt:
-    """The prompt's positions; `grids` holds the slicing grid of every image part, in order."""
+                 use_image_id: bool, parse_special: bool = False) -> Prompt:
+    """The prompt of turns whose image parts are encodings (media.py: each with its slicing `grid`)."""
+    images = [p for t in turns for p in t.parts if not isinstance(p, str)]
+    grids = [p.grid for p in images]
     rendered, where, contents = _render(template, turns, v)
-    if sum(1 for _, spans in contents for s in spans if s[2]) != len(grids):
-        raise MessageError("internal: the conversation's images and their encodings differ in number")
 
     em = _Emitter(vocab)
     user_text = em.template_text if parse_special else em.text
@@ -231,4 +225,4 @@ def build_prompt(template: str, turns: Sequence[Turn], v: Family, vocab: Vocabul
         cursor = start + length
     em.template_text(rendered[cursor:])
     em.flush()
-    return Prompt(em.out)
+    return Prompt(em.out, images)

@@ -1,10 +1,10 @@
 """Deterministic MiniCPM-V checkpoints in the original Hugging Face layout, for tests, the demo and benchmarks.
 
 Each preset writes `config.json`, `generation_config.json`, `model.safetensors` (`vpm.` / `resampler.` / `llm.`
-names and shapes of the original checkpoints: HF SigLIP names for 2.5/2.6, timm names for 2.0), the tokenizer files
-and, for 2.5/2.6, `preprocessor_config.json`. The tokenizer is trained here on a fixed corpus: a byte-level BPE
-with the real model's pre-tokenizer split for 2.5/2.6, a SentencePiece model (byte fallback, Llama's settings) for
-2.0, each with every special token of the original tokenizers as one token. Weights are seeded per tensor name, so
+names and shapes of the original checkpoints, as the family's recipe says: HF SigLIP or timm names), the tokenizer
+files and the family's config files. The tokenizer is trained here on a fixed corpus: a byte-level BPE with the real
+model's pre-tokenizer split, or a SentencePiece model (byte fallback, Llama's settings), as the family's tokenizer
+is, each with every special token of the original tokenizers as one token. Weights are seeded per tensor name, so
 the files are identical on every machine.
 """
 

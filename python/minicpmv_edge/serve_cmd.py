@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     from .cache import EmbeddingCache
-    from .chat import MiniCPMV
+    from .llama_adapter import ContextParams
+    from .model import Model
 
     if args.parallel < 1 or args.queue < 0:
         raise ValueError(f"--parallel must be at least 1 and --queue at least 0 (got {args.parallel}, {args.queue})")
@@ -67,10 +68,14 @@ def run(args: argparse.Namespace) -> int:
     local = Path(args.allow_local_files) if args.allow_local_files else None
     if local is not None and not local.is_dir():
         raise ValueError(f"--allow-local-files {local}: not a directory")
-    origin = MiniCPMV(args.model, args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
-                      n_gpu_layers=args.n_gpu_layers, verbose=args.verbose,
-                      cache=EmbeddingCache(max_bytes=args.cache_mb << 20))
-    pool = SlotPool(origin, args.parallel, args.queue)
+    model = Model(args.model, args.mmproj, n_threads=args.threads, device=args.device, n_gpu_layers=args.n_gpu_layers,
+                  verbose=args.verbose, cache=EmbeddingCache(max_bytes=args.cache_mb << 20))
+    try:
+        pool = SlotPool(model, ContextParams(n_ctx=args.ctx_size, n_threads=model.n_threads), args.parallel,
+                        args.queue)
+    except BaseException:
+        model.close()
+        raise
     try:
         cfg = ServerConfig(model_name=args.alias or Path(args.model).stem, api_key=api_key, local_dir=local,
                            max_body_bytes=int(args.max_body_mb * (1 << 20)), body_timeout=args.body_timeout,

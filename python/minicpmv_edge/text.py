@@ -63,15 +63,58 @@ class TextDecoder:
         return self._take(final=True)
 
 
+class StopCut:
+    """Text pieces in, text safe to show out: ends the text before the first stop string (`stopped`), holding back
+    enough that a stop split over pieces is never shown in part; with `strip`, also holds back whitespace at either
+    end, so that the pieces join to the stripped text the original chat() returns."""
+
+    def __init__(self, stops: Sequence[str], strip: bool) -> None:
+        self.stops = [s for s in stops if s]
+        self.strip = strip
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def _end(self) -> int:
+        return len(self.text.rstrip()) if self.strip else len(self.text)
+
+    def push(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        if self.strip and not self.text:
+            piece = piece.lstrip()
+        self.text += piece
+        start = max(0, self.sent - self.hold)
+        cuts = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        if cuts:
+            self.text = self.text[: min(cuts)]
+            self.stopped = True
+            return self.flush()
+        safe = min(len(self.text) - self.hold, self._end())
+        out = self.text[self.sent : max(self.sent, safe)]
+        self.sent += len(out)
+        return out
+
+    def flush(self) -> str:
+        end = self._end()
+        out = self.text[self.sent : end] if end > self.sent else ""
+        self.sent = max(self.sent, end)
+        return out
+
+
 class AnswerText:
     """The generated tokens as the original chat() returns them: a leading BOS dropped; pad tokens dropped where
     the family's original does it; special tokens written (unless skipped). The stream is the tokenizer's plain
-    decode, whole characters at a time; `final` is the original's decode, stripped (the family's own answer_decode
-    where it has one: SentencePiece's legacy spacing around special tokens, which a stream could not take back)."""
+    decode, whole characters at a time, ended before the first of `stops` (`stopped`) and, with `strip`, without
+    whitespace at either end; `final` is the original's decode, stripped (the family's own answer_decode where it has
+    one: SentencePiece's legacy spacing around special tokens, which a stream could not take back), or the text before
+    a stop string."""
 
     def __init__(self, piece: Callable[[int, bool], bytes], family: Family, specials: dict[str, int],
-                 pieces: Sequence[str], skip_special: bool) -> None:
+                 pieces: Sequence[str], skip_special: bool, stops: Sequence[str] = (), strip: bool = False) -> None:
         self._stream = TextDecoder(lambda t: piece(t, not skip_special), family.clean_up_spaces)
+        self._cut = StopCut(stops, strip)
         self._bos = specials.get(family.bos_token)
         pad = specials.get(family.pad_token)
         self._drop = {pad} if family.text_drops_pad and pad is not None else set()
@@ -84,18 +127,26 @@ class AnswerText:
         self._tokens: list[int] = []
         self._first = True
 
+    @property
+    def stopped(self) -> bool:
+        """A stop string appeared: the answer ends before it."""
+        return self._cut.stopped
+
     def push(self, token: int) -> str:
         first, self._first = self._first, False
         if (first and token == self._bos) or token in self._drop:
             return ""
         self._tokens.append(token)
-        return self._stream.push(token)
+        return self._cut.push(self._stream.push(token))
 
     def flush(self) -> str:
-        return self._stream.flush()
+        out = self._cut.push(self._stream.flush())
+        return out + self._cut.flush()
 
     @property
     def final(self) -> str:
+        if self._cut.stopped:
+            return self._cut.text.strip()
         if self._decode is None:
             return self._stream.text.strip()
         tokens = [t for t in self._tokens if not (self._skip and t in self._special)]

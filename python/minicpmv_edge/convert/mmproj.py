@@ -140,6 +140,8 @@ def write_mmproj_kv(w: gguf.GGUFWriter, cfg: dict, pre: dict, family: Family, fi
     if family.vision_gelu == "tanh":
         w.add_bool("clip.use_gelu", True)  # llama.cpp's meaning: its FFN's tanh GELU
     w.add_string("minicpmv_edge.vision.position_embedding", family.vision_position)
+    if family.position_ids is not None:
+        w.add_string("minicpmv_edge.vision.position_ids", family.position_ids)
     w.add_string("minicpmv_edge.vision.gelu", family.vision_gelu)
     # a padded vision batch, unless the checkpoint's config turns batching off (then each piece alone)
     w.add_bool("minicpmv_edge.vision.padded_batch",

@@ -1,54 +1,11 @@
-"""A chat stream -> OpenAI's chat.completion object or its SSE chunks.
-
-The text sent is what MiniCPMV.chat() returns: leading and trailing whitespace is held back from the stream
-(chat() strips it, as the original does), so streamed pieces join to the same string. `stop` strings end the
-answer before the first one (finish_reason "stop"); enough text is held back that a stop split over pieces is
-never sent in part.
-"""
+"""A chat's answer and statistics -> OpenAI's chat.completion object or its SSE chunks (the text itself, stop
+strings and the whitespace chat() strips, is the text decoder's: text.py)."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
-
-
-class AnswerStream:
-    """Pieces in, text safe to send out; `stopped` once a stop string appeared."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = stops
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-
-    def push(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        if not self.text:
-            piece = piece.lstrip()
-        self.text += piece
-        start = max(0, self.sent - self.hold)
-        cuts = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
-        if cuts:
-            self.text = self.text[: min(cuts)].rstrip()
-            self.stopped = True
-            return self.flush()
-        safe = min(len(self.text) - self.hold, len(self.text.rstrip()))
-        out = self.text[self.sent : max(self.sent, safe)]
-        self.sent += len(out)
-        return out
-
-    def flush(self) -> str:
-        end = len(self.text.rstrip())
-        out = self.text[self.sent : end] if end > self.sent else ""
-        self.sent = max(self.sent, end)
-        return out
-
-    @property
-    def final(self) -> str:
-        return self.text.rstrip()
 
 
 def completion_id() -> str:

@@ -28,7 +28,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
 from ..errors import BusyError, ClosedError
-from .answer import AnswerStream, chunk, completion, completion_id, timings, usage_chunk
+from ..params import chat_params
+from .answer import chunk, completion, completion_id, timings, usage_chunk
 from .body import parse_json
 from .errors import APIError
 from .guard import Guard
@@ -57,7 +58,7 @@ def _status(e: BaseException) -> APIError:
     if isinstance(e, APIError):
         return e
     if isinstance(e, MemoryError):
-        return APIError(413, f"too large for this server's memory: {e or 'out of memory'}")
+        return APIError(413, f"too large for this server's memory: {str(e) or 'out of memory'}")
     if isinstance(e, BusyError):
         return APIError(503, str(e))
     if isinstance(e, ClosedError):
@@ -69,34 +70,29 @@ def _status(e: BaseException) -> APIError:
 
 
 class _Turn:
-    """One request's hold on a slot: the chat stream and what it has produced; finish() is idempotent."""
+    """One request's hold on a slot: the chat stream and what it has produced; release() is idempotent."""
 
     def __init__(self, pool: SlotPool, slot: Slot, req: ChatRequest, stream: Any) -> None:
         self.pool, self.slot, self.req, self.stream = pool, slot, req, stream
-        self.out = AnswerStream(req.stop)
         self.done = False
-        self.finish_reason: str | None = None
         self._released = False
 
     async def pieces(self):
-        """Text safe to send, piece by piece, until the answer ends (or a stop string)."""
-        while not self.out.stopped:
+        """The answer's text, piece by piece, until it ends (stop strings and stripping are the text decoder's)."""
+        while True:
             piece = await anyio.to_thread.run_sync(next, self.stream, None)
             if piece is None:
                 break
-            text = self.out.push(piece)
-            if text:
-                yield text
-        tail = self.out.flush()
-        if tail:
-            yield tail
-        self.finish_reason = "stop" if self.out.stopped else self.stream.stats.finish_reason
+            yield piece
         self.done = True
 
     @property
+    def finish_reason(self) -> str | None:
+        return self.stream.stats.finish_reason
+
+    @property
     def text(self) -> str:
-        stats = self.stream.stats
-        return stats.text if self.done and not self.out.stopped and stats.text else self.out.final
+        return self.stream.stats.text
 
     async def release(self) -> None:
         if self._released:
@@ -193,7 +189,9 @@ async def chat_completions(request: Request) -> Response:
     if slot is None:
         return Response(status_code=499)
     try:
-        stream = await anyio.to_thread.run_sync(lambda: slot.model.chat(req.messages, stream=True, **req.chat_kwargs))
+        gp, pp = chat_params(pool.model.family.max_new_tokens, **req.chat_kwargs, stop=req.stop)
+        stream = await anyio.to_thread.run_sync(
+            lambda: slot.session.chat(req.turns, gp, pp, stream=True, strip=True))
     except BaseException as e:
         pool.release(slot, None)
         raise _status(e) from e

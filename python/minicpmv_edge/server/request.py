@@ -1,7 +1,8 @@
 """An OpenAI chat-completions request body -> the conversation and keywords MiniCPMV.chat() takes.
 
 Follows the OpenAI API reference for `POST /v1/chat/completions` (messages with string or content-part content,
-`image_url` parts) and vLLM's `video_url` part for MiniCPM-V. Images and videos come as base64 `data:` URLs (kept
+`image_url` parts) and vLLM's `video_url` part for MiniCPM-V, read by the runtime's one message parser
+(messages.normalize) with this server's part reader. Images and videos come as base64 `data:` URLs (kept
 as bytes: nothing is written to disk); a local path or `file://` URL only under the directory the server was started
 with (`--allow-local-files`); http(s) URLs are refused (the runtime never downloads). Every image and video is named
 by where the request holds it (`messages[0].content[1]`), so an error message tells the client which part failed
@@ -18,14 +19,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..image import Image
-from ..messages import MessageError, decode_data_url, part_url
+from ..messages import MessageError, PartReader, Turn, decode_data_url, normalize, part_url
 from ..video import Video
 from .errors import APIError
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 MAX_STOPS = 4  # as OpenAI
 
 
@@ -35,9 +35,9 @@ def _bad(message: str, param: str | None = None) -> APIError:
 
 @dataclass
 class ChatRequest:
-    """What one request asks for, checked: the conversation in MiniCPMV.chat()'s shape and its keywords."""
+    """What one request asks for, checked: the conversation as turns and chat()'s keywords."""
 
-    messages: list[dict]
+    turns: list[Turn]
     stream: bool = False
     include_usage: bool = False
     stop: list[str] = field(default_factory=list)
@@ -57,107 +57,81 @@ def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False) 
     return v
 
 
-def _decode_data_url(url: str, where: str) -> tuple[str, bytes]:
-    try:
-        return decode_data_url(url)
-    except MessageError as e:
-        raise _bad(f"{where}: {e}") from None
+class ServerParts(PartReader):
+    """This server's rules for messages: OpenAI's roles (developer is system) and content parts (`text`,
+    `image_url`, `video_url`); media as base64 data: URLs, or files under the directory the server was started
+    with; every image and video named by where the request holds it."""
 
-
-class PartReader:
-    """Content parts -> text, Image and Video parts, with this server's rules for URLs."""
+    roles: ClassVar[dict[str, str]] = {"system": "system", "developer": "system", "user": "user",
+                                       "assistant": "assistant"}
 
     def __init__(self, local_dir: Path | None) -> None:
         self.local_dir = local_dir.resolve() if local_dir else None
 
+    def label(self, i: int) -> str:
+        return f"messages[{i}]"
+
     def local(self, url: str, where: str) -> Path:
         if self.local_dir is None:
-            raise _bad(f"{where}: local files are not allowed by this server (start it with --allow-local-files DIR); "
-                       "send the data as a base64 data: URL")
+            raise MessageError(f"{where}: local files are not allowed by this server (start it with "
+                               "--allow-local-files DIR); send the data as a base64 data: URL")
         path = Path(url.removeprefix("file://")).expanduser()
         if not path.is_absolute():
             path = self.local_dir / path
         path = path.resolve()
         if not path.is_relative_to(self.local_dir):
-            raise _bad(f"{where}: {url[:200]!r} is outside the directory this server may read")
+            raise MessageError(f"{where}: {url[:200]!r} is outside the directory this server may read")
         if not path.is_file():
-            raise _bad(f"{where}: no such file {url[:200]!r}")
+            raise MessageError(f"{where}: no such file {url[:200]!r}")
         return path
 
-    def url(self, part: dict, kind: str, where: str) -> str:
+    def media(self, part: dict, kind: str, where: str) -> Path | bytes:
         try:
-            return part_url(part, kind)
+            url = part_url(part, kind)
+            return decode_data_url(url)[1] if url.startswith("data:") else self.local(url, where)
         except MessageError as e:
-            raise _bad(f"{where}: {e}") from None
+            raise MessageError(e if str(e).startswith(where) else f"{where}: {e}") from None
 
-    def part(self, part: Any, where: str, h: Any) -> str | Image | Video:
-        if not isinstance(part, dict):
-            raise _bad(f"{where}: a content part must be an object, not {type(part).__name__}")
-        kind = part.get("type")
+    def part(self, item: Any, where: str) -> str | Image | Video:
+        if not isinstance(item, dict):
+            raise MessageError(f"{where}: a content part must be an object, not {type(item).__name__}")
+        kind = item.get("type")
         if kind == "text":
-            text = part.get("text")
+            text = item.get("text")
             if not isinstance(text, str):
-                raise _bad(f"{where}: a 'text' part needs a 'text' string")
-            _hash_text(h, text)
+                raise MessageError(f"{where}: a 'text' part needs a 'text' string")
             return text
         if kind == "image_url":
-            url = self.url(part, kind, where)
-            h.update(b"i" + url.encode("utf-8", "surrogatepass"))
-            if url.startswith("data:"):
-                return Image(_decode_data_url(url, where)[1], name=where)
-            return Image(self.local(url, where), name=where)
+            return Image(self.media(item, kind, where), name=where)
         if kind == "video_url":
-            url = self.url(part, kind, where)
-            h.update(b"v" + url.encode("utf-8", "surrogatepass"))
-            if url.startswith("data:"):
-                return Video(_decode_data_url(url, where)[1], name=where)
-            return Video(self.local(url, where), name=where)
-        raise _bad(f"{where}: unsupported content part type {kind!r} (this server takes 'text', 'image_url' and "
-                   "'video_url')")
+            return Video(self.media(item, kind, where), name=where)
+        raise MessageError(f"{where}: unsupported content part type {kind!r} (this server takes 'text', 'image_url' "
+                           "and 'video_url')")
 
 
-def _hash_text(h: Any, text: str) -> None:
-    h.update(b"t" + text.encode("utf-8", "surrogatepass"))
-
-
-def answer_fingerprint(text: str) -> str:
-    """The fingerprint of an assistant message holding `text`, as _messages() computes it."""
-    h = hashlib.sha256(b"assistant")
-    _hash_text(h, text)
+def fingerprint(turn: Turn) -> str:
+    """A message's identity, for finding the slot whose KV cache holds a conversation's prefix."""
+    h = hashlib.sha256(turn.role.encode())
+    for p in turn.parts:
+        if isinstance(p, str):
+            h.update(b"t" + p.encode("utf-8", "surrogatepass"))
+        else:
+            src = p.source
+            h.update((b"i" if isinstance(p, Image) else b"v") + hashlib.sha256(
+                src if isinstance(src, bytes) else str(src).encode("utf-8", "surrogatepass")).digest())
     return h.hexdigest()
 
 
-def _messages(raw: Any, reader: PartReader, req: ChatRequest) -> list[dict]:
-    if not isinstance(raw, list) or not raw:
-        raise _bad("'messages' must be a non-empty array", "messages")
-    out = []
-    for i, m in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise _bad(f"{where} must be an object", "messages")
-        role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
-        if role is None:
-            raise _bad(f"{where}: unknown role {m.get('role')!r} (use system, developer, user or assistant)",
-                       "messages")
-        content = m.get("content")
-        h = hashlib.sha256(role.encode())
-        if isinstance(content, str):
-            _hash_text(h, content)
-            parts: list = [content]
-        elif isinstance(content, list):
-            parts = [reader.part(p, f"{where}.content[{j}]", h) for j, p in enumerate(content)]
-        else:
-            raise _bad(f"{where}: 'content' must be a string or an array of content parts", "messages")
-        out.append({"role": role, "content": parts})
-        req.fingerprint.append(h.hexdigest())
-    return out
+def answer_fingerprint(text: str) -> str:
+    """The fingerprint of an assistant message holding `text`."""
+    return fingerprint(Turn("assistant", [text]))
 
 
 def parse_chat_request(body: Any, local_dir: Path | None) -> ChatRequest:
     """Check a decoded JSON body; APIError(400) names the first problem."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
-    req = ChatRequest(messages=[])
+    req = ChatRequest(turns=[])
     _fill(req, body, local_dir)
     return req
 
@@ -208,4 +182,11 @@ def _fill(req: ChatRequest, body: dict, local_dir: Path | None) -> None:
     if low:
         kw["min_new_tokens"] = int(low)
     req.chat_kwargs = kw
-    req.messages = _messages(body.get("messages"), PartReader(local_dir), req)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty array", "messages")
+    try:
+        req.turns = normalize(messages, reader=ServerParts(local_dir))
+    except MessageError as e:
+        raise _bad(str(e), "messages") from None
+    req.fingerprint = [fingerprint(t) for t in req.turns]

@@ -1,4 +1,5 @@
-"""Conversation slots: N MiniCPMV contexts on one model, handed to requests one at a time, with a bounded queue.
+"""Conversation slots: N sessions (each its own llama.cpp context) on one loaded model, handed to requests one at a
+time, with a bounded queue.
 
 A slot keeps the KV cache of the last conversation it served, so a request is given the free slot whose last
 conversation shares the most leading messages with it (a chat sent again with one more turn prefills only the new
@@ -13,14 +14,16 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..chat import MiniCPMV
+from ..llama_adapter import ContextParams
+from ..model import Model
+from ..session import Session
 from .errors import APIError
 
 
 @dataclass
 class Slot:
     index: int
-    model: MiniCPMV
+    session: Session
     history: list[str] = field(default_factory=list)  # message fingerprints of the conversation it holds
     used: int = 0  # when it was last handed out (a counter)
 
@@ -35,11 +38,12 @@ def _common(a: list[str], b: list[str]) -> int:
 
 
 class SlotPool:
-    def __init__(self, origin: MiniCPMV, parallel: int, max_queue: int) -> None:
-        self.slots = [Slot(0, origin)]
+    def __init__(self, model: Model, params: ContextParams, parallel: int, max_queue: int) -> None:
+        self.model = model
+        self.slots: list[Slot] = []
         try:
-            for i in range(1, parallel):
-                self.slots.append(Slot(i, origin.slot()))
+            for i in range(parallel):
+                self.slots.append(Slot(i, Session(model, params)))
         except BaseException:
             self.close()
             raise
@@ -88,5 +92,7 @@ class SlotPool:
         self.free.append(slot)
 
     def close(self) -> None:
-        for s in reversed(self.slots):  # slots before their origin (it owns the model and the encoder)
-            s.model.close()
+        """The sessions, then the model they share."""
+        for s in self.slots:
+            s.session.close()
+        self.model.close()

@@ -1,11 +1,11 @@
 """The images and video frames of a conversation: planned from their headers, then encoded in prompt order
 (through the embedding cache).
 
-`plan()` reads only file headers (image sizes, a video's packets and frame size) and says how many pieces the
-encoder will get, so a prompt that cannot fit the context is refused before any pixel is decoded. `encode()` then
-turns each video into the frames its family's recipe samples, in place; each image and frame is decoded, sliced,
-encoded and dropped before the next is decoded. In the turns returned, every image is replaced by its `Encoded`
-entry (grid, pieces, embedding rows), which is all the prompt layout needs.
+`encode()` first reads only file headers (image sizes, a video's packets and frame size) and counts the pieces the
+encoder will get, so a prompt that cannot fit the context is refused before any pixel is decoded; then it turns each
+video into the frames its family's recipe samples, in place; each image and frame is decoded, sliced, encoded and
+dropped before the next is decoded. In the turns returned, every image is replaced by its `Encoded` entry (grid,
+pieces, embedding rows), which is all the prompt layout needs.
 
 A family with a padded vision batch (`Family.vision_batch`, where the mmproj runs one: encoder.padded_batch) has
 every piece of the call encoded as a member of one batch padded to a length the family derives from all pieces'
@@ -31,15 +31,8 @@ from .families import Family
 from .image import Image, image_size, load_rgb
 from .messages import Turn
 from .slicer import check_plan, plan
+from .stats import ChatStats
 from .video import Video, VideoInfo, probe, sampled_frames
-
-
-@dataclass
-class EncodeStats:
-    images: int = 0  # images and video frames in the prompt
-    pieces: int = 0
-    pieces_encoded: int = 0  # pieces that went through the vision encoder (the rest came from the cache)
-    encode_ms: float = 0.0
 
 
 @dataclass
@@ -50,7 +43,7 @@ class MediaPlan:
     videos: dict[int, VideoInfo] = field(default_factory=dict)  # id(Video part) -> its probe
 
 
-class Visuals:
+class Media:
     def __init__(self, encoder: VisionEncoder, cache: EmbeddingCache, model_id: str, n_threads: int,
                  family: Family) -> None:
         self.encoder = encoder
@@ -82,7 +75,7 @@ class Visuals:
                                            self.encoder.slice_config_for(self._video_slices(n), n_threads=1))[1])
         return out
 
-    def _encode(self, rgb: np.ndarray, max_slices: int, stats: EncodeStats,
+    def _encode(self, rgb: np.ndarray, max_slices: int, stats: ChatStats,
                 progress: Callable[[int], None] | None, pad_to: int = 0) -> Encoded:
         key = pixels_key(rgb, max_slices, self.model_id + (f"|padded to {pad_to}" if pad_to else ""))
         hit = self.cache.get(key)
@@ -117,14 +110,18 @@ class Visuals:
             raise TypeError(f"internal: {self.family.display} has no video recipe")
         return sampled_frames(video, recipe.frame_indices, media.videos.get(id(video)), cfg.max_pixels, cfg.max_side)
 
-    def encode(self, turns: list[Turn], max_slices: int, progress: Callable[[int], None] | None = None,
-               media: MediaPlan | None = None) -> tuple[list[Turn], list[Encoded], EncodeStats]:
-        """(turns with each image part replaced by its encoding, the encodings in order, what it cost). `media`:
-        the plan() of these turns, when the caller made it (its video probes are reused)."""
+    def encode(self, turns: list[Turn], max_slices: int, stats: ChatStats, n_ctx: int | None = None,
+               text_tokens: int = 0, progress: Callable[[int], None] | None = None) -> list[Turn]:
+        """The turns with each image part replaced by its encoding (a video by its frames'); `stats` gets what it
+        cost. A prompt whose image rows and `text_tokens` (a lower bound of its text) exceed `n_ctx` is refused
+        (ValueError) before any image is decoded."""
         t0 = time.perf_counter()
-        stats = EncodeStats()
-        media = media or MediaPlan()
-        out_turns, encoded = [], []
+        media = self.plan(turns, max_slices)
+        rows = media.pieces * self.encoder.query_num
+        if n_ctx is not None and rows + text_tokens > n_ctx:
+            raise ValueError(f"the prompt is at least {rows + text_tokens} tokens ({rows} of them image rows), more "
+                             f"than n_ctx {n_ctx}")
+        out_turns = []
         cfg = self.encoder.slice_config
         videos: dict[int, tuple[int, Iterator[np.ndarray]]] = {}  # padded batch: every video opened, 1st frame read
         pad_to = 0
@@ -149,15 +146,12 @@ class Visuals:
                     parts.append(p)
                 elif isinstance(p, Video):
                     n, frames = videos.pop(id(p)) if id(p) in videos else self._frames(p, media)
-                    for frame in frames:
-                        encoded.append(self._encode(frame, self._video_slices(n), stats, progress, pad_to))
-                        parts.append(encoded[-1])
+                    parts += [self._encode(frame, self._video_slices(n), stats, progress, pad_to) for frame in frames]
                 elif isinstance(p, Image):
-                    rgb = load_rgb(p, cfg.max_pixels, cfg.max_side)
-                    encoded.append(self._encode(rgb, max_slices, stats, progress, pad_to))
-                    parts.append(encoded[-1])
+                    parts.append(self._encode(load_rgb(p, cfg.max_pixels, cfg.max_side), max_slices, stats, progress,
+                                              pad_to))
                 else:
                     raise TypeError(f"internal: unexpected part {type(p).__name__}")
             out_turns.append(Turn(t.role, parts))
         stats.encode_ms = (time.perf_counter() - t0) * 1e3
-        return out_turns, encoded, stats
+        return out_turns

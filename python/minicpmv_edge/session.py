@@ -1,0 +1,211 @@
+"""One conversation on a loaded model: its llama.cpp context and KV state, who holds it, its open stream and the
+statistics of its latest call. A server's slot is a session; MiniCPMV (chat.py) is the public face of one.
+
+The pipeline hands one object forward: turns (messages.py) -> turns with their images encoded (media.py) ->
+prompt positions (prompt.py) -> the answer's text pieces (generate.py: KV prefix reuse, prefill, token choice,
+text as the original decodes it), each stage filling the call's one ChatStats.
+
+Threads: calls are serialised. A chat() holds the session until it returns, a stream from its creation until it is
+exhausted, closed or dropped; a chat() from another thread meanwhile waits, one from the thread that holds an open
+stream raises BusyError (it would wait for itself). After close(), every call raises ClosedError.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+
+from .errors import BusyError, ClosedError
+from .generate import answer
+from .kv import KVState
+from .llama_adapter import ContextParams, LlamaSession
+from .messages import MessageError, Turn, min_text_tokens
+from .model import Model
+from .params import GenerationParams, PromptParams
+from .prompt import build_prompt
+from .stats import ChatStats
+from .text import AnswerText
+from .video import Video
+
+
+class _Gate:
+    """Who holds a session: one chat() call, or one open stream (weakly: a dropped stream releases it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.holder: int | None = None  # thread ident
+        self._stream: weakref.ref[ChatStream] | None = None
+
+    @property
+    def stream(self) -> ChatStream | None:
+        ref = self._stream
+        return ref() if ref is not None else None
+
+    @stream.setter
+    def stream(self, s: ChatStream | None) -> None:
+        self._stream = weakref.ref(s) if s is not None else None
+
+    def enter(self) -> None:
+        if self.stream is not None and self.holder == threading.get_ident():
+            raise BusyError("this thread holds an open stream of this MiniCPMV: read it to the end or close() it "
+                            "before the next chat()")
+        self._lock.acquire()
+        self.holder = threading.get_ident()
+
+    def leave(self) -> None:
+        self.holder, self.stream = None, None
+        self._lock.release()
+
+
+class ChatStream:
+    """The answer while it is generated: iterate for text pieces (never a split character). It holds its session
+    until exhausted, closed or dropped; `stats` fills in as it goes (finish_reason once it ends)."""
+
+    def __init__(self, pieces: Iterator[str], gate: _Gate, stats: ChatStats) -> None:
+        self._pieces = pieces
+        self._gate = gate
+        self._lock = threading.RLock()
+        self._open = True
+        self.stats = stats
+        gate.stream = self
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        with self._lock:
+            if not self._open:
+                raise StopIteration
+            try:
+                return next(self._pieces)
+            except BaseException:
+                self._end()
+                raise
+
+    def close(self) -> None:
+        """Stop generating now and release the session."""
+        with self._lock:
+            if self._open:
+                try:
+                    self._pieces.close()  # type: ignore[attr-defined]
+                finally:
+                    self._end()
+
+    def _end(self) -> None:
+        if self._open:
+            self._open = False
+            self._gate.leave()
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Session:
+    def __init__(self, model: Model, params: ContextParams, reuse_kv: bool = True) -> None:
+        """`reuse_kv`: keep the KV cache of the common prefix of consecutive prompts (a multi-turn chat only
+        prefills what changed)."""
+        model.check_open()
+        assert model.llm is not None
+        self.model = model
+        self.params = params
+        self._gate = _Gate()
+        self._closed = True
+        self.context = LlamaSession(model.llm, params)
+        self.kv = KVState(self.context, reuse_kv, model.llm.file.embedding_scale)
+        self.last = ChatStats()
+        self._closed = False
+
+    @property
+    def n_ctx(self) -> int:
+        return self.context.n_ctx
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.model.closed
+
+    def perf(self) -> dict[str, float]:
+        return self.context.perf()
+
+    def chat(self, turns: list[Turn], gp: GenerationParams, pp: PromptParams, stream: bool = False,
+             progress: Callable[[int], None] | None = None, strip: bool = False) -> str | ChatStream:
+        """Answer the conversation `turns` (messages.normalize). Returns the text (stripped, as the original), or
+        with stream=True a ChatStream of text pieces (`strip`: without whitespace at either end, so that they join
+        to the returned text)."""
+        if stream and not gp.sampling:
+            raise ValueError("stream=True needs sampling=True (the original chat() streams sampled answers only)")
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable")
+        self._gate.enter()
+        try:
+            if self.closed:
+                raise ClosedError("this MiniCPMV is closed")
+            pieces = self._answer(turns, gp, pp, progress, strip)
+            stats = self.last
+            if stream:
+                return ChatStream(pieces, self._gate, stats)
+            for _ in pieces:
+                pass
+            text = stats.text
+        except BaseException:
+            if self._gate.stream is None:
+                self._gate.leave()
+            raise
+        self._gate.leave()
+        return text
+
+    def _answer(self, turns: list[Turn], gp: GenerationParams, pp: PromptParams,
+                progress: Callable[[int], None] | None, strip: bool) -> Iterator[str]:
+        """Encode the images and build the prompt now (bad input fails here); prefill and generate lazily."""
+        t_call = time.perf_counter()
+        m, f = self.model, self.model.family
+        stats = self.last = ChatStats()
+        n_ctx = self.n_ctx
+        if len(turns) > n_ctx:
+            raise MessageError(f"{len(turns)} messages cannot fit in n_ctx {n_ctx} tokens")
+        has_video = any(isinstance(p, Video) for t in turns for p in t.parts)
+        if has_video and not f.video:
+            raise MessageError(f"{f.display} has no video recipe (the original takes images only); pass the frames "
+                               "you want as images")
+        enc = m.encoder
+        assert enc is not None and m.llm is not None
+        file_ids = f.use_image_id if enc.use_image_id is None else enc.use_image_id
+        default_ids = f.video.use_image_id if has_video and f.video else file_ids
+        use_image_id = default_ids if pp.use_image_id is None else pp.use_image_id
+        max_slices = pp.max_slice_nums or enc.max_slice_nums or f.max_slice_nums
+        least_text = min_text_tokens(turns, m.llm.file.max_token_chars)
+        # refused from the slicing plans before any image is decoded or any text tokenized, else encoded
+        encoded = m.media.encode(turns, max_slices, stats, n_ctx, least_text, progress)
+        prompt = build_prompt(m.template, encoded, f, m.llm, enc.query_num, use_image_id, pp.parse_special)
+        stats.prompt_tokens = len(prompt)
+        if len(prompt) > n_ctx:
+            raise ValueError(f"the prompt is {len(prompt)} tokens ({prompt.image_rows} of them image rows), more "
+                             f"than n_ctx {n_ctx}")
+        text = AnswerText(m.llm.piece, f, m.llm.specials, m.llm.file.pieces, gp.skip_special_tokens, gp.stop, strip)
+        return answer(self.kv, m.llm, prompt, gp, m.stop_ids, m.penalty_prefix, text, stats, t_call)
+
+    def close(self) -> None:
+        """Free the context now (an open stream of this thread is closed first; one of another thread is waited
+        for). Idempotent."""
+        if self._gate.holder == threading.get_ident():
+            own = self._gate.stream  # a stream of another thread must stay droppable while we wait: no reference
+            if own is not None:
+                own.close()
+            del own
+        self._gate.enter()
+        try:
+            if not self._closed:
+                self._closed = True
+                self.context.close()
+        finally:
+            self._gate.leave()
