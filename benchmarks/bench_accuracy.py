@@ -31,7 +31,7 @@ from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj  # noqa: E402
 from minicpmv_edge.demo import DEMO_CHECKPOINT  # noqa: E402
 from minicpmv_edge.shapes_task import KINDS, Item, dataset, score  # noqa: E402
 
-HELD_OUT_SEED = 9000  # models/train_demo.py trains on seed 1000 and validates on 2000
+HELD_OUT_SEED = 9000  # tools/train_demo.py trains on seed 1000 and validates on 2000
 MAX_NEW_TOKENS = 24  # the longest answer ("The second image.") is a few tokens
 
 

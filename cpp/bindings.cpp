@@ -10,15 +10,15 @@
 #include <stdexcept>
 #include <string>
 
-#include "backends.h"
-#include "cpu_threads.h"
-#include "encoder.h"
-#include "int8_gemm.h"
-#include "errors.h"
 #include "ggml.h"
-#include "gguf_info.h"
-#include "resize.h"
-#include "slicing.h"
+#include "kernels/int8_gemm.h"
+#include "preprocess/resize.h"
+#include "preprocess/slicing.h"
+#include "runtime/backends.h"
+#include "runtime/cpu_threads.h"
+#include "runtime/encoder.h"
+#include "runtime/errors.h"
+#include "runtime/gguf_info.h"
 
 namespace py = pybind11;
 
@@ -40,8 +40,7 @@ mcv::ImageView rgb_view(const U8Array & a) {
 }
 
 // a numpy array of `shape` holding a copy of `v` (whose size must be the product of `shape`)
-template <typename T>
-py::array_t<T> to_array(const std::vector<T> & v, std::vector<py::ssize_t> shape) {
+template <typename T> py::array_t<T> to_array(const std::vector<T> & v, std::vector<py::ssize_t> shape) {
     py::array_t<T> out(std::move(shape));
     std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
     return out;
@@ -97,9 +96,11 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<mcv::SlicePlan>(m, "SlicePlan")
         .def_readonly("sliced", &mcv::SlicePlan::sliced)
-        .def_property_readonly("grid", [](const mcv::SlicePlan & p) -> py::object {
-            return p.sliced ? py::object(py::make_tuple(p.cols, p.rows)) : py::object(py::none());
-        })
+        .def_property_readonly("grid",
+                               [](const mcv::SlicePlan & p) -> py::object {
+                                   return p.sliced ? py::object(py::make_tuple(p.cols, p.rows))
+                                                   : py::object(py::none());
+                               })
         .def_property_readonly("overview", [](const mcv::SlicePlan & p) { return size_tuple(p.overview); })
         .def_property_readonly("refine", [](const mcv::SlicePlan & p) { return size_tuple(p.refine); })
         .def_property_readonly("cell", [](const mcv::SlicePlan & p) { return size_tuple(p.cell); })
@@ -109,64 +110,86 @@ PYBIND11_MODULE(_core, m) {
             return out;
         });
 
-    m.def("plan_slices", [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size) {
-        return mcv::plan_slices(width, height, {max_slice_nums, scale_resolution, patch_size});
-    }, py::arg("width"), py::arg("height"), py::arg("max_slice_nums"), py::arg("scale_resolution"),
-       py::arg("patch_size"), "the slicing plan of a width x height image (sizes only)");
+    m.def(
+        "plan_slices",
+        [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size) {
+            return mcv::plan_slices(width, height, {max_slice_nums, scale_resolution, patch_size});
+        },
+        py::arg("width"), py::arg("height"), py::arg("max_slice_nums"), py::arg("scale_resolution"),
+        py::arg("patch_size"), "the slicing plan of a width x height image (sizes only)");
 
-    m.def("resize_bicubic", [](const U8Array & img, int width, int height, int n_threads) {
-        const mcv::ImageView v = rgb_view(img);
-        mcv::ImageU8 out;
-        {
-            py::gil_scoped_release nogil;
-            out = mcv::resize_bicubic(v, width, height, n_threads);
-        }
-        return to_array(out);
-    }, py::arg("image"), py::arg("width"), py::arg("height"), py::arg("n_threads") = 1,
-       "Pillow-exact bicubic resize of an [H, W, 3] uint8 image");
-
-    m.def("slice_pieces", [](const U8Array & img, int max_slice_nums, int scale_resolution, int patch_size,
-                             int n_threads) {
-        const mcv::ImageView v = rgb_view(img);
-        mcv::SlicePlan plan;
-        std::vector<mcv::ImageU8> pieces;
-        {
-            py::gil_scoped_release nogil;
-            plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size});
-            try {
-                pieces = mcv::make_pieces(v, plan, n_threads);
-            } catch (const std::bad_alloc &) {
-                throw mcv::OutOfMemory("cannot allocate the resized pieces of a " + std::to_string(v.width) + "x" +
-                                       std::to_string(v.height) + " image");
+    m.def(
+        "resize_bicubic",
+        [](const U8Array & img, int width, int height, int n_threads) {
+            const mcv::ImageView v = rgb_view(img);
+            mcv::ImageU8 out;
+            {
+                py::gil_scoped_release nogil;
+                out = mcv::resize_bicubic(v, width, height, n_threads);
             }
-        }
-        py::list arrays;
-        for (const auto & p : pieces) arrays.append(to_array(p));
-        return py::make_tuple(plan, arrays);
-    }, py::arg("image"), py::arg("max_slice_nums"), py::arg("scale_resolution"), py::arg("patch_size"),
-       py::arg("n_threads") = 1, "(plan, [uint8 pieces]) of an [H, W, 3] uint8 image: overview, then slices");
+            return to_array(out);
+        },
+        py::arg("image"), py::arg("width"), py::arg("height"), py::arg("n_threads") = 1,
+        "Pillow-exact bicubic resize of an [H, W, 3] uint8 image");
 
-    m.def("normalize_chw", [](const U8Array & piece, std::array<float, 3> mean, std::array<float, 3> std) {
-        const mcv::ImageView v = rgb_view(piece);
-        const std::vector<float> out = mcv::normalize_chw(v, mean, std);
-        return to_array(out, {py::ssize_t(3), py::ssize_t(v.height), py::ssize_t(v.width)});
-    }, py::arg("piece"), py::arg("mean"), py::arg("std"), "float32 [3, H, W] normalised pixels");
+    m.def(
+        "slice_pieces",
+        [](const U8Array & img, int max_slice_nums, int scale_resolution, int patch_size, int n_threads,
+           int64_t max_patches) {
+            const mcv::ImageView v = rgb_view(img);
+            mcv::SlicePlan plan;
+            std::vector<mcv::ImageU8> pieces;
+            {
+                py::gil_scoped_release nogil;
+                plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size});
+                mcv::check_patch_limit(plan, v.width, v.height, patch_size,
+                                       max_patches);  // before any pixel is resized
+                try {
+                    pieces = mcv::make_pieces(v, plan, n_threads);
+                } catch (const std::bad_alloc &) {
+                    throw mcv::OutOfMemory("cannot allocate the resized pieces of a " + std::to_string(v.width) + "x" +
+                                           std::to_string(v.height) + " image");
+                }
+            }
+            py::list arrays;
+            for (const auto & p : pieces) arrays.append(to_array(p));
+            return py::make_tuple(plan, arrays);
+        },
+        py::arg("image"), py::arg("max_slice_nums"), py::arg("scale_resolution"), py::arg("patch_size"),
+        py::arg("n_threads") = 1, py::arg("max_patches") = 0,
+        "(plan, [uint8 pieces]) of an [H, W, 3] uint8 image: overview, then slices (ValueError for a piece of more "
+        "than max_patches patches, 0: no limit)");
+
+    m.def(
+        "normalize_chw",
+        [](const U8Array & piece, std::array<float, 3> mean, std::array<float, 3> std) {
+            const mcv::ImageView v = rgb_view(piece);
+            const std::vector<float> out = mcv::normalize_chw(v, mean, std);
+            return to_array(out, {py::ssize_t(3), py::ssize_t(v.height), py::ssize_t(v.width)});
+        },
+        py::arg("piece"), py::arg("mean"), py::arg("std"), "float32 [3, H, W] normalised pixels");
 
     py::enum_<mcv::PosRule>(m, "PosRule")
         .value("navit_2d", mcv::PosRule::navit_2d)
         .value("flat_1d", mcv::PosRule::flat_1d)
         .value("floor_2d", mcv::PosRule::floor_2d);
 
-    m.def("position_ids", [](int h, int w, int side, mcv::PosRule rule) {
-        const std::vector<int32_t> ids = mcv::position_ids(h, w, side, rule);
-        return to_array(ids, {py::ssize_t(ids.size())});
-    }, py::arg("h"), py::arg("w"), py::arg("side"), py::arg("rule"), "rows of the position table for h x w patches");
+    m.def(
+        "position_ids",
+        [](int h, int w, int side, mcv::PosRule rule) {
+            const std::vector<int32_t> ids = mcv::position_ids(h, w, side, rule);
+            return to_array(ids, {py::ssize_t(ids.size())});
+        },
+        py::arg("h"), py::arg("w"), py::arg("side"), py::arg("rule"), "rows of the position table for h x w patches");
 
-    m.def("sincos_2d", [](int dim, int h, int w) {
-        if (dim <= 0 || dim % 4 || h <= 0 || w <= 0) throw std::invalid_argument("sincos_2d: bad sizes");
-        const std::vector<float> v = mcv::sincos_2d(dim, h, w);
-        return to_array(v, {py::ssize_t(h) * w, py::ssize_t(dim)});
-    }, py::arg("dim"), py::arg("h"), py::arg("w"), "the resampler's key position code, [h*w, dim]");
+    m.def(
+        "sincos_2d",
+        [](int dim, int h, int w) {
+            if (dim <= 0 || dim % 4 || h <= 0 || w <= 0) throw std::invalid_argument("sincos_2d: bad sizes");
+            const std::vector<float> v = mcv::sincos_2d(dim, h, w);
+            return to_array(v, {py::ssize_t(h) * w, py::ssize_t(dim)});
+        },
+        py::arg("dim"), py::arg("h"), py::arg("w"), "the resampler's key position code, [h*w, dim]");
 
     py::class_<mcv::VisionEncoder>(m, "VisionEncoder")
         .def(py::init([](const std::string & path, int n_threads, const std::string & device,
@@ -189,51 +212,53 @@ PYBIND11_MODULE(_core, m) {
              }),
              py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("key_defaults") = mcv::KeyValues{},
              py::arg("key_overrides") = mcv::KeyValues{}, py::arg("max_batch_bytes") = size_t(256) << 20,
-             py::arg("profile") = false,
-             py::arg("blas") = true, py::arg("max_patches") = 0, py::arg("use_mmap") = true,
+             py::arg("profile") = false, py::arg("blas") = true, py::arg("max_patches") = 0, py::arg("use_mmap") = true,
              py::arg("int8") = "auto")
-        .def("encode", [](mcv::VisionEncoder & enc, const std::vector<py::array_t<float, py::array::c_style |
-                                                                                    py::array::forcecast>> & arrays,
-                          int pad_to) {
-            std::vector<mcv::Piece> pieces;
-            for (size_t i = 0; i < arrays.size(); ++i) {
-                const auto & a = arrays[i];
-                if (a.ndim() != 3 || a.shape(0) != 3) {
-                    throw std::invalid_argument("piece " + std::to_string(i) + ": expected float32 [3, H, W]");
+        .def(
+            "encode",
+            [](mcv::VisionEncoder & enc,
+               const std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> & arrays, int pad_to) {
+                std::vector<mcv::Piece> pieces;
+                for (size_t i = 0; i < arrays.size(); ++i) {
+                    const auto & a = arrays[i];
+                    if (a.ndim() != 3 || a.shape(0) != 3) {
+                        throw std::invalid_argument("piece " + std::to_string(i) + ": expected float32 [3, H, W]");
+                    }
+                    pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1)), pad_to});
                 }
-                pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1)), pad_to});
-            }
-            std::vector<float> out;
-            {
-                py::gil_scoped_release nogil;
-                out = enc.encode(pieces);
-            }
-            const auto & hp = enc.hparams();
-            return to_array(out, {py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
-        }, py::arg("pieces"), py::arg("pad_to") = 0,
-           "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces; pad_to > 0: a padded batch of that length")
-        .def_property_readonly("hparams", [](const mcv::VisionEncoder & enc) {
-            const auto & h = enc.hparams();
-            py::dict d;
-            d["image_size"] = h.image_size;
-            d["patch_size"] = h.patch_size;
-            d["n_embd"] = h.n_embd;
-            d["n_ff"] = h.n_ff;
-            d["n_head"] = h.n_head;
-            d["n_layer"] = h.n_layer;
-            d["eps"] = h.eps;
-            d["pos_side"] = h.pos_side;
-            d["n_query"] = h.n_query;
-            d["n_out"] = h.n_out;
-            d["mean"] = h.mean;
-            d["std"] = h.std;
-            d["minicpmv_version"] = h.minicpmv_version;
-            d["position_ids"] = h.pos_rule == mcv::PosRule::navit_2d  ? "navit_2d"
-                                : h.pos_rule == mcv::PosRule::flat_1d ? "flat_1d"
-                                                                      : "floor_2d";
-            d["padded_batch"] = h.padded_batch;
-            return d;
-        })
+                std::vector<float> out;
+                {
+                    py::gil_scoped_release nogil;
+                    out = enc.encode(pieces);
+                }
+                const auto & hp = enc.hparams();
+                return to_array(out, {py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
+            },
+            py::arg("pieces"), py::arg("pad_to") = 0,
+            "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces; pad_to > 0: a padded batch of that length")
+        .def_property_readonly("hparams",
+                               [](const mcv::VisionEncoder & enc) {
+                                   const auto & h = enc.hparams();
+                                   py::dict d;
+                                   d["image_size"] = h.image_size;
+                                   d["patch_size"] = h.patch_size;
+                                   d["n_embd"] = h.n_embd;
+                                   d["n_ff"] = h.n_ff;
+                                   d["n_head"] = h.n_head;
+                                   d["n_layer"] = h.n_layer;
+                                   d["eps"] = h.eps;
+                                   d["pos_side"] = h.pos_side;
+                                   d["n_query"] = h.n_query;
+                                   d["n_out"] = h.n_out;
+                                   d["mean"] = h.mean;
+                                   d["std"] = h.std;
+                                   d["minicpmv_version"] = h.minicpmv_version;
+                                   d["position_ids"] = h.pos_rule == mcv::PosRule::navit_2d ? "navit_2d"
+                                       : h.pos_rule == mcv::PosRule::flat_1d                ? "flat_1d"
+                                                                                            : "floor_2d";
+                                   d["padded_batch"] = h.padded_batch;
+                                   return d;
+                               })
         .def_property_readonly("device", &mcv::VisionEncoder::device_name)
         .def_property_readonly("weights_bytes", &mcv::VisionEncoder::weights_bytes)
         .def_property_readonly("compute_bytes", &mcv::VisionEncoder::compute_bytes)
@@ -245,34 +270,43 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("int8_kernel", &mcv::VisionEncoder::int8_kernel)
         .def_property_readonly("packed_bytes", &mcv::VisionEncoder::packed_bytes)
         .def_property_readonly("matmul_summary", &mcv::VisionEncoder::matmul_summary)
-        .def_property("max_patches", &mcv::VisionEncoder::max_patches, [](mcv::VisionEncoder & enc, int64_t n) {
-            py::gil_scoped_release nogil;
-            enc.set_max_patches(n);
-        }, "largest piece accepted, in patches (0: no limit)")
+        .def_property(
+            "max_patches", &mcv::VisionEncoder::max_patches,
+            [](mcv::VisionEncoder & enc, int64_t n) {
+                py::gil_scoped_release nogil;
+                enc.set_max_patches(n);
+            },
+            "largest piece accepted, in patches (0: no limit)")
         .def_property_readonly("scratch_bytes", &mcv::VisionEncoder::scratch_bytes,
                                "per-thread BLAS scratch memory held now")
-        .def_property_readonly("profile", [](const mcv::VisionEncoder & enc) {
-            std::map<std::string, double> out;
-            {
-                py::gil_scoped_release nogil;  // the lock may be held by an encode whose log lines need the GIL
-                out = enc.profile();
-            }
-            return out;
-        }, "ms per op:node when profiling");
+        .def_property_readonly(
+            "profile",
+            [](const mcv::VisionEncoder & enc) {
+                std::map<std::string, double> out;
+                {
+                    py::gil_scoped_release nogil;  // the lock may be held by an encode whose log lines need the GIL
+                    out = enc.profile();
+                }
+                return out;
+            },
+            "ms per op:node when profiling");
 
     py::class_<mcv::CpuThreadPool>(m, "CpuThreadPool", "ggml CPU worker threads started once, for a llama.cpp context")
         .def(py::init<int>(), py::arg("n_threads"), py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("n_threads", &mcv::CpuThreadPool::n_threads)
-        .def_property_readonly("address", [](const mcv::CpuThreadPool & p) {
-            return reinterpret_cast<uintptr_t>(p.get());
-        }, "the ggml_threadpool_t pointer (0 when the CPU backend has no threadpools)");
+        .def_property_readonly(
+            "address", [](const mcv::CpuThreadPool & p) { return reinterpret_cast<uintptr_t>(p.get()); },
+            "the ggml_threadpool_t pointer (0 when the CPU backend has no threadpools)");
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
     m.def("cpu_features", &mcv::cpu_features, "the ggml CPU backend's features (name, value)");
-    m.def("ggml_matmul_gops", [](const std::string & type, int n_threads) {
-        py::gil_scoped_release nogil;
-        return mcv::ggml_matmul_gops(type, n_threads);
-    }, py::arg("type"), py::arg("n_threads"), "ggml's CPU matmul throughput for a weight type, GOP/s");
+    m.def(
+        "ggml_matmul_gops",
+        [](const std::string & type, int n_threads) {
+            py::gil_scoped_release nogil;
+            return mcv::ggml_matmul_gops(type, n_threads);
+        },
+        py::arg("type"), py::arg("n_threads"), "ggml's CPU matmul throughput for a weight type, GOP/s");
     m.def("int8_dot_peak_gops", &mcv::int8_dot_peak_gops, py::arg("n_threads"),
           py::call_guard<py::gil_scoped_release>(),
           "peak of the CPU's int8 dot-product unit (VPDPBUSD), GOP/s; 0 without our int8 kernel");

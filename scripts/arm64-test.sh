@@ -150,41 +150,22 @@ cp "$mwheel" "$ROOT/tmp/"
 in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --force-reinstall "/tmp/$(basename "$mwheel")"
 
 # --- 5. the tests, emulated. qemu runs our native code and PyTorch 10-100x slower than the host (the host's whole
-# suite, ~4 minutes, would take hours), so by default this runs the tests whose outcome depends on the CPU, the
-# compiler or the aarch64 wheels, and leaves out the rest, each for the reason given. Arguments replace the selection.
-selection=(
-  tests/test_slicer.py         # bit-exact pixels against Pillow's aarch64 wheel; slicing plans; decoding
-  tests/test_native.py         # one ggml in the process (the loadable CPU modules included), devices, gguf reading
-  tests/test_text.py           # tokens -> text as the original decodes them
-  tests/test_recipes.py        # the deterministic test checkpoints are the same on aarch64
-  # position ids (torch's arange rounds by the CPU's vector width) and the encoder's parity with PyTorch, on both
-  # matmul paths (OpenBLAS and ggml's NEON kernels), f32 and f16, 2.6 (NaViT positions) and 2.0 (timm tower)
-  tests/test_encoder.py::test_position_ids_reproduce_torch_bucketize
-  tests/test_encoder.py::test_sincos_matches_the_formula
-  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[openblas-f32-0.0001-2.6]"
-  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[ggml-f32-0.0001-2.6]"
-  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[openblas-f16-0.02-2.6]"
-  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[ggml-f16-0.02-2.6]"
-  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[openblas-f32-0.0001-2.0]"
-  "tests/test_encoder.py::test_parity_with_the_pytorch_reference[ggml-f32-0.0001-2.0]"
-  "tests/test_encoder.py::test_agrees_with_libmtmd[f32-2.6]"   # llama.cpp's own graph, same wheels
-  # q8_0 files on ggml's int8 dot-product kernels (DOTPROD) and dequantized
-  "tests/test_encoder.py::test_q8_0_files_cosine_against_the_f32_reference[int8+ggml-2.6]"
-  "tests/test_encoder.py::test_q8_0_files_cosine_against_the_f32_reference[dequantized+openblas-2.6]"
-  # greedy chat parity with the original pipeline in PyTorch: image and slices, two images, 2.0's layout
-  "tests/test_chat.py::test_greedy_parity_with_the_reference[small image-2.6]"
-  "tests/test_chat.py::test_greedy_parity_with_the_reference[two images-2.6]"
-  "tests/test_chat.py::test_greedy_parity_with_the_reference[small image-2.0]"
-)
+# suite, ~5 minutes, would take hours), so by default this runs the tests marked `arm64` (`-m arm64`): those whose
+# outcome depends on the CPU, the compiler or the aarch64 wheels (the slicer's bit-exact pixels, position ids, the
+# encoder's parity with PyTorch on both matmul paths, libmtmd, q8_0 on ggml's int8 kernels, greedy chat parity, one
+# ggml in the process, text decoding, the test checkpoints). A mark with parameters picks the cases of a
+# parametrized test (tests/conftest.py). Arguments replace the selection.
 # Left out (all pass on x86-64 in `scripts/dev.sh test`):
-#   the other parametrizations of the tests above (2.5, more scenarios): the same code paths, minutes each here
+#   the other parametrizations of the marked tests (more families and scenarios): the same code paths, minutes each
 #   tests/test_runtime.py, tests/test_video_cache.py, tests/test_fuzz.py: soaks, stress threads and fuzzing loops
 #     (thousands of chats / frames / files; hours under emulation)
-#   tests/test_limits.py: memory bounds measured as peak RSS, which under qemu counts the emulator's own memory
+#   tests/test_limits.py, tests/test_hostile.py: memory bounds measured as peak RSS, which under qemu counts the
+#     emulator's own memory
 #   tests/test_demo_model.py: trains the demo model for a minute natively; scores 40 questions
-#   tests/test_padded_batch.py: 2.5's padded batch against the original, 1344x1344 pictures (tens of minutes here)
-#   tests/test_convert.py, tests/test_chat_cli.py: converter and command line, plain Python over the paths above
+#   tests/test_padded_batch.py: the padded batch against the original, 1344x1344 pictures (tens of minutes here)
+#   tests/test_convert.py, tests/test_chat_cli.py, tests/unit: plain Python over the paths above
 #   tests/test_server.py, tests/test_server_page.py: the HTTP server and the browser page (no aarch64 chromium)
+selection=(-m arm64 tests)
 [ $# -gt 0 ] && selection=("$@")
-log "running ${#selection[@]} test paths under emulation ($CPU)"
+log "running under emulation ($CPU): ${selection[*]}"
 WD=$REPO in_root /opt/venv/bin/python -m pytest -p no:cacheprovider --durations=10 "${selection[@]}"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | serve | setup | arm64-test
+# Set up (idempotent) and run one job:  scripts/dev.sh demo | test | unit | serve | setup | lint | arm64-test
 #   demo  - the main job: the bundled trained demo model (a tiny MiniCPM-V 2.6) answers about a bundled picture
 #   test  - the whole test suite (installs the PyTorch reference first, and chromium for the browser test)
 #   serve - `minicpmv-edge serve ARGS` with the server extra installed
+#   lint  - ruff on the Python, clang-format (.clang-format) on the C++; needs no build
+#   unit  - the unit layer (tests/unit: pure logic, no torch, no converted checkpoint), torch made unimportable
 #   arm64-test - the test suite on emulated aarch64 Linux (scripts/arm64-test.sh; a Debian arm64 root, cached)
 # Everything goes into ./.venv. llama-cpp-python is built from source the first time (about 4 minutes on 2 cores);
 # pip caches the wheel, so later set-ups take seconds.
@@ -20,6 +22,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 pip_q() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+
+if [ "$job" = "lint" ]; then  # the linters' versions pinned: a newer one may read the same code otherwise
+  pip_q "ruff==0.17.6" "clang-format==23.1.5"
+  .venv/bin/ruff check python tests benchmarks tools
+  git ls-files -z 'cpp/*.h' 'cpp/*.cpp' | xargs -0 .venv/bin/clang-format --dry-run --Werror
+  echo "lint: clean" >&2
+  exit 0
+fi
 
 # build tools for our extension (we build without isolation, against the installed llama-cpp-python)
 pip_q "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.21" ninja "scipy-openblas32>=0.3.28"
@@ -54,6 +64,9 @@ if [ "$job" = "test" ]; then
   fi
 elif [ "$job" = "serve" ]; then
   extra="[server]"
+elif [ "$job" = "unit" ]; then
+  extra="[server]"
+  pip_q "pytest>=8"
 fi
 pip_q --no-build-isolation -e ".${extra}"
 "$VPY" -c "import minicpmv_edge._native" || { echo "setup failed: the extension does not import" >&2; exit 1; }
@@ -63,5 +76,11 @@ case "$job" in
   demo) exec .venv/bin/minicpmv-edge demo "$@" ;;
   serve) exec .venv/bin/minicpmv-edge serve "$@" ;;
   test) exec "$VPY" -m pytest "$@" ;;
-  *) echo "usage: scripts/dev.sh demo|test|serve|setup|arm64-test [args]" >&2; exit 2 ;;
+  unit)  # the unit layer, with torch, transformers and timm made unimportable: it must not need them
+    shadow=$(mktemp -d)
+    for m in torch transformers timm; do
+      mkdir "$shadow/$m" && echo "raise ImportError('$m is not for the unit layer')" > "$shadow/$m/__init__.py"
+    done
+    PYTHONPATH="$shadow" "$VPY" -m pytest tests/unit "$@"; rc=$?; rm -rf "$shadow"; exit $rc ;;
+  *) echo "usage: scripts/dev.sh demo|test|unit|serve|setup|lint|arm64-test [args]" >&2; exit 2 ;;
 esac

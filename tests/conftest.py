@@ -9,16 +9,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference as `reference`
 
+from helpers import FAMILY_NAMES
+
 from minicpmv_edge import recipes
 from minicpmv_edge.convert import ConvertResult, convert_checkpoint
-
-VERSIONS = ["2.6", "2.5", "2.0"]
 
 
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
-    return {v: recipes.write_checkpoint(f"tiny-{v}", root / f"tiny-{v}") for v in VERSIONS}
+    return {v: recipes.write_checkpoint(f"tiny-{v}", root / f"tiny-{v}") for v in FAMILY_NAMES}
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +42,18 @@ def demo_f16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     res = convert_checkpoint(DEMO_CHECKPOINT, tmp_path_factory.mktemp("demo"), "f16", progress=False)
     return res.model, res.mmproj
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`@pytest.mark.arm64(name=value or (values...), ...)` selects a parametrized test for the aarch64 run
+    (scripts/dev.sh arm64-test: `-m arm64`) only where its parameters match; several such marks select their union;
+    a mark without parameters selects every case."""
+    for item in items:
+        marks = list(item.iter_markers("arm64"))
+        if not marks:
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if not any(all(params.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in m.kwargs.items())
+                   for m in marks):
+            item.own_markers = [m for m in item.own_markers if m.name != "arm64"]

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from minicpmv_edge.families import FAMILIES
+
+FAMILY_NAMES = list(FAMILIES)  # parity and system tests run for every registered family
+BPE_FAMILIES = [n for n, f in FAMILIES.items() if f.tokenizer == "bpe"]
+
 
 def cli() -> str:
     """The installed `minicpmv-edge` entry point, as a user runs it."""

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FAMILY_NAMES
 from PIL import Image
 
 from minicpmv_edge import Image as ImageRef
 from minicpmv_edge.chat import MiniCPMV
 from reference.pipeline import reference_pipeline
 
-VERSIONS = ["2.6", "2.5", "2.0"]
+VERSIONS = FAMILY_NAMES
 
 
 def _image(w: int, h: int, seed: int) -> Image.Image:
@@ -56,6 +57,8 @@ def references(tiny_hf):
     return {v: reference_pipeline(tiny_hf[v]) for v in VERSIONS}
 
 
+@pytest.mark.arm64(version="2.6", scenario=("small image", "two images"))
+@pytest.mark.arm64(version="2.0", scenario="small image")  # 2.0's layout
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_greedy_parity_with_the_reference(runtimes, references, version: str, scenario: str) -> None:

@@ -15,7 +15,7 @@ import gguf
 import llama_cpp
 import numpy as np
 import pytest
-from helpers import cli, smooth_image
+from helpers import FAMILY_NAMES, cli, smooth_image
 
 from minicpmv_edge import CheckpointError, UnsupportedVersionError, convert_checkpoint, recipes
 from minicpmv_edge.convert.quantize import quantize_model
@@ -24,7 +24,7 @@ from reference.llm import load_llm, load_tokenizer, logits
 from reference.mtmd import Mtmd
 from reference.vision import ReferenceVision
 
-VERSIONS = ["2.6", "2.5", "2.0"]
+VERSIONS = FAMILY_NAMES
 ARCH = {"2.6": "qwen2", "2.5": "llama", "2.0": "minicpm"}
 TEXTS = [
     "Hello world",
@@ -451,7 +451,7 @@ def test_cli_convert_and_quantize(tiny_hf, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "MiniCPM-Llama3-V 2.5" in out.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mmproj-model-q8_0.gguf", "model-q8_0.gguf"]
-    script = Path(__file__).parents[1] / "convert" / "convert_hf_to_gguf.py"
+    script = Path(__file__).parents[1] / "tools" / "convert_hf_to_gguf.py"
     out = subprocess.run([sys.executable, str(script), str(tiny_hf["2.5"]), "-o", str(tmp_path / "s"),
                           "--outtype", "f16", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

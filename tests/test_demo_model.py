@@ -59,7 +59,7 @@ def test_the_description_names_the_shapes_left_to_right_as_the_picture_shows_the
 
 def _train(out: Path) -> subprocess.CompletedProcess:
     args = ["--vision-steps", "3", "--steps", "3", "--batch", "2", "--val", "5", "--out", str(out)]
-    return subprocess.run([sys.executable, str(ROOT / "models" / "train_demo.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "train_demo.py"), *args], capture_output=True,
                           text=True, timeout=600)
 
 

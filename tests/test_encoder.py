@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from helpers import cli, smooth_image
+from helpers import FAMILY_NAMES, cli, smooth_image
 
 from minicpmv_edge import UnsupportedVersionError
 from minicpmv_edge._native import _core
@@ -20,7 +20,7 @@ from minicpmv_edge.encoder import VisionEncoder
 from reference.mtmd import Mtmd
 from reference.vision import position_ids_hf, reference_vision
 
-VERSIONS = ["2.6", "2.5", "2.0"]
+VERSIONS = FAMILY_NAMES
 RULE = {"2.6": "hf", "2.5": "flat", "2.0": None}  # the original position ids of each version (2.0: a resized grid)
 # piece patch grids (h, w): square, the 25- and 50-patch sides where float32 buckets differ from floor,
 # slices of common photos, an extreme strip; 27 x 27 (2.0's own table, used as it is), grids smaller than it in
@@ -44,6 +44,7 @@ def _rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
+@pytest.mark.arm64
 def test_position_ids_reproduce_torch_bucketize() -> None:
     """The original float32 arange + bucketize, for every side up to 600 and the whole table row."""
     for n in range(1, 601):
@@ -61,6 +62,7 @@ def test_position_ids_reproduce_torch_bucketize() -> None:
         assert differ == [25, 49, 50, 55, 58, 77, 82, 86, 94, 98, 100, 110, 115, 135]
 
 
+@pytest.mark.arm64
 def test_sincos_matches_the_formula() -> None:
     from reference.vision import sincos_2d
 
@@ -68,6 +70,8 @@ def test_sincos_matches_the_formula() -> None:
         np.testing.assert_allclose(_core.sincos_2d(256, h, w), sincos_2d(256, h, w).numpy(), rtol=0, atol=2e-6)
 
 
+@pytest.mark.arm64(version="2.6")  # NaViT positions, both matmul paths, f32 and f16
+@pytest.mark.arm64(version="2.0", outtype="f32")  # the timm tower
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("outtype", "tol"), [("f32", 1e-4), ("f16", 2e-2)])
 @pytest.mark.parametrize("blas", [True, False], ids=["openblas", "ggml"])
@@ -96,6 +100,7 @@ def test_batched_pieces_equal_one_by_one(converted, blas: bool) -> None:
     assert small.native.graph_evaluations == len(pieces)
 
 
+@pytest.mark.arm64(version="2.6", outtype="f32")  # llama.cpp's own graph, same wheels
 @pytest.mark.parametrize("version", ["2.6", "2.5"])  # llama.cpp has no 2.0 vision
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 def test_agrees_with_libmtmd(converted, version: str, outtype: str) -> None:
@@ -319,6 +324,7 @@ def _int8_kernel(int8: str) -> str:
     return "off" if int8 == "off" else "ggml"
 
 
+@pytest.mark.arm64(version="2.6", blas=True, int8=("ggml", "off"))  # ggml's DOTPROD kernels; dequantized
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("blas", "int8"),
                          [(True, "on"), (True, "ggml"), (True, "off"), (False, "on"), (False, "ggml")],

@@ -209,8 +209,9 @@ def test_close_with_a_stream_open_in_another_thread(converted) -> None:
 
 def test_a_memory_error_has_a_message_on_the_command_line(monkeypatch, capsys) -> None:
     from minicpmv_edge import cli as cli_module
+    from minicpmv_edge.cli import info
 
-    monkeypatch.setattr(cli_module, "_commands", lambda: {"info": ("", lambda ap: None, lambda a: _oom())})
+    monkeypatch.setattr(info, "run", lambda args: _oom())
     assert cli_module.main(["info"]) == 1
     assert capsys.readouterr().err == "minicpmv-edge info: error: out of memory\n"
 
@@ -434,7 +435,7 @@ def test_allowed_origins_hosts_and_keys(server: Server) -> None:
 def test_api_key_sources(tmp_path: Path, monkeypatch) -> None:
     import argparse
 
-    from minicpmv_edge.serve_cmd import KEY_ENV, _api_key
+    from minicpmv_edge.cli.serve import KEY_ENV, _api_key
 
     def args(**kw) -> argparse.Namespace:
         return argparse.Namespace(**{"api_key": None, "api_key_file": None, **kw})

@@ -113,3 +113,39 @@ def test_pad_to_is_checked(converted) -> None:
         pieces = enc26.slice(_image(320, 240, 18)).pieces()
         with pytest.raises(ValueError, match="1-D position rule"):
             enc26.encode(pieces, pad_to=max((p.shape[1] // 14) * (p.shape[2] // 14) for p in pieces))
+
+
+def _png_with_late_orientation(rgb: np.ndarray, orientation: int) -> bytes:
+    """A PNG whose EXIF orientation chunk (eXIf) comes after its pixels: Pillow reads it only with them."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, "PNG")
+    data = buf.getvalue()
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    iend = data.rindex(b"IEND") - 4
+    return data[:iend] + chunk + data[iend:]
+
+
+def test_a_size_its_header_does_not_tell(converted) -> None:
+    """The batch length comes from the header sizes; an image whose decoded size differs (an EXIF orientation after
+    a PNG's pixels) has it derived again: the answer is the one for the same pixels given upright."""
+    from minicpmv_edge.image import Image, image_size, load_rgb
+
+    stored = _image(200, 560, 21)  # 200 wide, 560 tall as stored; upright it is 560 x 200
+    png = _png_with_late_orientation(np.asarray(stored), 6)
+    upright = load_rgb(png)
+    assert image_size(png) == (200, 560) and upright.shape == (200, 560, 3)  # the header cannot tell
+    res = converted("2.5", "f32")
+    with MiniCPMV(res.model, res.mmproj, n_threads=2, kv_type="f32", flash_attn=False) as m:
+        m.chat([{"role": "user", "content": [upright, "What is it?"]}], temperature=0, max_new_tokens=6)
+        want_tokens, want_logits = m.last.tokens, m.last.first_logits
+        m.chat([{"role": "user", "content": [Image(png), "What is it?"]}], temperature=0, max_new_tokens=6)
+        assert m.last.tokens == want_tokens and rel(m.last.first_logits, want_logits) <= 1e-5

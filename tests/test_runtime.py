@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FAMILY_NAMES
 from PIL import Image
 
 from minicpmv_edge import BusyError, ClosedError, EmbeddingCache, MiniCPMV
 from minicpmv_edge.encoder import VisionEncoder
 from reference.pipeline import ReferencePipeline, reference_pipeline
 
-VERSIONS = ["2.6", "2.5", "2.0"]
+VERSIONS = FAMILY_NAMES
 
 
 def _img(seed: int, w: int = 160, h: int = 120) -> Image.Image:
@@ -274,7 +275,7 @@ def test_typed_special_strings_stay_text(converted, tiny_hf) -> None:
         w = m.model
 
         def positions(parse_special: bool) -> list:
-            turns = w.media.encode(normalize(msgs), 9, ChatStats())
+            turns = w.media.encode_turns(normalize(msgs), 9, ChatStats())
             return build_prompt(w.template, turns, w.family, w.llm, m.encoder.query_num, True, parse_special).positions
 
         plain, original = positions(False), positions(True)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import BPE_FAMILIES
 
 from minicpmv_edge.families.v2_0.decode import sentencepiece_legacy_text
 from minicpmv_edge.llama_adapter import LlamaModel
-from minicpmv_edge.model_check import check_llm_file
+from minicpmv_edge.llm_file import check_llm_file
 from minicpmv_edge.text import TextDecoder, clean_up_spaces
 from reference.llm import load_tokenizer
 
-VERSIONS = ["2.6", "2.5"]  # byte-level BPE; 2.0's SentencePiece below
+pytestmark = pytest.mark.arm64  # the outcome depends on the CPU or the aarch64 wheels
+
+VERSIONS = BPE_FAMILIES  # byte-level BPE; SentencePiece (2.0) below
 TEXTS = ["Hello , world . I do n't know ' s ? yes ! it 's , they 're here ' ok", "a ' b 'm 've n't .",
          "emoji 😀👍🏽 and 世界 , ünïcödé !", "  leading and trailing  ", "<ref>x</ref><box>1,2</box> done ."]
 

@@ -8,8 +8,8 @@ from .convert import CheckpointError, ConvertResult, convert_checkpoint
 from .errors import BusyError, ClosedError
 from .families import FAMILIES, Family, UnsupportedVersionError
 from .image import Image, ImageError, load_rgb
+from .llm_file import ModelFileError
 from .messages import MessageError
-from .model_check import ModelFileError
 from .slicer import SliceConfig, SlicedImage, slice_image
 from .video import Video, VideoError
 

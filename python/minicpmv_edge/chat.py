@@ -14,15 +14,16 @@ import os
 from collections.abc import Callable, Sequence
 
 from .cache import EmbeddingCache
+from .chat_options import chat_params
 from .encoder import VisionEncoder
 from .errors import ClosedError
 from .families import Family
 from .llama_adapter import ContextParams
 from .messages import MessageError, normalize
 from .model import Model
-from .params import chat_params
-from .session import ChatStream, Session
+from .session import Session
 from .stats import ChatStats
+from .stream import ChatStream
 
 __all__ = ["ChatStats", "ChatStream", "MessageError", "MiniCPMV"]
 
@@ -107,7 +108,8 @@ class MiniCPMV:
                              skip_special_tokens=skip_special_tokens, parse_special=parse_special, stop=stop)
         if isinstance(msgs, (list, tuple)) and len(msgs) > session.n_ctx:
             raise MessageError(f"{len(msgs)} messages cannot fit in n_ctx {session.n_ctx} tokens")
-        return session.chat(normalize(msgs, pp.system_prompt), gp, pp, stream, progress)
+        turns = normalize(msgs, pp.system_prompt)
+        return session.chat(turns, gp, pp, stream, progress)
 
     # ---- the parts, for callers that need them ----
 

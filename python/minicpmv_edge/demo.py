@@ -1,19 +1,16 @@
-"""`minicpmv-edge demo`: the bundled demo model answers a question about a picture.
+"""The bundled demo model and the test checkpoints, converted on first use and cached.
 
 The demo model is a tiny model of the default family the project trained on the synthetic "shapes" task
 (tools/train_demo.py; pictures of 1-4 circles, squares and triangles in six colours; questions about shape, colour
 and count), shipped as an original-layout checkpoint in `data/demo`. On first use it is converted to GGUF (cached);
 then the whole path runs: slicing -> vision encoder -> llama.cpp decoding with the image embeddings -> streamed text.
-`--tiny FAMILY` runs a tiny random-weight model of any family instead (its text is noise).
+`minicpmv-edge demo` (cli/demo.py) asks it; `--tiny FAMILY` runs a tiny random-weight model of any family instead.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
-import time
 from pathlib import Path
 
 from . import recipes
@@ -57,34 +54,3 @@ def ensure_demo_model(outtype: str = "f16", root: Path | None = None) -> tuple[P
         if f.suffix in (".json", ".safetensors"):
             h.update(f.name.encode() + f.read_bytes())
     return _converted(DEMO_CHECKPOINT, (root or cache_dir()) / f"demo-{h.hexdigest()[:12]}", outtype)
-
-
-def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("-p", "--prompt", default=DEMO_PROMPT, help="the question")
-    ap.add_argument("--image", default=str(DEMO_IMAGE), help="image file (default: a bundled picture)")
-    ap.add_argument("-n", "--n-predict", type=int, default=32, help="most tokens to generate")
-    ap.add_argument("-t", "--threads", type=int, default=None, help="threads (default: the CPUs this process may use)")
-    ap.add_argument("--tiny", choices=sorted(FAMILIES), default=None,
-                    help="run a tiny random-weight model of this family instead of the trained demo model")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .chat import MiniCPMV
-
-    t0 = time.perf_counter()
-    if args.tiny:
-        model, mmproj = ensure_model(f"tiny-{args.tiny}")
-        what = f"tiny random-weight {FAMILIES[args.tiny].display}"
-    else:
-        model, mmproj = ensure_demo_model()
-        what = "demo model (a tiny model trained on the shapes task)"
-    print(f"{what}: {model} + {mmproj} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-    with MiniCPMV(model, mmproj, n_ctx=4096, n_threads=args.threads) as m:
-        print(f"> {args.prompt}  [{args.image}]", file=sys.stderr)
-        for piece in m.chat([{"role": "user", "content": [Path(args.image), args.prompt]}], stream=True,
-                            max_new_tokens=args.n_predict, temperature=0):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        print(m.last.summary(), file=sys.stderr)
-    return 0

@@ -1,4 +1,4 @@
-"""The vision encoder: SigLIP-NaViT + resampler on ggml (cpp/siglip.cpp, cpp/resampler.cpp, cpp/encoder.cpp).
+"""The vision encoder: SigLIP-NaViT + resampler on ggml (cpp/graphs/siglip.cpp, resampler.cpp; cpp/runtime/encoder.cpp).
 
 Loads llama.cpp-made mmproj files and ours alike; pieces in, [n_pieces, query_num, hidden] float32 out.
 One encoder may be shared by threads: calls are serialised in the native object. Pieces larger than
@@ -15,10 +15,11 @@ import numpy as np
 
 from . import logs
 from ._native import _core
+from .chat_options import check_int
 from .cpus import available_cpus
 from .errors import ClosedError
 from .families import Projector, detect_mmproj
-from .params import check_int
+from .image import ImageError
 from .slicer import SliceConfig, SlicedImage, slice_image
 
 POSITION_RULES = ("navit_2d", "flat_1d", "floor_2d")
@@ -92,6 +93,20 @@ class VisionEncoder:
         each piece as a member of a padded batch of that many patches (a family's vision_batch)."""
         arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
         return self.native.encode(arrays, check_int("pad_to", pad_to, 0))
+
+    def encode_image(self, rgb: np.ndarray, max_slice_nums: int, pad_to: int = 0, n_threads: int | None = None
+                     ) -> tuple[tuple[int, int] | None, int, np.ndarray]:
+        """(slicing grid, pieces, embeddings [pieces * query_num, hidden]) of an RGB uint8 [H, W, 3] image, sliced
+        with this file's resolution, patch size and normalisation (a piece over the patch limit is refused from the
+        plan, before any pixel is resized)."""
+        c = self.slice_config_for(max_slice_nums, n_threads)
+        try:
+            plan, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads,
+                                              c.patch_limit)
+        except ValueError as e:
+            raise ImageError(str(e)) from None
+        chw = [_core.normalize_chw(p, list(c.mean), list(c.std)) for p in pieces]
+        return plan.grid, len(pieces), self.encode(chw, pad_to).reshape(-1, self.hidden)
 
     def slice_config_for(self, max_slice_nums: int, n_threads: int | None = None) -> SliceConfig:
         """This file's slicing (resolution, patch size, normalisation, patch limit) with `max_slice_nums`."""

@@ -19,9 +19,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from .chat_options import MAX_BEAMS, GenerationParams
 from .kv import KVState
 from .llama_adapter import N_SEQ, ContextFull, LlamaModel, Sampler
-from .params import MAX_BEAMS, GenerationParams
 from .prompt import Prompt
 from .stats import ChatStats
 from .text import AnswerText

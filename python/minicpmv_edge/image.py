@@ -71,19 +71,12 @@ def check_size(w: int, h: int, name: str, max_pixels: int | None, max_side: int 
         raise ImageError(f"{name}: {w}x{h} = {w * h} pixels is more than the limit of {max_pixels} (max_pixels)")
 
 
-def _open(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None,
-          max_side: int | None) -> PILImage.Image:
-    """The image with its header read and checked; no pixel decoded."""
+def _open(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None) -> PILImage.Image:
+    """The image with its header read; no pixel decoded (use it in a `with` block: it may hold the file open)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our own limit applies below
-            img = PILImage.open(fp, formats=ALLOWED_FORMATS)
-        try:
-            check_size(*img.size, name, max_pixels, max_side)
-        except ImageError:
-            img.close()
-            raise
-        return img
+            return PILImage.open(fp, formats=ALLOWED_FORMATS)
     except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not an image this runtime reads (unknown format or corrupt header; formats: "
                          f"{', '.join(ALLOWED_FORMATS)})") from e
@@ -92,8 +85,6 @@ def _open(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int 
     except FileNotFoundError as e:
         raise ImageError(f"{name}: file not found") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        if isinstance(e, ImageError):
-            raise
         raise ImageError(f"{name}: cannot read the image header ({_reason(e)})") from e
 
 
@@ -104,18 +95,17 @@ def _reason(e: BaseException) -> str:
 
 def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: int | None,
             max_side: int | None) -> PILImage.Image:
-    img = _open(fp, name, max_pixels, max_side)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            img.load()
-        return ImageOps.exif_transpose(img)
-    except PILImage.DecompressionBombError as e:
-        img.close()
-        raise ImageError(f"{name}: more pixels than the limit of {max_pixels} (max_pixels)") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        img.close()
-        raise ImageError(f"{name}: cannot decode image (truncated or corrupt: {_reason(e)})") from e
+    with _open(fp, name, max_pixels) as img:
+        check_size(*img.size, name, max_pixels, max_side)  # from the header, before the pixels are decoded
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+                img.load()
+            return ImageOps.exif_transpose(img)  # a new image: the file closes with this block
+        except PILImage.DecompressionBombError as e:
+            raise ImageError(f"{name}: more pixels than the limit of {max_pixels} (max_pixels)") from e
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(f"{name}: cannot decode image (truncated or corrupt: {_reason(e)})") from e
 
 
 def _to_rgb(img: PILImage.Image, name: str) -> np.ndarray:
@@ -139,20 +129,33 @@ def _file(source: str | os.PathLike, name: str) -> Path:
     return path
 
 
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _header_size(img: PILImage.Image) -> tuple[int, int]:
+    """The size load_rgb() will give, from what Pillow read of the header: the EXIF orientation is applied where
+    the header holds it (a PNG's eXIf chunk after the pixels is only read with them: load_rgb's size is then the
+    truth)."""
+    w, h = img.size
+    orientation = PILImage.Image.getexif(img).get(0x0112)  # the base method: a PNG's own would decode the pixels
+    return (h, w) if orientation in _TRANSPOSED else (w, h)
+
+
 def image_size(image: ImageInput | Image, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[int, int]:
-    """(width, height) as stored, from a file's header (no pixel is decoded), checked against the limits. The EXIF
-    orientation is not applied: it may swap the two, which changes no slicing plan's piece count."""
+    """(width, height) from a file's header (no pixel is decoded, the EXIF orientation applied), checked against
+    the limits."""
     source, name = _source(image)
     if isinstance(source, PILImage.Image):
         w, h = source.size
     elif isinstance(source, np.ndarray):
         h, w = (source.shape[:2] if source.ndim >= 2 else (0, 0))
     elif isinstance(source, (bytes, bytearray)):
-        w, h = _open(io.BytesIO(bytes(source)), name, max_pixels, max_side).size
+        with _open(io.BytesIO(bytes(source)), name, max_pixels) as img:
+            w, h = _header_size(img)
     elif isinstance(source, (str, os.PathLike)):
-        with _open(_file(source, name), name, max_pixels, max_side) as img:
-            w, h = img.size
+        with _open(_file(source, name), name, max_pixels) as img:
+            w, h = _header_size(img)
     else:
         raise TypeError(f"unsupported image input of type {type(source).__name__}")
     check_size(w, h, name, max_pixels, max_side)

@@ -19,9 +19,9 @@ import numpy as np
 
 from . import logs
 from ._native import _core
+from .chat_options import MAX_BEAMS, GenerationParams, check_int
 from .cpus import available_cpus
-from .model_check import LlmFile
-from .params import MAX_BEAMS, GenerationParams, check_int
+from .llm_file import LlmFile
 
 N_SEQ = 2 * MAX_BEAMS + 1  # sequence 0 holds the prompt; beams alternate between two sets of MAX_BEAMS
 
@@ -62,7 +62,7 @@ def _backend_init() -> None:
 
 
 class LlamaModel:
-    """A loaded language model GGUF (checked beforehand by model_check) and its vocabulary."""
+    """A loaded language model GGUF (checked beforehand by llm_file) and its vocabulary."""
 
     def __init__(self, file: LlmFile, n_gpu_layers: int = 0) -> None:
         _backend_init()

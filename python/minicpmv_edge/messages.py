@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -64,66 +65,67 @@ def _image_url(url: str) -> Image:
     return Image(Path(url.removeprefix("file://")))
 
 
-class PartReader:
-    """How a conversation's messages become turns: their roles, and content items as text, images and videos. These
-    are the library's rules (the original chat()'s shapes and OpenAI's content parts; local paths and base64 data:
-    URLs, nothing downloaded); a server reads with rules of its own (server/request.py)."""
+def library_part(item: Any, where: str) -> str | Image | Video:
+    """A content item by the library's rules: the original chat()'s shapes and OpenAI's content parts; local paths
+    and base64 data: URLs, nothing downloaded."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return _typed_part(item, where)
+    if isinstance(item, (Image, Video)):
+        return item
+    if isinstance(item, os.PathLike):
+        return Video(item) if is_video_path(item) else Image(item)
+    if isinstance(item, (PILImage.Image, np.ndarray, bytes, bytearray)):
+        return Image(item)
+    raise MessageError(f"{where}: unsupported content item of type {type(item).__name__} (strings are text; "
+                       "images are PIL images, arrays, Paths or Image(...); videos are Video(...))")
 
-    roles: ClassVar[dict[str, str]] = {r: r for r in ROLES}
 
-    def label(self, i: int) -> str:
-        return f"message {i}"
-
-    def role(self, raw: object, where: str) -> str:
-        role = self.roles.get(raw) if isinstance(raw, str) else None
-        if role is None:
-            raise MessageError(f"{where}: unknown role {raw!r} (use {', '.join(self.roles)})")
-        return role
-
-    def part(self, item: Any, where: str) -> str | Image | Video:
-        if isinstance(item, str):
-            return item
-        if isinstance(item, dict):
-            return self.typed_part(item, where)
-        if isinstance(item, (Image, Video)):
-            return item
-        if isinstance(item, os.PathLike):
-            return Video(item) if is_video_path(item) else Image(item)
-        if isinstance(item, (PILImage.Image, np.ndarray, bytes, bytearray)):
-            return Image(item)
-        raise MessageError(f"{where}: unsupported content item of type {type(item).__name__} (strings are text; "
-                           "images are PIL images, arrays, Paths or Image(...); videos are Video(...))")
-
-    def typed_part(self, part: dict, where: str) -> str | Image | Video:
-        kind = part.get("type")
-        if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise MessageError(f"{where}: a 'text' part needs a 'text' string, not {type(text).__name__}")
-            return text
-        if kind == "image":
-            source = part.get("image")
-            if isinstance(source, str):
-                return Image(Path(source))
-            try:
-                return Image(source)
-            except TypeError as e:
-                raise MessageError(f"{where}: an 'image' part: {e}") from e
+def _typed_part(part: dict, where: str) -> str | Image | Video:
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise MessageError(f"{where}: a 'text' part needs a 'text' string, not {type(text).__name__}")
+        return text
+    if kind == "image":
+        source = part.get("image")
+        if isinstance(source, str):
+            return Image(Path(source))
         try:
-            if kind == "image_url":
-                return _image_url(part_url(part, kind))
-            if kind in ("video", "video_url"):
-                ref = part.get(kind)
-                if isinstance(ref, os.PathLike):
-                    return Video(ref)
-                return Video(part_url(part, kind).removeprefix("file://"))
-        except MessageError as e:
-            raise MessageError(f"{where}: {e}") from None
-        raise MessageError(f"{where}: unsupported content part type {kind!r} (use 'text', 'image', 'image_url', "
-                           "'video' or 'video_url')")
+            return Image(source)
+        except TypeError as e:
+            raise MessageError(f"{where}: an 'image' part: {e}") from e
+    try:
+        if kind == "image_url":
+            return _image_url(part_url(part, kind))
+        if kind in ("video", "video_url"):
+            ref = part.get(kind)
+            if isinstance(ref, os.PathLike):
+                return Video(ref)
+            return Video(part_url(part, kind).removeprefix("file://"))
+    except MessageError as e:
+        raise MessageError(f"{where}: {e}") from None
+    raise MessageError(f"{where}: unsupported content part type {kind!r} (use 'text', 'image', 'image_url', "
+                       "'video' or 'video_url')")
 
 
-LIBRARY = PartReader()
+@dataclass(frozen=True)
+class Rules:
+    """How messages become turns: the roles a message may name (and what each is), what a message is called in
+    errors, and how a content item becomes text, an image or a video. The library's are the default; a server has
+    its own (server/request.py)."""
+
+    roles: Mapping[str, str] = field(default_factory=lambda: {r: r for r in ROLES})
+    label: str = "message {}"
+    part: Callable[[Any, str], str | Image | Video] = library_part
+
+
+class Conversation(list):
+    """The turns of a conversation, as the pipeline hands them on, and how many characters of text they hold."""
+
+    text_chars: int = 0
 
 
 def _text(s: str, where: str = "text") -> str:
@@ -134,32 +136,35 @@ def _text(s: str, where: str = "text") -> str:
     return s
 
 
-def _parts(content: Any, where: str, reader: PartReader) -> list[str | Image | Video]:
+def _parts(content: Any, where: str, rules: Rules) -> list[str | Image | Video]:
     if isinstance(content, str):
         return [_text(content, where)]
     if not isinstance(content, (list, tuple)):
         raise MessageError(f"{where}: content must be a string or a list, not {type(content).__name__}")
     out = []
     for j, c in enumerate(content):
-        p = reader.part(c, f"{where}.content[{j}]")
+        p = rules.part(c, f"{where}.content[{j}]")
         out.append(_text(p, f"{where}.content[{j}]") if isinstance(p, str) else p)
     return out
 
 
-def normalize(msgs: Any, system_prompt: str = "", reader: PartReader = LIBRARY) -> list[Turn]:
+def normalize(msgs: Any, system_prompt: str = "", rules: Rules = Rules()) -> Conversation:
     """The conversation as turns. A `system` message may come first (ours: the original takes only
     `system_prompt=`); both at once are refused, as the original refuses a system message."""
     if not isinstance(msgs, (list, tuple)) or not msgs:
         raise MessageError("msgs must be a non-empty list of {'role', 'content'} messages")
-    turns: list[Turn] = []
+    turns = Conversation()
     for i, m in enumerate(msgs):
-        where = reader.label(i)
+        where = rules.label.format(i)
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise MessageError(f"{where} must be a dict with 'role' and 'content'")
-        role = reader.role(m["role"], where)
+        raw = m["role"]
+        role = rules.roles.get(raw) if isinstance(raw, str) else None
+        if role is None:
+            raise MessageError(f"{where}: unknown role {raw!r} (use {', '.join(rules.roles)})")
         if role == "system" and i > 0:
             raise MessageError(f"{where}: a system message can only be the first")
-        turns.append(Turn(role, _parts(m["content"], where, reader)))
+        turns.append(Turn(role, _parts(m["content"], where, rules)))
     if turns[0].role == "system" and system_prompt:
         raise MessageError("a system message and system_prompt= were both given; use one of them")
     if system_prompt:
@@ -171,11 +176,5 @@ def normalize(msgs: Any, system_prompt: str = "", reader: PartReader = LIBRARY) 
         raise MessageError("the last message must be from the user")
     if turns[0].role == "system" and any(not isinstance(p, str) for p in turns[0].parts):
         raise MessageError("the system message can hold text only")
+    turns.text_chars = sum(len(p) for t in turns for p in t.parts if isinstance(p, str))
     return turns
-
-
-def min_text_tokens(turns: list[Turn], max_token_chars: int) -> int:
-    """A lower bound of the tokens the conversation's text takes, without tokenizing it: no token stands for more
-    than `max_token_chars` characters of text (LlmFile.max_token_chars)."""
-    chars = sum(len(p) for t in turns for p in t.parts if isinstance(p, str))
-    return -(-chars // max_token_chars)

@@ -8,15 +8,15 @@ import os
 
 from . import logs
 from .cache import EmbeddingCache, file_identity
+from .chat_options import check_bool, check_int
 from .cpus import available_cpus
 from .encoder import VisionEncoder
 from .errors import ClosedError
 from .families import family_of_files, llm_architectures
 from .llama_adapter import LlamaModel
+from .llm_file import ModelFileError, check_llm_file
 from .media import Media
 from .messages import MessageError
-from .model_check import ModelFileError, check_llm_file
-from .params import check_bool, check_int
 from .prompt import check_template
 
 

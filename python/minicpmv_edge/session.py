@@ -14,101 +14,21 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 
-from .errors import BusyError, ClosedError
+from .chat_options import GenerationParams, PromptParams
+from .errors import ClosedError
 from .generate import answer
 from .kv import KVState
 from .llama_adapter import ContextParams, LlamaSession
-from .messages import MessageError, Turn, min_text_tokens
+from .media import Media
+from .messages import Conversation, MessageError
 from .model import Model
-from .params import GenerationParams, PromptParams
 from .prompt import build_prompt
 from .stats import ChatStats
+from .stream import ChatStream, Gate
 from .text import AnswerText
 from .video import Video
-
-
-class _Gate:
-    """Who holds a session: one chat() call, or one open stream (weakly: a dropped stream releases it)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.holder: int | None = None  # thread ident
-        self._stream: weakref.ref[ChatStream] | None = None
-
-    @property
-    def stream(self) -> ChatStream | None:
-        ref = self._stream
-        return ref() if ref is not None else None
-
-    @stream.setter
-    def stream(self, s: ChatStream | None) -> None:
-        self._stream = weakref.ref(s) if s is not None else None
-
-    def enter(self) -> None:
-        if self.stream is not None and self.holder == threading.get_ident():
-            raise BusyError("this thread holds an open stream of this MiniCPMV: read it to the end or close() it "
-                            "before the next chat()")
-        self._lock.acquire()
-        self.holder = threading.get_ident()
-
-    def leave(self) -> None:
-        self.holder, self.stream = None, None
-        self._lock.release()
-
-
-class ChatStream:
-    """The answer while it is generated: iterate for text pieces (never a split character). It holds its session
-    until exhausted, closed or dropped; `stats` fills in as it goes (finish_reason once it ends)."""
-
-    def __init__(self, pieces: Iterator[str], gate: _Gate, stats: ChatStats) -> None:
-        self._pieces = pieces
-        self._gate = gate
-        self._lock = threading.RLock()
-        self._open = True
-        self.stats = stats
-        gate.stream = self
-
-    def __iter__(self) -> ChatStream:
-        return self
-
-    def __next__(self) -> str:
-        with self._lock:
-            if not self._open:
-                raise StopIteration
-            try:
-                return next(self._pieces)
-            except BaseException:
-                self._end()
-                raise
-
-    def close(self) -> None:
-        """Stop generating now and release the session."""
-        with self._lock:
-            if self._open:
-                try:
-                    self._pieces.close()  # type: ignore[attr-defined]
-                finally:
-                    self._end()
-
-    def _end(self) -> None:
-        if self._open:
-            self._open = False
-            self._gate.leave()
-
-    def __enter__(self) -> ChatStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class Session:
@@ -119,7 +39,7 @@ class Session:
         assert model.llm is not None
         self.model = model
         self.params = params
-        self._gate = _Gate()
+        self._gate = Gate()
         self._closed = True
         self.context = LlamaSession(model.llm, params)
         self.kv = KVState(self.context, reuse_kv, model.llm.file.embedding_scale)
@@ -137,7 +57,7 @@ class Session:
     def perf(self) -> dict[str, float]:
         return self.context.perf()
 
-    def chat(self, turns: list[Turn], gp: GenerationParams, pp: PromptParams, stream: bool = False,
+    def chat(self, turns: Conversation, gp: GenerationParams, pp: PromptParams, stream: bool = False,
              progress: Callable[[int], None] | None = None, strip: bool = False) -> str | ChatStream:
         """Answer the conversation `turns` (messages.normalize). Returns the text (stripped, as the original), or
         with stream=True a ChatStream of text pieces (`strip`: without whitespace at either end, so that they join
@@ -164,7 +84,7 @@ class Session:
         self._gate.leave()
         return text
 
-    def _answer(self, turns: list[Turn], gp: GenerationParams, pp: PromptParams,
+    def _answer(self, turns: Conversation, gp: GenerationParams, pp: PromptParams,
                 progress: Callable[[int], None] | None, strip: bool) -> Iterator[str]:
         """Encode the images and build the prompt now (bad input fails here); prefill and generate lazily."""
         t_call = time.perf_counter()
@@ -183,9 +103,11 @@ class Session:
         default_ids = f.video.use_image_id if has_video and f.video else file_ids
         use_image_id = default_ids if pp.use_image_id is None else pp.use_image_id
         max_slices = pp.max_slice_nums or enc.max_slice_nums or f.max_slice_nums
-        least_text = min_text_tokens(turns, m.llm.file.max_token_chars)
-        # refused from the slicing plans before any image is decoded or any text tokenized, else encoded
-        encoded = m.media.encode(turns, max_slices, stats, n_ctx, least_text, progress)
+        # no token stands for more characters than the vocabulary's longest: a lower bound of the text's tokens, so a
+        # prompt that cannot fit is refused from it and the slicing plans, before any image is decoded
+        least_text = -(-turns.text_chars // m.llm.file.max_token_chars)
+        media: Media = m.media
+        encoded = media.encode_turns(turns, max_slices, stats, n_ctx, least_text, progress)
         prompt = build_prompt(m.template, encoded, f, m.llm, enc.query_num, use_image_id, pp.parse_special)
         stats.prompt_tokens = len(prompt)
         if len(prompt) > n_ctx:

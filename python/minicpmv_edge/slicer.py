@@ -1,5 +1,5 @@
 """MiniCPM-V's image slicing: an overview plus a grid of slices, resized and normalised as the original
-processor does (the original `image_processing_minicpmv.py`). The work is in C++ (cpp/slicing.cpp, cpp/resize.cpp)."""
+processor does (the original `image_processing_minicpmv.py`). The work is in C++ (cpp/preprocess/)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._native import _core
+from .chat_options import check_int
 from .cpus import available_cpus
 from .image import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, ImageError, ImageInput, load_rgb
-from .params import check_int
 
 
 @dataclass(frozen=True)
@@ -79,22 +79,12 @@ def plan(width: int, height: int, config: SliceConfig | None = None) -> tuple[tu
     return p.grid, p.pieces
 
 
-def check_plan(width: int, height: int, config: SliceConfig) -> None:
-    """ImageError if slicing a width x height image would make a piece larger than the patch limit (checked on
-    the plan, before any pixel is resized)."""
-    _, pieces = plan(width, height, config)
-    ps, limit = config.patch_size, config.patch_limit
-    for i, (w, h) in enumerate(pieces):
-        n = (w // ps) * (h // ps)
-        if n > limit:
-            raise ImageError(f"image {width}x{height}: piece {i} would be {w}x{h} px = {n} patches, more than "
-                             f"max_patches {limit} (aspect ratio {max(width, height) / min(width, height):.0f}:1 "
-                             "is too extreme to encode)")
-
-
 def slice_image(image: ImageInput | Image, config: SliceConfig | None = None) -> SlicedImage:
     c = config or SliceConfig()
     rgb = load_rgb(image, c.max_pixels, c.max_side)
-    check_plan(rgb.shape[1], rgb.shape[0], c)
-    p, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads)
+    try:  # a piece over the patch limit is refused from the plan, before any pixel is resized
+        p, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads,
+                                       c.patch_limit)
+    except ValueError as e:
+        raise ImageError(str(e)) from None
     return SlicedImage(p.grid, pieces, c)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,63 +81,57 @@ def _ffmpeg_reason(e: Exception) -> str:
     return f"{type(e).__name__}: {reason or e}"
 
 
-def _open(video: Video, max_pixels: int | None):
+@contextmanager
+def _opened(video: Video, max_pixels: int | None) -> Iterator[Any]:
+    """The container, read by FFmpeg through a Python file object, closed (with the file) when the block ends."""
     import av
 
     src = video.source
-    if isinstance(src, bytes):
-        f: io.IOBase = io.BytesIO(src)
-    else:
-        if not src.is_file():
-            raise VideoError(f"{video.name}: file not found")
-        try:
-            f = open(src, "rb")  # closed with the container, or below
-        except OSError as e:
-            raise VideoError(f"{video.name}: cannot open ({e.strerror})") from None
+    if isinstance(src, Path) and not src.is_file():
+        raise VideoError(f"{video.name}: file not found")
     try:
-        # `options` also reach the probing decoder (avformat_find_stream_info decodes a frame of some streams)
-        opts = {"max_pixels": str(max_pixels)} if max_pixels else None
-        container = av.open(f, container_options=_CONTAINER_OPTIONS, options=opts)
-    except MemoryError:
-        f.close()
-        raise
-    except Exception as e:  # PyAV raises FFmpegError, but also IndexError, ValueError, ... on damaged files
-        f.close()
-        raise VideoError(f"{video.name}: not a video file this runtime reads (formats: {', '.join(ALLOWED_FORMATS)}; "
-                         f"{_ffmpeg_reason(e)})") from None
-    if not container.streams.video:
-        container.close()
-        f.close()
-        raise VideoError(f"{video.name}: has no video stream")
-    if max_pixels:
-        container.streams.video[0].codec_context.options = {"max_pixels": str(max_pixels)}
-    return container, f
+        f = io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")  # closed with the block below
+    except OSError as e:
+        raise VideoError(f"{video.name}: cannot open ({e.strerror})") from None
+    with f:
+        try:
+            # `options` also reach the probing decoder (avformat_find_stream_info decodes a frame of some streams)
+            opts = {"max_pixels": str(max_pixels)} if max_pixels else None
+            container = av.open(f, container_options=_CONTAINER_OPTIONS, options=opts)
+        except MemoryError:
+            raise
+        except Exception as e:  # PyAV raises FFmpegError, but also IndexError, ValueError, ... on damaged files
+            raise VideoError(f"{video.name}: not a video file this runtime reads (formats: "
+                             f"{', '.join(ALLOWED_FORMATS)}; {_ffmpeg_reason(e)})") from None
+        with container:
+            if not container.streams.video:
+                raise VideoError(f"{video.name}: has no video stream")
+            if max_pixels:
+                container.streams.video[0].codec_context.options = {"max_pixels": str(max_pixels)}
+            yield container
 
 
 def probe(video: Video | str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS,
           max_side: int | None = DEFAULT_MAX_SIDE) -> VideoInfo:
     """Frame count, frame rate and frame size, from the file's packets and stream header (nothing is decoded)."""
     v = _as_video(video)
-    container, f = _open(v, max_pixels)
-    try:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        w, h = stream.codec_context.width, stream.codec_context.height
-        if w <= 0 or h <= 0:
-            raise VideoError(f"{v.name}: the video stream's frame size is unknown or over the limit of {max_pixels} "
-                             "pixels (max_pixels)")
-        check_size(w, h, v.name, max_pixels, max_side)
-        n = sum(1 for pkt in container.demux(stream) if pkt.size)
-    except (MemoryError, VideoError):
-        raise
-    except ImageError as e:
-        raise VideoError(str(e)) from None
-    except Exception as e:
-        raise VideoError(f"{v.name}: cannot read the video stream ({_ffmpeg_reason(e)})") from None
-    finally:
-        container.close()
-        f.close()
+    with _opened(v, max_pixels) as container:
+        try:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w <= 0 or h <= 0:
+                raise VideoError(f"{v.name}: the video stream's frame size is unknown or over the limit of "
+                                 f"{max_pixels} pixels (max_pixels)")
+            check_size(w, h, v.name, max_pixels, max_side)
+            n = sum(1 for pkt in container.demux(stream) if pkt.size)
+        except (MemoryError, VideoError):
+            raise
+        except ImageError as e:
+            raise VideoError(str(e)) from None
+        except Exception as e:
+            raise VideoError(f"{v.name}: cannot read the video stream ({_ffmpeg_reason(e)})") from None
     if n <= 0 or fps <= 0:
         raise VideoError(f"{v.name}: no frames (or no frame rate) in the video stream")
     return VideoInfo(n, fps, w, h)
@@ -149,31 +145,31 @@ def sampled_frames(video: Video | str | os.PathLike[str], pick: Callable[[int, f
     v = _as_video(video)
     info = info or probe(v, max_pixels, max_side)
     wanted = pick(info.n_frames, info.fps)
-    return len(wanted), _decode(v, wanted, max_pixels, max_side)
+    return len(wanted), frames_at(v, wanted, max_pixels, max_side)
 
 
-def _decode(video: Video, wanted: list[int], max_pixels: int | None, max_side: int | None) -> Iterator[np.ndarray]:
-    container, f = _open(video, max_pixels)
-    targets = iter(wanted)
-    nxt = next(targets, None)
+def frames_at(video: Video, wanted: list[int], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              max_side: int | None = DEFAULT_MAX_SIDE) -> Iterator[np.ndarray]:
+    """RGB uint8 [H, W, 3] frames at the ascending indices `wanted`, decoded as a stream (each one converted only
+    when its turn comes)."""
     got = 0
-    try:
-        for i, frame in enumerate(container.decode(video=0)):
-            if nxt is None:
-                break
-            if i == nxt:
-                check_size(frame.width, frame.height, f"{video.name}: frame {i}", max_pixels, max_side)
-                got += 1
-                yield frame.to_ndarray(format="rgb24")
-                nxt = next(targets, None)
-    except MemoryError:
-        raise
-    except ImageError as e:  # a frame larger than the limits
-        raise VideoError(str(e)) from None
-    except Exception as e:  # any failure inside PyAV's demuxer or decoder is a damaged video
-        raise VideoError(f"{video.name}: decoding failed at frame {got} ({_ffmpeg_reason(e)})") from None
-    finally:
-        container.close()
-        f.close()
+    with _opened(video, max_pixels) as container:
+        targets = iter(wanted)
+        nxt = next(targets, None)
+        try:
+            for i, frame in enumerate(container.decode(video=0)):
+                if nxt is None:
+                    break
+                if i == nxt:
+                    check_size(frame.width, frame.height, f"{video.name}: frame {i}", max_pixels, max_side)
+                    got += 1
+                    yield frame.to_ndarray(format="rgb24")
+                    nxt = next(targets, None)
+        except MemoryError:
+            raise
+        except ImageError as e:  # a frame larger than the limits
+            raise VideoError(str(e)) from None
+        except Exception as e:  # any failure inside PyAV's demuxer or decoder is a damaged video
+            raise VideoError(f"{video.name}: decoding failed at frame {got} ({_ffmpeg_reason(e)})") from None
     if got == 0:
         raise VideoError(f"{video.name}: no frame could be decoded")

@@ -6,6 +6,7 @@ transformers LLM fed `inputs_embeds`, decoded greedily without a cache."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +20,44 @@ from .vision import reference_vision
 TAG = "(<image>./</image>)"
 
 
+@dataclass(frozen=True)
+class Original:
+    """What differs between the originals' processors and chat() for checkpoints that name their `version`
+    (written from each original's `processing_minicpmv.py` / `modeling_minicpmv.py`)."""
+
+    stops: tuple[str, ...]  # generation_config's eos tokens
+    image_ids: bool  # chat()'s default use_image_id
+    slices_in_slice: bool  # slices as <slice> pieces (2.6) or as <image> pieces inside one <slice>...</slice> (2.5)
+    rule: str | None  # the tower's position-id rule (reference/vision.py; None: the timm tower's resampled grid)
+    padded_batch: bool  # batch_vision_input runs the pieces as one padded batch
+
+
+ORIGINALS = {
+    "2.6": Original(("<|im_end|>", "<|endoftext|>"), True, True, "hf", False),
+    "2.5": Original(("<|eot_id|>", "<|end_of_text|>"), False, False, "flat", True),
+    "2.0": Original(("</s>",), False, False, None, False),  # its config has no `version` (ReferencePipeline20)
+}
+
+
 class ReferencePrompt:
-    """2.5/2.6 prompts as chat() + the processor build them: the tokenizer and chat template, the placeholders,
-    the original slicing and normalisation (models/train_demo.py trains on exactly these)."""
+    """Prompts of checkpoints that name their version, as chat() + the processor build them: the tokenizer and chat
+    template, the placeholders, the original slicing and normalisation (tools/train_demo.py trains on exactly
+    these)."""
 
     def __init__(self, hf_dir: Path) -> None:
         self.cfg = json.loads((hf_dir / "config.json").read_text())
         self.version = str(self.cfg["version"])
+        self.original = ORIGINALS[self.version]
         self.tok = load_tokenizer(hf_dir)
         self.q = self.cfg["query_num"]
-        self.stop = {self.tok.convert_tokens_to_ids(t) for t in
-                     (["<|im_end|>", "<|endoftext|>"] if self.version == "2.6" else ["<|eot_id|>", "<|end_of_text|>"])}
+        self.stop = {self.tok.convert_tokens_to_ids(t) for t in self.original.stops}
 
     def placeholder(self, grid, i: int, use_image_id: bool) -> str:
         unk = "<unk>" * self.q
-        if self.version == "2.6":
-            s = (f"<image_id>{i}</image_id>" if use_image_id else "") + f"<image>{unk}</image>"
-            if grid:
-                s += "\n".join(["".join(f"<slice>{unk}</slice>" for _ in range(grid[0]))] * grid[1])
-            return s
-        s = f"<image>{unk}</image>"
-        if grid:
+        s = (f"<image_id>{i}</image_id>" if use_image_id else "") + f"<image>{unk}</image>"
+        if grid and self.original.slices_in_slice:
+            s += "\n".join(["".join(f"<slice>{unk}</slice>" for _ in range(grid[0]))] * grid[1])
+        elif grid:
             row = "".join(f"<image>{unk}</image>" for _ in range(grid[0]))
             s += "<slice>" + "\n".join([row] * grid[1]) + "</slice>"
         return s
@@ -48,7 +66,7 @@ class ReferencePrompt:
                use_image_id: bool | None = None, pieces_of=None) -> tuple[list[int], list[np.ndarray]]:
         """(input ids, normalised pieces in order) as chat() + the processor build them. `pieces_of(image)`
         replaces the reference slicing (training passes the native slicer, pixel-exact and faster)."""
-        use_id = (self.version == "2.6") if use_image_id is None else use_image_id
+        use_id = self.original.image_ids if use_image_id is None else use_image_id
         copy, images = [], []
         if system_prompt:
             copy.append({"role": "system", "content": system_prompt})
@@ -92,13 +110,13 @@ class ReferencePipeline(ReferencePrompt):
     @torch.no_grad()
     def embeddings(self, ids: list[int], pieces: list[np.ndarray]) -> torch.Tensor:
         emb = self.embed(ids).clone()
-        rule = {"2.6": "hf", "2.5": "flat"}.get(self.version)
-        if self.version == "2.5" and self.cfg.get("batch_vision_input", True) and pieces:
+        rule = self.original.rule
+        if self.original.padded_batch and self.cfg.get("batch_vision_input", True) and pieces:
             feats = [torch.from_numpy(f) for f in self.vision.encode_padded_batch(pieces)]  # all pieces at once
         else:
             feats = [torch.from_numpy(self.vision.encode(p, rule=rule)) for p in pieces]
-        starts = {"<image>", "<slice>"} if self.version == "2.6" else {"<image>"}
-        ends = {"</image>", "</slice>"} if self.version == "2.6" else {"</image>"}
+        starts = {"<image>", "<slice>"} if self.original.slices_in_slice else {"<image>"}
+        ends = {"</image>", "</slice>"} if self.original.slices_in_slice else {"</image>"}
         start_ids = {self.tok.convert_tokens_to_ids(t) for t in starts}
         end_ids = {self.tok.convert_tokens_to_ids(t) for t in ends}
         bounds, open_at = [], None
@@ -160,7 +178,7 @@ class ReferencePipeline(ReferencePrompt):
         return out, first
 
 
-class ReferencePipeline20(ReferencePipeline):
+class ReferencePipeline20(ReferencePipeline):  # MiniCPM-V 2.0: no `version` key
     """MiniCPM-V 2.0 as its original chat() runs it: `<用户>`/`<AI>` turns with no separators and no system
     prompt, each image's placeholder (2.5's layout, 64 rows) then "\n" in its turn (several images: our convention,
     the same rule per image), BOS added by the slow Llama tokenizer in legacy mode, text rows x scale_emb and image
@@ -169,7 +187,7 @@ class ReferencePipeline20(ReferencePipeline):
 
     def __init__(self, hf_dir: Path) -> None:
         self.cfg = json.loads((hf_dir / "config.json").read_text())
-        self.version = "2.0"
+        self.original = ORIGINALS["2.0"]
         self.tok = load_tokenizer(hf_dir)  # the slow Llama tokenizer, legacy, add_bos_token from tokenizer_config
         self.llm = load_llm(hf_dir)  # the MiniCPM reference
         self.vision = reference_vision(hf_dir)
@@ -204,6 +222,6 @@ class ReferencePipeline20(ReferencePipeline):
 
 
 def reference_pipeline(hf_dir: Path) -> ReferencePipeline:
-    """The original pipeline of a checkpoint: 2.5/2.6 (a `version` key) or 2.0."""
+    """The original pipeline of a checkpoint: one that names its `version` (ORIGINALS), or 2.0's."""
     cfg = json.loads((hf_dir / "config.json").read_text())
     return ReferencePipeline(hf_dir) if "version" in cfg else ReferencePipeline20(hf_dir)

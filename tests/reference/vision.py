@@ -160,6 +160,6 @@ def reference_vision(hf_dir: Path) -> torch.nn.Module:
     """The reference tower + resampler of a checkpoint: Idefics2 for 2.5/2.6, timm for 2.0 (no `version` key)."""
     if "version" in load_config(hf_dir):
         return ReferenceVision(hf_dir)
-    from .vision2 import ReferenceVision20
+    from .timm_vision import ReferenceVision20
 
     return ReferenceVision20(hf_dir)

@@ -27,8 +27,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
+from ..chat_options import chat_params
 from ..errors import BusyError, ClosedError
-from ..params import chat_params
 from .answer import chunk, completion, completion_id, timings, usage_chunk
 from .body import parse_json
 from .errors import APIError

@@ -19,10 +19,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from ..image import Image
-from ..messages import MessageError, PartReader, Turn, decode_data_url, normalize, part_url
+from ..messages import MessageError, Rules, Turn, decode_data_url, normalize, part_url
 from ..video import Video
 from .errors import APIError
 
@@ -57,19 +57,16 @@ def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False) 
     return v
 
 
-class ServerParts(PartReader):
-    """This server's rules for messages: OpenAI's roles (developer is system) and content parts (`text`,
-    `image_url`, `video_url`); media as base64 data: URLs, or files under the directory the server was started
-    with; every image and video named by where the request holds it."""
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
-    roles: ClassVar[dict[str, str]] = {"system": "system", "developer": "system", "user": "user",
-                                       "assistant": "assistant"}
+
+class ServerParts:
+    """This server's content parts: OpenAI's (`text`, `image_url`, `video_url`); media as base64 data: URLs, or
+    files under the directory the server was started with; every image and video named by where the request holds
+    it."""
 
     def __init__(self, local_dir: Path | None) -> None:
         self.local_dir = local_dir.resolve() if local_dir else None
-
-    def label(self, i: int) -> str:
-        return f"messages[{i}]"
 
     def local(self, url: str, where: str) -> Path:
         if self.local_dir is None:
@@ -92,7 +89,7 @@ class ServerParts(PartReader):
         except MessageError as e:
             raise MessageError(e if str(e).startswith(where) else f"{where}: {e}") from None
 
-    def part(self, item: Any, where: str) -> str | Image | Video:
+    def read(self, item: Any, where: str) -> str | Image | Video:
         if not isinstance(item, dict):
             raise MessageError(f"{where}: a content part must be an object, not {type(item).__name__}")
         kind = item.get("type")
@@ -186,7 +183,7 @@ def _fill(req: ChatRequest, body: dict, local_dir: Path | None) -> None:
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty array", "messages")
     try:
-        req.turns = normalize(messages, reader=ServerParts(local_dir))
+        req.turns = normalize(messages, rules=Rules(ROLES, "messages[{}]", ServerParts(local_dir).read))
     except MessageError as e:
         raise _bad(str(e), "messages") from None
     req.fingerprint = [fingerprint(t) for t in req.turns]

@@ -1,0 +1,87 @@
+// Blocks shared by the SigLIP and resampler graph builders. Weights are passed explicitly; a null bias is absent.
+// Shapes are in ggml order (ne0 first).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "ggml.h"
+#include "kernels/blas_ops.h"
+#include "kernels/int8_gemm.h"
+
+namespace mcv {
+
+// name a node "<name>-<layer>" (or "<name>" when il < 0), for profiles and debugging
+inline ggml_tensor * cb(ggml_tensor * t, const char * name, int il) {
+    if (il >= 0) {
+        ggml_format_name(t, "%s-%d", name, il);
+    } else {
+        ggml_set_name(t, name);
+    }
+    return t;
+}
+
+// x: [n, ...] -> (x - mean) / sqrt(var + eps) * w + b over ne0
+inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    x = ggml_norm(ctx, x, eps);
+    x = ggml_mul(ctx, x, w);
+    return b ? ggml_add(ctx, x, b) : x;
+}
+
+// How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU
+// (with the owner's scratch memory).
+// `packed` weights run on our AVX512-VNNI kernel (int8_gemm.h). Otherwise, with `int8`, block-quantized weights
+// (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the activations per block and multiply on
+// integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for sgemm where the CPU has them.
+struct MatmulHook {
+    BlasScratch * blas = nullptr;
+    bool int8 = false;
+    const PackedWeights * packed = nullptr;
+};
+
+inline bool block_quantized(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_0:
+        case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+        case GGML_TYPE_Q6_K: return true;
+        default: return false;
+    }
+}
+
+// x: [in, ...], w: [in, out] -> [out, ...]
+inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, MatmulHook mm = {}) {
+    const PackedWeight * packed = mm.packed ? mm.packed->find(w) : nullptr;
+    const bool blas = !packed && mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
+    x = packed ? int8_linear(ctx, x, *packed) : blas ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
+    ggml_format_name(x, "x %s", w->name);
+    return b ? ggml_add(ctx, x, b) : x;
+}
+
+// Multi-head attention without a mask: ggml's fused flash attention (no n_q x n_kv score matrix in memory).
+// q: [d_head, n_head, n_q, B], k and v: [d_head, n_head, n_kv, B] -> [d_head * n_head, n_q, B]
+inline ggml_tensor * attend(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_type kv_type,
+                            int il, MatmulHook mm = {}) {
+    if (mm.blas) return cb(blas_attention(ctx, q, k, v, *mm.blas), "attn", il);
+    const int64_t d_head = q->ne[0], n_head = q->ne[1], n_q = q->ne[2], batch = q->ne[3];
+    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [d_head, n_q, n_head, B]
+    k = ggml_permute(ctx, k, 0, 2, 1, 3);  // [d_head, n_kv, n_head, B]
+    v = ggml_permute(ctx, v, 0, 2, 1, 3);
+    if (kv_type != GGML_TYPE_F32) {
+        k = ggml_cast(ctx, k, kv_type);
+        v = ggml_cast(ctx, v, kv_type);
+    } else {
+        k = ggml_cont(ctx, k);
+        v = ggml_cont(ctx, v);
+    }
+    ggml_tensor * out = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(float(d_head)), 0.0f, 0.0f);
+    ggml_prec_set_acc(out, GGML_PREC_F32);  // f32 accumulation
+    cb(out, "attn", il);                    // [d_head, n_head, n_q, B]
+    return ggml_reshape_3d(ctx, out, d_head * n_head, n_q, batch);
+}
+
+}  // namespace mcv

@@ -1,0 +1,67 @@
+#include "graphs/resampler.h"
+
+#include <cmath>
+
+#include "graphs/graph_common.h"
+
+namespace mcv {
+
+std::vector<float> sincos_2d(int dim, int h, int w) {
+    const int q = dim / 4;
+    std::vector<float> omega(static_cast<size_t>(q));
+    for (int k = 0; k < q; ++k) {
+        const float e = float(k) / float(dim / 4.0);
+        omega[size_t(k)] = 1.0f / std::pow(10000.0f, e);
+    }
+    std::vector<float> out(size_t(h) * size_t(w) * size_t(dim));
+    for (int r = 0; r < h; ++r) {
+        for (int c = 0; c < w; ++c) {
+            float * o = out.data() + (size_t(r) * size_t(w) + size_t(c)) * size_t(dim);
+            for (int k = 0; k < q; ++k) {
+                const float tc = float(c) * omega[size_t(k)], tr = float(r) * omega[size_t(k)];
+                o[k] = std::sin(tc);
+                o[q + k] = std::cos(tc);
+                o[2 * q + k] = std::sin(tr);
+                o[3 * q + k] = std::cos(tr);
+            }
+        }
+    }
+    return out;
+}
+
+ResamplerGraph::ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch,
+                               MatmulHook mm)
+    : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch), n_head(model.hp.n_out / 128),
+      mm(mm), ctx(ctx) {}
+
+ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
+    const int64_t E = hp.n_out, Q = hp.n_query, N = n_patch, B = n_batch, dh = 128;
+
+    inp_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, E, N);
+    ggml_set_name(inp_pos, "inp_sincos");
+    ggml_set_input(inp_pos);
+
+    ggml_tensor * kv = cb(linear(ctx, x, model.kv_w, nullptr, mm), "rs_kv", -1);  // [E, N, B]
+    kv = cb(layer_norm(ctx, kv, model.ln_kv_w, model.ln_kv_b, hp.eps), "rs_ln_kv", -1);
+    ggml_tensor * keys = cb(ggml_add(ctx, kv, inp_pos), "rs_keys", -1);                                      // + [E, N]
+    ggml_tensor * q0 = cb(layer_norm(ctx, model.query, model.ln_q_w, model.ln_q_b, hp.eps), "rs_ln_q", -1);  // [E, Q]
+    if (model.query_pos) q0 = cb(ggml_add(ctx, q0, model.query_pos), "rs_q_pos", -1);  // a stored query table
+
+    ggml_tensor * q = linear(ctx, q0, model.attn_q_w, model.attn_q_b, mm);  // [E, Q]
+    q = ggml_reshape_4d(ctx, q, dh, n_head, Q, 1);
+    if (B > 1 && !mm.blas) q = ggml_repeat_4d(ctx, q, dh, n_head, Q, B);  // shared queries (the BLAS op broadcasts)
+    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, keys, model.attn_k_w, model.attn_k_b, mm), dh, n_head, N, B);
+    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, kv, model.attn_v_w, model.attn_v_b, mm), dh, n_head, N, B);
+    const ggml_type kv_type = model.attn_q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    ggml_tensor * cur = attend(ctx, q, k, v, kv_type, -1, mm);  // [E, Q, B]
+    cur = cb(linear(ctx, cur, model.attn_o_w, model.attn_o_b, mm), "rs_attn_out", -1);
+    cur = cb(layer_norm(ctx, cur, model.ln_post_w, model.ln_post_b, hp.eps), "rs_ln_post", -1);
+    return cb(linear(ctx, cur, model.proj_w, nullptr, mm), "rs_proj", -1);  // [E, Q, B]
+}
+
+void ResamplerGraph::set_inputs() const {
+    const std::vector<float> pos = sincos_2d(hp.n_out, ph, pw);
+    ggml_backend_tensor_set(inp_pos, pos.data(), 0, pos.size() * sizeof(float));
+}
+
+}  // namespace mcv

@@ -1,0 +1,48 @@
+// The SigLIP(-NaViT) vision tower of MiniCPM-V as a ggml graph (the original `modeling_navit_siglip.py`; llama.cpp's
+// `models/minicpmv.cpp` names): patch embedding, learned positions (bucketed onto the pos_side^2 table, or the table
+// resized to the piece), pre-LN blocks with GELU MLPs, post-LN. One graph encodes B pieces of the same patch grid.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "graphs/graph_common.h"
+#include "runtime/mmproj.h"
+
+namespace mcv {
+
+// ids[i * w + j] for a piece of h x w patches
+std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule);
+
+// host-side patchify: CHW pixels [3, h*P, w*P] -> [P*P*3, h*w] in the conv kernel's (kx, ky, c) order
+void patchify(const float * chw, int h, int w, int patch, float * out);
+
+// [h * w, dim]: a side x side table [side^2, dim] resized to h x w the way torch's
+// F.interpolate(mode="bicubic", antialias=True, align_corners=False) does it (timm's resample_abs_pos_embed);
+// the table itself when h == w == side
+std::vector<float> resample_grid(const std::vector<float> & table, int side, int dim, int h, int w);
+
+struct SiglipGraph {
+    const VisionModel & model;
+    const VisionHParams & hp;
+    const int ph, pw;   // patch grid of every piece in the batch
+    const int n_patch;  // ph * pw
+    const int n_batch;  // pieces encoded together
+    const int d_head;
+    const MatmulHook mm;
+    ggml_context * ctx;
+
+    ggml_tensor * inp_patches = nullptr;   // [P*P*3, n_patch, n_batch] f32
+    ggml_tensor * inp_pos = nullptr;       // [n_patch] i32 (PosEmbedding::buckets)
+    ggml_tensor * inp_pos_embd = nullptr;  // [D, n_patch] f32 (PosEmbedding::resampled_grid)
+
+    SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm);
+
+    ggml_tensor * build();  // -> [D, n_patch, n_batch]
+
+    // after allocation: pixels[b] is piece b as CHW floats of rh x rw patches; when that is fewer than the
+    // graph's ph x pw (a padded strip), its patches come first in row-major order and the rest are zeros
+    void set_inputs(const std::vector<const float *> & pixels, PosRule rule, int rh, int rw) const;
+};
+
+}  // namespace mcv

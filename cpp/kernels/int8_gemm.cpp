@@ -1,0 +1,325 @@
+#include "kernels/int8_gemm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/parallel.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MINICPMV_VNNI 1
+#include <immintrin.h>
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#endif
+
+namespace mcv {
+namespace {
+
+constexpr int64_t kBlock = PackedWeight::kBlock;
+constexpr int64_t kPanel = PackedWeight::kPanel;
+constexpr int64_t kGroups = kBlock / 4;         // VPDPBUSD takes 4 inputs per lane
+constexpr int64_t kVectors = kPanel / 16;       // 16 outputs per AVX-512 vector
+constexpr size_t kBlockInts = kBlock * kPanel;  // bytes of one block of a panel
+constexpr size_t kBlockBytes = kBlockInts + kPanel * sizeof(float);
+constexpr int kTileRows = 4;         // activation rows per register tile
+constexpr int64_t kChunkRows = 128;  // activation rows kept hot in L2 while panels stream by
+
+int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// quantized activations, one row per token: k_pad int8 values, then `blocks` float scales, then `blocks` int32
+// corrections (-128 x the block's sum: the weights are stored + 128), the row padded to 64 bytes
+struct ActLayout {
+    int64_t k_pad, blocks, stride;
+    explicit ActLayout(int64_t k)
+        : k_pad(round_up(k, kBlock)), blocks(k_pad / kBlock), stride(round_up(k_pad + blocks * 8, 64)) {}
+    size_t scales() const { return size_t(k_pad); }
+    size_t corrections() const { return size_t(k_pad + blocks * 4); }
+};
+
+// q = round(x / d), d = amax / 127, for one block of 32 (q8_0's rule, the scale kept in f32). Returns d.
+float quantize_block(const float * x, int8_t * q) {
+    float amax = 0.0f;
+    for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int64_t j = 0; j < kBlock; ++j) {
+        const float v = std::nearbyint(x[j] * id);
+        q[j] = v >= -127.0f && v <= 127.0f ? int8_t(v) : 0;  // (NaN / inf weights: 0, never an undefined cast)
+    }
+    return d;
+}
+
+// One q8_0 or q4_0 block -> its 32 integers and its scale. q8_0: a half scale, then 32 int8; q4_0: a half scale,
+// then 16 bytes of 4-bit values - 8 (low nibbles are the block's first 16, high nibbles its last 16).
+float unpack_block(ggml_type type, const uint8_t * blk, int8_t * q) {
+    ggml_fp16_t h;
+    std::memcpy(&h, blk, sizeof(h));
+    if (type == GGML_TYPE_Q8_0) {
+        std::memcpy(q, blk + 2, kBlock);
+    } else {
+        for (int j = 0; j < kBlock / 2; ++j) {
+            q[j] = int8_t((blk[2 + j] & 0x0f) - 8);
+            q[j + kBlock / 2] = int8_t((blk[2 + j] >> 4) - 8);
+        }
+    }
+    return ggml_fp16_to_fp32(h);
+}
+
+#ifdef MINICPMV_VNNI
+
+VNNI_TARGET void quantize_row(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
+    auto * q = reinterpret_cast<int8_t *>(row);
+    auto * d = reinterpret_cast<float *>(row + lay.scales());
+    auto * corr = reinterpret_cast<int32_t *>(row + lay.corrections());
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < lay.blocks; ++b) {
+        const int64_t j0 = b * kBlock, n = std::min<int64_t>(kBlock, k - j0);
+        const __mmask16 m0 = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+        const __mmask16 m1 = n >= 32 ? __mmask16(0xffff) : n > 16 ? __mmask16((1u << (n - 16)) - 1) : __mmask16(0);
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + j0);
+        const __m512 v1 = _mm512_maskz_loadu_ps(m1, x + j0 + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
+        const float scale = amax / 127.0f;
+        const __m512 inv = _mm512_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv));  // round to nearest (even)
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(q + j0), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(q + j0 + 16), _mm512_cvtsepi32_epi8(q1));
+        d[b] = scale;
+        corr[b] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+}
+
+// out[i][0:48] = sum over blocks of scale_w * scale_a[i] * (int32 dot of the block), for MR activation rows;
+// `cols` of the 48 outputs are stored (the panel's padding is not)
+template <int MR>
+VNNI_TARGET void tile(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out, int64_t ldo,
+                      int64_t cols) {
+    __m512 acc[MR][kVectors];
+    for (int i = 0; i < MR; ++i) {
+        for (int v = 0; v < kVectors; ++v) acc[i][v] = _mm512_setzero_ps();
+    }
+    const float * sa[MR];
+    const int32_t * ca[MR];
+    const uint8_t * qa[MR];
+    for (int i = 0; i < MR; ++i) {
+        qa[i] = act + i * lay.stride;
+        sa[i] = reinterpret_cast<const float *>(qa[i] + lay.scales());
+        ca[i] = reinterpret_cast<const int32_t *>(qa[i] + lay.corrections());
+    }
+    for (int64_t b = 0; b < lay.blocks; ++b) {
+        const uint8_t * wb = panel + size_t(b) * kBlockBytes;
+        __m512i sum[MR][kVectors];
+        for (int i = 0; i < MR; ++i) {
+            const __m512i c = _mm512_set1_epi32(ca[i][b]);  // starts at the correction: no separate subtract
+            for (int v = 0; v < kVectors; ++v) sum[i][v] = c;
+        }
+#pragma GCC unroll 8
+        for (int64_t g = 0; g < kGroups; ++g) {
+            __m512i w[kVectors];
+            for (int v = 0; v < kVectors; ++v) w[v] = _mm512_load_si512(wb + (g * kVectors + v) * 64);
+            for (int i = 0; i < MR; ++i) {
+                int32_t four;
+                std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
+                const __m512i a = _mm512_set1_epi32(four);
+                for (int v = 0; v < kVectors; ++v) sum[i][v] = _mm512_dpbusd_epi32(sum[i][v], w[v], a);
+            }
+        }
+        const auto * sw = reinterpret_cast<const float *>(wb + kBlockInts);
+        for (int v = 0; v < kVectors; ++v) {
+            const __m512 s = _mm512_load_ps(sw + v * 16);
+            for (int i = 0; i < MR; ++i) {
+                const __m512 scale = _mm512_mul_ps(s, _mm512_set1_ps(sa[i][b]));
+                acc[i][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[i][v]), scale, acc[i][v]);
+            }
+        }
+    }
+    for (int v = 0; v < kVectors; ++v) {
+        const int64_t left = std::clamp<int64_t>(cols - v * 16, 0, 16);
+        const __mmask16 m = left == 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+        for (int i = 0; i < MR; ++i) _mm512_mask_storeu_ps(out + i * ldo + v * 16, m, acc[i][v]);
+    }
+}
+
+VNNI_TARGET void tile_rows(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                           int64_t ldo, int64_t cols) {
+    switch (rows) {
+        case 4: tile<4>(act, lay, panel, out, ldo, cols); break;
+        case 3: tile<3>(act, lay, panel, out, ldo, cols); break;
+        case 2: tile<2>(act, lay, panel, out, ldo, cols); break;
+        default: tile<1>(act, lay, panel, out, ldo, cols); break;
+    }
+}
+
+// dst [stride, M] int8 rows = src0 [k, M] f32, rows split over threads
+void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], m = ggml_nrows(x);
+    const ActLayout lay(k);
+    for (int64_t r = ith; r < m; r += nth) {
+        quantize_row(static_cast<const float *>(x->data) + r * k, k, static_cast<uint8_t *>(dst->data) + r * lay.stride,
+                     lay);
+    }
+}
+
+// dst [n, M] f32 = w (userdata) x the quantized rows (src0); work = (chunk of rows, panel) pairs, split into
+// contiguous ranges per thread so that a thread walks the panels over one chunk while it stays in cache
+void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const auto & w = *static_cast<const PackedWeight *>(userdata);
+    const ggml_tensor * a = dst->src[0];
+    const ActLayout lay(w.k());
+    const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
+    const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+    const auto * act = static_cast<const uint8_t *>(a->data);
+    auto * out = static_cast<float *>(dst->data);
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t c = u / panels, p = u % panels;
+        const int64_t col = p * kPanel, cols = std::min(kPanel, w.n() - col);
+        const int64_t r1 = std::min(m, (c + 1) * kChunkRows);
+        for (int64_t r = c * kChunkRows; r < r1; r += kTileRows) {
+            tile_rows(int(std::min<int64_t>(kTileRows, r1 - r)), act + r * lay.stride, lay, w.panel(p),
+                      out + r * w.n() + col, w.n(), cols);
+        }
+    }
+}
+
+VNNI_TARGET double dot_chains(int64_t iters) {
+    constexpr int kChains = 12;  // enough independent accumulators to cover the instruction's latency
+    __m512i acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(i);
+    __m512i a = _mm512_set1_epi8(3);
+    const __m512i b = _mm512_set1_epi8(5);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t it = 0; it < iters; ++it) {
+        for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a));  // keeps the loop from being folded
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    __m512i total = acc[0];
+    for (int i = 1; i < kChains; ++i) total = _mm512_add_epi32(total, acc[i]);
+    volatile int sink = _mm512_reduce_add_epi32(total);
+    (void)sink;
+    return double(iters) * kChains * 64 * 2 / s / 1e9;
+}
+
+#endif  // MINICPMV_VNNI
+
+}  // namespace
+
+double int8_dot_peak_gops(int n_threads) {
+#ifdef MINICPMV_VNNI
+    if (!int8_gemm_available() || n_threads < 1) return 0.0;
+    std::vector<double> rates(size_t(n_threads), 0.0);
+    parallel_for(n_threads, n_threads, [&](int lo, int hi) {
+        for (int i = lo; i < hi; ++i) {
+            dot_chains(2000000);  // warm-up: clocks and the unit's power state
+            rates[size_t(i)] = dot_chains(20000000);
+        }
+    });
+    double total = 0.0;
+    for (double r : rates) total += r;
+    return total;
+#else
+    (void)n_threads;
+    return 0.0;
+#endif
+}
+
+bool int8_gemm_available() {
+#ifdef MINICPMV_VNNI
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+PackedWeight::PackedWeight(const ggml_tensor * w) : k_(w->ne[0]), n_(w->ne[1]) {
+    if (!ggml_is_contiguous(w) || ggml_n_dims(w) > 2 || !w->data) {
+        throw std::invalid_argument(std::string("cannot repack ") + w->name + ": not a contiguous host matrix");
+    }
+    const auto * traits = ggml_get_type_traits(w->type);
+    if (w->type != GGML_TYPE_F32 && !traits->to_float) {
+        throw std::invalid_argument(std::string("cannot repack ") + w->name + ": type " + ggml_type_name(w->type));
+    }
+    k_pad_ = round_up(k_, kBlock);
+    n_pad_ = round_up(n_, kPanel);
+    bytes_ = size_t(panels()) * panel_bytes();
+    data_.reset(static_cast<uint8_t *>(std::aligned_alloc(64, bytes_)));
+    if (!data_) throw std::bad_alloc();
+    std::memset(data_.get(), 0, bytes_);  // padding: zero scales, so it adds nothing
+
+    // q8_0 and q4_0 are integers times one scale per 32: taken as they are. Other types are dequantized and
+    // quantized per 32-block (the row zero-padded to whole blocks).
+    exact_ = (w->type == GGML_TYPE_Q8_0 && ggml_type_size(w->type) == sizeof(ggml_fp16_t) + kBlock) ||
+        (w->type == GGML_TYPE_Q4_0 && ggml_type_size(w->type) == sizeof(ggml_fp16_t) + kBlock / 2);
+    const size_t bsize = ggml_type_size(w->type);
+    std::vector<float> row(exact_ ? 0 : size_t(k_pad_), 0.0f);  // past k: zeros, so every block is whole
+    int8_t q[kBlock];
+    for (int64_t r = 0; r < n_; ++r) {
+        const uint8_t * line = static_cast<const uint8_t *>(w->data) + size_t(r) * w->nb[1];
+        if (!exact_ && w->type == GGML_TYPE_F32) {
+            std::memcpy(row.data(), line, size_t(k_) * sizeof(float));
+        } else if (!exact_) {
+            traits->to_float(line, row.data(), k_);
+        }
+        for (int64_t b = 0; b < blocks(); ++b) {
+            const float d = exact_ ? unpack_block(w->type, line + size_t(b) * bsize, q)
+                                   : quantize_block(row.data() + b * kBlock, q);
+            put_block(r, b, q, d);
+        }
+    }
+}
+
+void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float scale) {
+    const int64_t r = row % kPanel, v = r / 16, lane = r % 16;
+    uint8_t * dst = data_.get() + size_t(row / kPanel) * panel_bytes() + size_t(block) * kBlockBytes;
+    for (int64_t g = 0; g < kGroups; ++g) {
+        for (int64_t j = 0; j < 4; ++j) dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(q[g * 4 + j] + 128);
+    }
+    std::memcpy(dst + kBlockInts + size_t(r) * sizeof(float), &scale, sizeof(float));
+}
+
+void PackedWeights::add(const std::vector<const ggml_tensor *> & weights, int n_threads) {
+    std::vector<std::unique_ptr<PackedWeight>> done(weights.size());
+    parallel_for(int(weights.size()), n_threads, [&](int lo, int hi) {
+        for (int i = lo; i < hi; ++i) done[size_t(i)] = std::make_unique<PackedWeight>(weights[size_t(i)]);
+    });
+    for (size_t i = 0; i < weights.size(); ++i) packed_.emplace(weights[i], std::move(done[i]));
+}
+
+size_t PackedWeights::bytes() const {
+    size_t total = 0;
+    for (const auto & [t, p] : packed_) total += p->bytes();
+    return total;
+}
+
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w) {
+#ifdef MINICPMV_VNNI
+    if (x->type != GGML_TYPE_F32 || x->ne[0] != w.k()) {
+        throw std::invalid_argument("int8_linear: activations must be f32 with " + std::to_string(w.k()) + " rows");
+    }
+    if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+    const ActLayout lay(w.k());
+    ggml_tensor * args[1] = {x};
+    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args, 1, quantize_op,
+                                     GGML_N_TASKS_MAX, nullptr);
+    ggml_format_name(q, "quantize %s", x->name);
+    ggml_tensor * qa[1] = {q};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w.n(), x->ne[1], x->ne[2], x->ne[3], qa, 1, gemm_op, GGML_N_TASKS_MAX,
+                          const_cast<PackedWeight *>(&w));
+#else
+    (void)ctx;
+    (void)x;
+    (void)w;
+    throw std::logic_error("int8_linear: this build has no int8 kernel");
+#endif
+}
+
+}  // namespace mcv

@@ -1,0 +1,302 @@
+#include "runtime/encoder.h"
+
+#include <algorithm>
+#include <array>
+#include <map>
+#include <stdexcept>
+
+#include "kernels/blas_ops.h"
+#include "runtime/backends.h"
+#include "runtime/errors.h"
+
+namespace mcv {
+namespace {
+
+constexpr size_t kGraphNodes = 8192;
+
+ggml_backend_dev_t pick_device(const std::string & name) {
+    if (name == "cpu") return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (name == "auto") {
+        if (auto * d = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU)) return d;
+        if (auto * d = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU)) return d;
+        return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    }
+    if (auto * d = ggml_backend_dev_by_name(name.c_str())) return d;
+    std::string known;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        known += (i ? ", " : "") + std::string(ggml_backend_dev_name(ggml_backend_dev_get(i)));
+    }
+    throw std::invalid_argument("unknown device '" + name + "' (available: cpu, auto, " + known + ")");
+}
+
+void set_threads(ggml_backend_t backend, int n_threads) {
+    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+    auto fn = reg ? reinterpret_cast<ggml_backend_set_n_threads_t>(
+                        ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))
+                  : nullptr;
+    if (fn) fn(backend, n_threads);
+}
+
+}  // namespace
+
+VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & opt) : opt_(opt) {
+    if (opt_.n_threads < 1) throw std::invalid_argument("n_threads must be at least 1");
+    ggml_backend_dev_t dev = pick_device(opt_.device);
+    if (!dev) throw std::runtime_error("no ggml CPU device in this process");
+    pool_ = std::make_unique<CpuThreadPool>(opt_.n_threads);
+    backend_.reset(ggml_backend_dev_init(dev, nullptr));
+    if (!backend_) throw std::runtime_error(std::string("cannot start ggml device ") + ggml_backend_dev_name(dev));
+    set_threads(backend_.get(), opt_.n_threads);
+    backends_.push_back(backend_.get());
+    if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
+        cpu_.reset(ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr));
+        if (!cpu_) throw std::runtime_error("cannot start the ggml CPU device");
+        set_threads(cpu_.get(), opt_.n_threads);
+        backends_.push_back(cpu_.get());
+    }
+    pool_->attach(cpu_ ? cpu_.get() : backend_.get());
+
+    model_ = load_mmproj(path, ggml_backend_dev_buffer_type(dev), opt_.use_mmap, opt_.key_defaults, opt_.key_overrides);
+    const bool on_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    if (opt_.blas && blas_available() && on_cpu) {
+        scratch_ = std::make_unique<BlasScratch>(opt_.n_threads);
+        mm_.blas = scratch_.get();
+    }
+    if (opt_.int8 != "auto" && opt_.int8 != "on" && opt_.int8 != "ggml" && opt_.int8 != "off") {
+        throw std::invalid_argument("int8 must be 'auto', 'on', 'ggml' or 'off', not '" + opt_.int8 + "'");
+    }
+    const bool own = on_cpu && int8_gemm_available() && (opt_.int8 == "auto" || opt_.int8 == "on");
+    mm_.int8 =
+        on_cpu && (own || opt_.int8 == "on" || opt_.int8 == "ggml" || (opt_.int8 == "auto" && cpu_has_int8_dot()));
+    if (own) pack_int8_weights();
+
+    meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
+    sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
+    if (!sched_) throw std::runtime_error("cannot create the ggml scheduler");
+    if (opt_.profile) ggml_backend_sched_set_eval_callback(sched_.get(), &VisionEncoder::on_node, this);
+
+    // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin
+    const int side = model_.hp.image_size / model_.hp.patch_size + 2;
+    const EncoderGraph g = build_graph(side, side, 1, side, side);
+    if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
+        throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
+    }
+}
+
+// The matrices of a block-quantized file, repacked for our int8 kernel. Those the file keeps in f16 / bf16 / f32
+// because their rows are not whole 32-blocks (SigLIP's fc2, 4304 wide: ggml cannot store it as q8_0) are
+// quantized to q8_0's blocks here, zero-padded, so the whole product chain runs on int8; an f16 file has no
+// block-quantized matrix and is left alone. The graphs then use the packed copies and never read the originals.
+void VisionEncoder::pack_int8_weights() {
+    if (!quantized_file()) return;
+    std::vector<const ggml_tensor *> chosen;
+    for (const ggml_tensor * t : matrices()) {
+        if (block_quantized(t->type) || t->ne[0] % PackedWeight::kBlock != 0) chosen.push_back(t);
+    }
+    try {
+        packed_.add(chosen, opt_.n_threads);
+    } catch (const std::bad_alloc &) {
+        throw OutOfMemory(model_.path + ": cannot allocate the int8 kernel's repacked weights");
+    }
+    if (model_.mapping) {  // the originals are not read again: their file pages need not stay in memory
+        for (const ggml_tensor * t : chosen) model_.mapping->release(t->data, ggml_nbytes(t));
+    }
+    mm_.packed = &packed_;
+}
+
+EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw) {
+    EncoderGraph g;
+    ggml_init_params ip{meta_.size(), meta_.data(), /*no_alloc =*/true};
+    g.ctx.reset(ggml_init(ip));
+    if (!g.ctx) throw std::runtime_error("ggml_init failed");
+    ggml_context * ctx = g.ctx.get();
+    g.siglip = std::make_unique<SiglipGraph>(ctx, model_, ph, pw, n_batch, mm_);
+    g.resampler = std::make_unique<ResamplerGraph>(ctx, model_, rh, rw, n_batch, mm_);
+    ggml_tensor * x = g.siglip->build();         // [D, ph * pw, B]
+    if (int64_t(rh) * rw != int64_t(ph) * pw) {  // padded: the resampler reads each piece's own patches (the first)
+        x = ggml_cont(ctx, ggml_view_3d(ctx, x, x->ne[0], int64_t(rh) * rw, x->ne[2], x->nb[1], x->nb[2], 0));
+    }
+    g.out = g.resampler->build(x);
+    ggml_set_name(g.out, "embeddings");
+    ggml_set_output(g.out);
+    g.graph = ggml_new_graph_custom(g.ctx.get(), kGraphNodes, false);
+    ggml_build_forward_expand(g.graph, g.out);
+    return g;
+}
+
+std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    const VisionHParams & hp = model_.hp;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        const Piece & p = pieces[i];
+        if (!p.chw || p.width <= 0 || p.height <= 0 || p.width % hp.patch_size || p.height % hp.patch_size) {
+            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
+                                        std::to_string(p.height) + "; sides must be positive multiples of " +
+                                        std::to_string(hp.patch_size));
+        }
+        const int64_t patches = int64_t(p.width / hp.patch_size) * int64_t(p.height / hp.patch_size);
+        if (opt_.max_patches > 0 && patches > opt_.max_patches) {
+            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
+                                        std::to_string(p.height) + " = " + std::to_string(patches) +
+                                        " patches, more than max_patches " + std::to_string(opt_.max_patches));
+        }
+        if (p.pad_to != 0) {
+            if (p.pad_to < patches || (opt_.max_patches > 0 && p.pad_to > opt_.max_patches)) {
+                throw std::invalid_argument("piece " + std::to_string(i) + ": pad_to " + std::to_string(p.pad_to) +
+                                            " must be between its " + std::to_string(patches) +
+                                            " patches and max_patches " + std::to_string(opt_.max_patches));
+            }
+            if (model_.hp.pos_rule != PosRule::flat_1d || model_.hp.pos_embedding != PosEmbedding::buckets) {
+                throw std::invalid_argument("padded pieces need the 1-D position rule (a padded-batch file)");
+            }
+        }
+    }
+    std::vector<float> out;
+    try {
+        out.resize(floats_per_piece() * pieces.size());
+    } catch (const std::bad_alloc &) {
+        throw OutOfMemory("cannot allocate the embeddings of " + std::to_string(pieces.size()) + " pieces");
+    }
+
+    // pieces of one tower grid and one own grid share a graph (a padded piece's tower grid is 1 x pad_to);
+    // batches are capped by the size of their attention scores
+    std::map<std::array<int, 4>, std::vector<size_t>> groups;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        const int rh = pieces[i].height / hp.patch_size, rw = pieces[i].width / hp.patch_size;
+        const int pad = pieces[i].pad_to;
+        groups[pad ? std::array<int, 4>{1, pad, rh, rw} : std::array<int, 4>{rh, rw, rh, rw}].push_back(i);
+    }
+    for (const auto & [grid, index] : groups) {
+        const auto [ph, pw, rh, rw] = grid;
+        const size_t n = size_t(ph) * size_t(pw);
+        const size_t scores = n * n * size_t(hp.n_head) * sizeof(float);
+        const size_t max_b = std::max<size_t>(1, opt_.max_batch_bytes / std::max<size_t>(scores, 1));
+        for (size_t start = 0; start < index.size(); start += max_b) {
+            const std::vector<size_t> batch(index.begin() + long(start),
+                                            index.begin() + long(std::min(index.size(), start + max_b)));
+            run_batch(pieces, batch, ph, pw, rh, rw, out.data());
+        }
+    }
+    return out;
+}
+
+void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
+                              int rh, int rw, float * out) {
+    const std::string what = std::to_string(index.size()) + " piece(s) of " + std::to_string(rw) + "x" +
+        std::to_string(rh) + " patches" +
+        (rh * rw != ph * pw ? " padded to " + std::to_string(ph * pw) : std::string());
+    const EncoderGraph g = build_graph(ph, pw, int(index.size()), rh, rw);
+    ggml_backend_sched_reset(sched_.get());
+    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
+        throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
+    }
+    if (scratch_) {
+        try {
+            scratch_->prepare();
+        } catch (const std::bad_alloc &) {
+            throw OutOfMemory("cannot allocate the BLAS scratch memory for " + what);
+        }
+    }
+    last_node_ = std::chrono::steady_clock::now();
+    std::vector<const float *> pixels;
+    for (size_t i : index) pixels.push_back(pieces[i].chw);
+    g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
+    g.resampler->set_inputs();
+    const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
+    if (scratch_ && scratch_->take_failure()) {
+        throw std::runtime_error("the vision graph ran a BLAS op without its scratch memory (" + what + ")");
+    }
+    if (status == GGML_STATUS_ALLOC_FAILED) throw OutOfMemory("the vision graph ran out of memory (" + what + ")");
+    if (status != GGML_STATUS_SUCCESS) throw std::runtime_error("the vision graph failed to compute (" + what + ")");
+    ++n_evals_;
+    const size_t per_piece = floats_per_piece();
+    for (size_t b = 0; b < index.size(); ++b) {  // straight into the caller's rows (pieces keep their order)
+        ggml_backend_tensor_get(g.out, out + index[b] * per_piece, b * per_piece * sizeof(float),
+                                per_piece * sizeof(float));
+    }
+}
+
+void VisionEncoder::set_max_patches(int64_t n) {
+    if (n < 0) throw std::invalid_argument("max_patches must not be negative");
+    const std::lock_guard<std::mutex> lock(mu_);
+    opt_.max_patches = n;
+}
+
+std::map<std::string, double> VisionEncoder::profile() const {
+    const std::lock_guard<std::mutex> lock(mu_);
+    return profile_ms_;
+}
+
+bool VisionEncoder::on_node(ggml_tensor * t, bool ask, void * self) {
+    if (ask) return true;  // observe every node: each is computed, then reported here
+    auto * enc = static_cast<VisionEncoder *>(self);
+    const auto now = std::chrono::steady_clock::now();
+    std::string name;  // layer numbers folded: "x v.blk.#.attn_q.weight", "attn-#"
+    for (const char * c = t->name; *c; ++c) {
+        if (*c >= '0' && *c <= '9') {
+            if (name.empty() || name.back() != '#') name += '#';
+        } else {
+            name += *c;
+        }
+    }
+    enc->profile_ms_[std::string(ggml_op_desc(t)) + ":" + name] +=
+        std::chrono::duration<double, std::milli>(now - enc->last_node_).count();
+    enc->last_node_ = now;
+    return true;
+}
+
+std::string VisionEncoder::device_name() const {
+    ggml_backend_dev_t dev = ggml_backend_get_device(backend_.get());
+    return dev ? ggml_backend_dev_name(dev) : "unknown";
+}
+
+size_t VisionEncoder::weights_bytes() const { return ggml_backend_buffer_get_size(model_.weights.get()); }
+
+size_t VisionEncoder::compute_bytes() const {
+    size_t total = 0;
+    for (ggml_backend_t b : backends_) total += ggml_backend_sched_get_buffer_size(sched_.get(), b);
+    return total;
+}
+
+std::string VisionEncoder::matmul_summary() const {
+    std::map<std::pair<std::string, std::string>, int> groups;  // (weight type, how) -> matrices
+    for (const ggml_tensor * t : matrices()) {
+        std::string how;
+        if (const PackedWeight * p = packed_.find(t)) {
+            how = std::string("int8 dot products on our AVX512-VNNI kernel (") +
+                (p->exact() ? "the file's blocks" : "quantized to q8_0 blocks at load") +
+                ", repacked at load; activations quantized per block)";
+        } else if (mm_.int8 && block_quantized(t->type)) {
+            how = "ggml int8 dot products (activations quantized per block)";
+        } else if (mm_.blas) {
+            how = t->type == GGML_TYPE_F32 ? "OpenBLAS sgemm" : "OpenBLAS sgemm on weights dequantized per row block";
+        } else {
+            how = "ggml mul_mat on " + device_name();
+        }
+        ++groups[{ggml_type_name(t->type), how}];
+    }
+    std::string out;
+    for (const auto & [key, n] : groups) {
+        out += (out.empty() ? "" : "; ") + key.first + " (" + std::to_string(n) + " matrices): " + key.second;
+    }
+    out += std::string("; attention: ") + (mm_.blas ? "OpenBLAS" : "ggml flash attention");
+    out += std::string("; weights: ") + (model_.mapped() ? "memory-mapped" : "in a buffer");
+    return out;  // (the CPU's features: cpu_features(), which minicpmv-edge info prints beside this)
+}
+
+bool VisionEncoder::quantized_file() const {
+    const std::vector<const ggml_tensor *> all = matrices();
+    return std::any_of(all.begin(), all.end(), [](const ggml_tensor * t) { return block_quantized(t->type); });
+}
+
+std::vector<const ggml_tensor *> VisionEncoder::matrices() const {
+    std::vector<const ggml_tensor *> all;
+    for (const VisionLayer & L : model_.layers) all.insert(all.end(), {L.q_w, L.k_w, L.v_w, L.o_w, L.fc1_w, L.fc2_w});
+    all.insert(all.end(),
+               {model_.kv_w, model_.attn_q_w, model_.attn_k_w, model_.attn_v_w, model_.attn_o_w, model_.proj_w});
+    all.erase(std::remove(all.begin(), all.end(), nullptr), all.end());
+    return all;
+}
+
+}  // namespace mcv

@@ -1,0 +1,106 @@
+// A MiniCPM-V vision encoder + resampler ("mmproj") GGUF, as llama.cpp and our converter write it
+// (llama.cpp's `clip-impl.h` names): hyper-parameters and weight tensors, validated by name, type and shape.
+#pragma once
+
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
+#include "ggml.h"
+#include "runtime/mapped_file.h"
+
+namespace mcv {
+
+// How a piece's patches get their position embedding (the mmproj key minicpmv_edge.vision.position_embedding).
+enum class PosEmbedding {
+    buckets,         // rows of a pos_side^2 table picked by bucket ids (see PosRule)
+    resampled_grid,  // the pos_side x pos_side table resized to the piece's patch grid, antialiased bicubic
+};
+
+// How a piece's patches pick rows of the position table (minicpmv_edge.vision.position_ids).
+enum class PosRule {
+    navit_2d,  // 2-D buckets, the original float32 torch.bucketize results (not exact floor: docs/sources.md)
+    flat_1d,   // the original's mask-shape quirk: 1-D buckets over the flattened piece, first table row
+    floor_2d,  // llama.cpp's rule: floor(side * i / n) in both directions
+};
+
+// The vision MLP's activation (minicpmv_edge.vision.gelu; llama.cpp's files: clip.use_gelu, the tanh form).
+enum class Gelu { tanh, erf };
+
+// Values of the graph's variant keys (minicpmv_edge.vision.*) as text ("true"/"false" for a bool key): the
+// defaults a model family gives files that lack a key (llama.cpp's), or overrides of the file's value.
+using KeyValues = std::map<std::string, std::string>;
+
+struct VisionHParams {
+    int image_size = 0;  // slicing scale resolution (448), not SigLIP's 980
+    int patch_size = 0;  // 14
+    int n_embd = 0;      // D: vision width (1152)
+    int n_ff = 0;        // F: vision MLP width (4304)
+    int n_head = 0;      // vision attention heads (16)
+    int n_layer = 0;     // vision blocks, all run (27)
+    float eps = 1e-6f;   // every LayerNorm, the resampler's included
+    int pos_side = 0;    // the learned position table is pos_side x pos_side (70)
+    int n_query = 0;     // Q: resampler queries = output tokens per piece (64 or 96)
+    int n_out = 0;       // E: output width = the language model's width (3584)
+    std::array<float, 3> mean{};
+    std::array<float, 3> std{};
+    int minicpmv_version = 0;  // as stored; informational, the graph does not depend on it
+    PosEmbedding pos_embedding = PosEmbedding::buckets;
+    PosRule pos_rule = PosRule::navit_2d;
+    Gelu gelu = Gelu::tanh;
+    // the prompt's pieces run as one zero-padded batch, padding attended (minicpmv_edge.vision.padded_batch; a
+    // family's original with 1-D position ids): Piece::pad_to
+    bool padded_batch = false;
+};
+
+struct VisionLayer {
+    ggml_tensor *ln1_w = nullptr, *ln1_b = nullptr;  // [D]
+    ggml_tensor *q_w = nullptr, *q_b = nullptr;      // [D, D], [D]
+    ggml_tensor *k_w = nullptr, *k_b = nullptr;
+    ggml_tensor *v_w = nullptr, *v_b = nullptr;
+    ggml_tensor *o_w = nullptr, *o_b = nullptr;
+    ggml_tensor *ln2_w = nullptr, *ln2_b = nullptr;
+    ggml_tensor *fc1_w = nullptr, *fc1_b = nullptr;  // [D, F], [F]   (expanding)
+    ggml_tensor *fc2_w = nullptr, *fc2_b = nullptr;  // [F, D], [D]   (contracting)
+};
+
+struct VisionModel {
+    std::string path;
+    VisionHParams hp;
+    ggml_tensor * patch_w = nullptr;   // [P, P, 3, D] conv kernel
+    ggml_tensor * patch_b = nullptr;   // [D]
+    ggml_tensor * pos_embd = nullptr;  // [D, pos_side^2]
+    std::vector<VisionLayer> layers;
+    ggml_tensor *post_ln_w = nullptr, *post_ln_b = nullptr;  // [D]
+    // resampler (one cross-attention layer, E / 128 heads)
+    ggml_tensor * query = nullptr;                         // [E, Q]
+    ggml_tensor * query_pos = nullptr;                     // [E, Q] added to LN_q(query), optional
+    ggml_tensor * kv_w = nullptr;                          // [D, E], no bias
+    ggml_tensor *attn_q_w = nullptr, *attn_q_b = nullptr;  // [E, E], [E]
+    ggml_tensor *attn_k_w = nullptr, *attn_k_b = nullptr;
+    ggml_tensor *attn_v_w = nullptr, *attn_v_b = nullptr;
+    ggml_tensor *attn_o_w = nullptr, *attn_o_b = nullptr;
+    ggml_tensor *ln_q_w = nullptr, *ln_q_b = nullptr;  // [E]
+    ggml_tensor *ln_kv_w = nullptr, *ln_kv_b = nullptr;
+    ggml_tensor *ln_post_w = nullptr, *ln_post_b = nullptr;
+    ggml_tensor * proj_w = nullptr;  // [E, E]: out = proj_w x (stored transposed)
+    bool legacy_ffn_names = false;   // fc1/fc2 stored as ffn_down/ffn_up (llama.cpp's legacy converter)
+    std::vector<float> pos_table;    // [pos_side^2, D] f32 host copy, for PosEmbedding::resampled_grid
+
+    std::unique_ptr<MappedFile> mapping;  // the file, when the CPU weights point into it (outlives `weights`)
+    ggml_context_ptr ctx;                 // tensor metadata
+    ggml_backend_buffer_ptr weights;      // tensor data (over `mapping`, or a copy)
+    bool mapped() const { return mapping != nullptr; }
+};
+
+// Reads and checks `path`, then loads the weights into a buffer of type `buft`; with `use_mmap` and a host
+// buffer type, the weights are the memory-mapped file itself (nothing copied; the header is parsed once). The graph's
+// variant keys come from `overrides`, else the file, else `defaults`.
+// Throws std::invalid_argument naming the file and the key or tensor for anything malformed.
+VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buft, bool use_mmap = true,
+                        const KeyValues & defaults = {}, const KeyValues & overrides = {});
+
+}  // namespace mcv

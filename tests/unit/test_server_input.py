@@ -1,0 +1,67 @@
+"""What the server refuses before any model work: a body's JSON shape (server/body.py), the Host and Origin a
+request names (server/guard.py), and chat()'s keywords (chat_options.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from minicpmv_edge.chat_options import BEAM_DEFAULTS, SAMPLING_DEFAULTS, chat_params
+from minicpmv_edge.server.body import check_shape, parse_json
+from minicpmv_edge.server.errors import APIError
+from minicpmv_edge.server.guard import Guard
+
+
+@pytest.mark.parametrize(("body", "ok"), [
+    (json.dumps({"messages": [{"role": "user", "content": "a \\\"quoted\\\" [text], {with} commas"}] * 10}), True),
+    (json.dumps({"x": "\\" * 1000 + '"'}), True),  # escapes pair from the left
+    ("[" * 64 + "]" * 64, True),
+    ("[" * 65 + "]" * 65, False),
+    ("[" + "0," * 65_534 + "0]", True),
+    ("[" + "0," * 65_536 + "0]", False),
+    (json.dumps(["x"] * 70_000), False),
+    ("[" * 100_000, False),
+])
+def test_body_shape_bounds(body: str, ok: bool) -> None:
+    if ok:
+        check_shape(body.encode())
+        parse_json(body.encode())
+    else:
+        with pytest.raises(APIError, match="this server takes at most 65536 JSON values nested at most 64 deep"):
+            parse_json(body.encode())
+
+
+def test_not_json_is_a_400() -> None:
+    with pytest.raises(APIError, match="not valid JSON") as e:
+        parse_json(b"{nope")
+    assert e.value.status == 400
+
+
+def test_hosts_and_origins() -> None:
+    g = Guard(None, allowed_hosts=["models.lan"], allowed_origins=["https://app.example"])  # type: ignore[arg-type]
+    for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "10.0.0.5", "models.lan:8080", "x.localhost"):
+        assert g.host_ok(host), host
+    for host in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example", ""):
+        assert not g.host_ok(host), host
+    assert g.origin_ok("http://127.0.0.1:8080", "127.0.0.1:8080")  # the server's own page
+    assert g.origin_ok("https://app.example", "127.0.0.1:8080")
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:9999", "file://"):
+        assert not g.origin_ok(origin, "127.0.0.1:8080"), origin
+    anyone = Guard(None, allowed_hosts=["*"], allowed_origins=["*"])  # type: ignore[arg-type]
+    assert anyone.host_ok("evil.example") and anyone.origin_ok("https://evil.example", "x")
+
+
+def test_chat_keywords_take_the_original_defaults_of_their_mode() -> None:
+    gp, _ = chat_params(2048, seed=1)
+    assert (gp.temperature, gp.top_p, gp.top_k, gp.repetition_penalty) == (
+        SAMPLING_DEFAULTS["temperature"], SAMPLING_DEFAULTS["top_p"], SAMPLING_DEFAULTS["top_k"],
+        SAMPLING_DEFAULTS["repetition_penalty"]) and gp.max_new_tokens == 2048
+    beam, _ = chat_params(1024, sampling=False, temperature=0.9, top_k=5, seed=1)  # the other mode's: ignored
+    assert (beam.num_beams, beam.repetition_penalty, beam.temperature, beam.top_k) == (
+        BEAM_DEFAULTS["num_beams"], BEAM_DEFAULTS["repetition_penalty"], 0.0, 0)
+    assert chat_params(8, stop="END", seed=1)[0].stop == ("END",)
+    with pytest.raises(TypeError, match="stop must be a sequence of non-empty strings"):
+        chat_params(8, stop=["ok", ""], seed=1)
+    with pytest.raises(ValueError, match="top_p must be"):
+        chat_params(8, top_p=0.0, seed=1)
