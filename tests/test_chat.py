@@ -109,6 +109,20 @@ def test_stream_pieces_join_to_the_text(runtimes) -> None:
     assert "".join(pieces).strip() == full
 
 
+def test_stop_strings_end_the_answer(runtimes) -> None:
+    """chat(stop=...): the text ends before the first stop string, streamed or not, as the server's `stop`."""
+    rt = runtimes["2.6"]
+    msgs = SCENARIOS["small image"]()
+    full = rt.chat(msgs, temperature=0.9, seed=7, max_new_tokens=40)
+    cut = next(i for i in range(len(full) // 2, len(full) - 2) if not full[i - 1 : i + 3].isspace()
+               and " " not in full[i - 1 : i + 3])
+    stop = full[cut : cut + 3]
+    assert rt.chat(msgs, temperature=0.9, seed=7, max_new_tokens=40, stop=[stop, "never"]) == full[: full.index(stop)]
+    assert rt.last.finish_reason == "stop" and len(rt.last.tokens) < 40
+    pieces = list(rt.chat(msgs, stream=True, temperature=0.9, seed=7, max_new_tokens=40, stop=stop))
+    assert "".join(pieces).strip() == full[: full.index(stop)].strip() and rt.last.finish_reason == "stop"
+
+
 def test_utf8_stream_never_splits_a_character(runtimes) -> None:
     from minicpmv_edge.text import TextDecoder
 

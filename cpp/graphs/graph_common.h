@@ -8,6 +8,7 @@
 #include "ggml.h"
 #include "kernels/blas_ops.h"
 #include "kernels/int8_gemm.h"
+#include "runtime/mmproj.h"
 
 namespace mcv {
 
@@ -38,20 +39,6 @@ struct MatmulHook {
     bool int8 = false;
     const PackedWeights * packed = nullptr;
 };
-
-inline bool block_quantized(ggml_type t) {
-    switch (t) {
-        case GGML_TYPE_Q8_0:
-        case GGML_TYPE_Q4_0:
-        case GGML_TYPE_Q4_1:
-        case GGML_TYPE_Q5_0:
-        case GGML_TYPE_Q5_1:
-        case GGML_TYPE_Q4_K:
-        case GGML_TYPE_Q5_K:
-        case GGML_TYPE_Q6_K: return true;
-        default: return false;
-    }
-}
 
 // x: [in, ...], w: [in, out] -> [out, ...]
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, MatmulHook mm = {}) {

@@ -27,21 +27,7 @@ bool type_allowed(ggml_type t, Kind kind) {
     switch (kind) {
         case Kind::vector: return t == GGML_TYPE_F32;
         case Kind::embedding: return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
-        case Kind::matrix:
-            switch (t) {
-                case GGML_TYPE_F32:
-                case GGML_TYPE_F16:
-                case GGML_TYPE_BF16:
-                case GGML_TYPE_Q8_0:
-                case GGML_TYPE_Q4_0:
-                case GGML_TYPE_Q4_1:
-                case GGML_TYPE_Q5_0:
-                case GGML_TYPE_Q5_1:
-                case GGML_TYPE_Q4_K:
-                case GGML_TYPE_Q5_K:
-                case GGML_TYPE_Q6_K: return true;
-                default: return false;
-            }
+        case Kind::matrix: return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || block_quantized(t);
     }
     return false;
 }

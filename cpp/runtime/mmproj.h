@@ -30,6 +30,21 @@ enum class PosRule {
 // The vision MLP's activation (minicpmv_edge.vision.gelu; llama.cpp's files: clip.use_gelu, the tanh form).
 enum class Gelu { tanh, erf };
 
+// The block-quantized types a matrix of ours may have (ggml's int8 dot-product kernels, or our own, run them).
+inline bool block_quantized(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_0:
+        case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+        case GGML_TYPE_Q6_K: return true;
+        default: return false;
+    }
+}
+
 // Values of the graph's variant keys (minicpmv_edge.vision.*) as text ("true"/"false" for a bool key): the
 // defaults a model family gives files that lack a key (llama.cpp's), or overrides of the file's value.
 using KeyValues = std::map<std::string, std::string>;

@@ -51,7 +51,8 @@ class Media:
         t0 = time.perf_counter()
         enc, recipe, limits = self.encoder, self.family.video, self.encoder.slice_config
         media = [p for t in turns for p in t.parts if not isinstance(p, str)]
-        videos = {id(p): probe(p, limits.max_pixels, limits.max_side) for p in media if isinstance(p, Video)}
+        videos = {k: probe(p, limits.max_pixels, limits.max_side)  # each video once, however often it appears
+                  for k, p in {id(p): p for p in media if isinstance(p, Video)}.items()}
         frames = {k: recipe.frame_indices(v.n_frames, v.fps) for k, v in videos.items()} if recipe else {}
         # id(part) -> [width, height, max_slice_nums, images it makes], from the headers
         sizes = {**{k: [v.width, v.height, 0, len(frames.get(k, ()))] for k, v in videos.items()},
