@@ -112,11 +112,12 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "plan_slices",
-        [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size) {
-            return mcv::plan_slices(width, height, {max_slice_nums, scale_resolution, patch_size});
+        [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size, bool square) {
+            return mcv::plan_slices(width, height, {max_slice_nums, scale_resolution, patch_size, square});
         },
         py::arg("width"), py::arg("height"), py::arg("max_slice_nums"), py::arg("scale_resolution"),
-        py::arg("patch_size"), "the slicing plan of a width x height image (sizes only)");
+        py::arg("patch_size"), py::arg("square") = false,
+        "the slicing plan of a width x height image (sizes only; square: one scale_resolution square)");
 
     m.def(
         "resize_bicubic",
@@ -135,13 +136,13 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "slice_pieces",
         [](const U8Array & img, int max_slice_nums, int scale_resolution, int patch_size, int n_threads,
-           int64_t max_patches) {
+           int64_t max_patches, bool square) {
             const mcv::ImageView v = rgb_view(img);
             mcv::SlicePlan plan;
             std::vector<mcv::ImageU8> pieces;
             {
                 py::gil_scoped_release nogil;
-                plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size});
+                plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size, square});
                 mcv::check_patch_limit(plan, v.width, v.height, patch_size,
                                        max_patches);  // before any pixel is resized
                 try {
@@ -156,9 +157,9 @@ PYBIND11_MODULE(_core, m) {
             return py::make_tuple(plan, arrays);
         },
         py::arg("image"), py::arg("max_slice_nums"), py::arg("scale_resolution"), py::arg("patch_size"),
-        py::arg("n_threads") = 1, py::arg("max_patches") = 0,
+        py::arg("n_threads") = 1, py::arg("max_patches") = 0, py::arg("square") = false,
         "(plan, [uint8 pieces]) of an [H, W, 3] uint8 image: overview, then slices (ValueError for a piece of more "
-        "than max_patches patches, 0: no limit)");
+        "than max_patches patches, 0: no limit; square: one scale_resolution square)");
 
     m.def(
         "normalize_chw",
@@ -257,6 +258,9 @@ PYBIND11_MODULE(_core, m) {
                                        : h.pos_rule == mcv::PosRule::flat_1d                ? "flat_1d"
                                                                                             : "floor_2d";
                                    d["padded_batch"] = h.padded_batch;
+                                   d["square"] = h.square;
+                                   d["stored_key_positions"] = h.key_positions == mcv::KeyPositions::stored;
+                                   d["resampler_heads"] = h.resampler_heads();
                                    return d;
                                })
         .def_property_readonly("device", &mcv::VisionEncoder::device_name)

@@ -1,6 +1,8 @@
 #include "graphs/resampler.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "graphs/graph_common.h"
 
@@ -31,19 +33,28 @@ std::vector<float> sincos_2d(int dim, int h, int w) {
 
 ResamplerGraph::ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch,
                                MatmulHook mm)
-    : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch), n_head(model.hp.n_out / 128),
-      mm(mm), ctx(ctx) {}
+    : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch),
+      n_head(model.hp.resampler_heads()), mm(mm), ctx(ctx) {
+    if (model.key_pos && int64_t(n_patch) != model.key_pos->ne[1]) {
+        throw std::invalid_argument(model.path + ": a " + std::to_string(ph) + "x" + std::to_string(pw) +
+                                    " piece does not fit the stored key positions (" +
+                                    std::to_string(model.key_pos->ne[1]) + " patches)");
+    }
+}
 
 ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
-    const int64_t E = hp.n_out, Q = hp.n_query, N = n_patch, B = n_batch, dh = 128;
+    const int64_t E = hp.n_out, Q = hp.n_query, N = n_patch, B = n_batch, dh = E / n_head;
 
-    inp_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, E, N);
-    ggml_set_name(inp_pos, "inp_sincos");
-    ggml_set_input(inp_pos);
+    ggml_tensor * key_pos = model.key_pos;  // a stored table, or the piece's sin-cos code (set_inputs)
+    if (!key_pos) {
+        key_pos = inp_pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, E, N);
+        ggml_set_name(inp_pos, "inp_sincos");
+        ggml_set_input(inp_pos);
+    }
 
     ggml_tensor * kv = cb(linear(ctx, x, model.kv_w, nullptr, mm), "rs_kv", -1);  // [E, N, B]
     kv = cb(layer_norm(ctx, kv, model.ln_kv_w, model.ln_kv_b, hp.eps), "rs_ln_kv", -1);
-    ggml_tensor * keys = cb(ggml_add(ctx, kv, inp_pos), "rs_keys", -1);                                      // + [E, N]
+    ggml_tensor * keys = cb(ggml_add(ctx, kv, key_pos), "rs_keys", -1);                                      // + [E, N]
     ggml_tensor * q0 = cb(layer_norm(ctx, model.query, model.ln_q_w, model.ln_q_b, hp.eps), "rs_ln_q", -1);  // [E, Q]
     if (model.query_pos) q0 = cb(ggml_add(ctx, q0, model.query_pos), "rs_q_pos", -1);  // a stored query table
 
@@ -60,6 +71,7 @@ ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
 }
 
 void ResamplerGraph::set_inputs() const {
+    if (!inp_pos) return;
     const std::vector<float> pos = sincos_2d(hp.n_out, ph, pw);
     ggml_backend_tensor_set(inp_pos, pos.data(), 0, pos.size() * sizeof(float));
 }

@@ -1,6 +1,6 @@
 // MiniCPM-V's perceiver resampler as a ggml graph (the original `resampler.py`; llama.cpp's `models/minicpmv.cpp`
 // builds the same): Q learned queries cross-attend to the vision features of one piece, whose keys carry a 2-D sin-cos
-// position code; E / 128 heads; then LayerNorm and the output projection.
+// position code (or a stored table: MiniCPM-V 1.0); E // 128 heads; then LayerNorm and the output projection.
 #pragma once
 
 #include <vector>
@@ -18,11 +18,11 @@ struct ResamplerGraph {
     const VisionModel & model;
     const VisionHParams & hp;
     const int ph, pw, n_patch, n_batch;
-    const int n_head;  // E / 128
+    const int n_head;  // E // 128, each E / n_head wide
     const MatmulHook mm;
     ggml_context * ctx;
 
-    ggml_tensor * inp_pos = nullptr;  // [E, n_patch] f32 key positions
+    ggml_tensor * inp_pos = nullptr;  // [E, n_patch] f32 key positions (none with a stored table)
 
     ResamplerGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm);
 

@@ -51,6 +51,10 @@ SlicePlan plan_slices(int width, int height, const SliceParams & p) {
     const int multiple = int(std::min<double>(std::ceil(double(width) * height / s2), p.max_slice_nums));
 
     SlicePlan plan;
+    if (p.square) {
+        plan.overview = {p.scale_resolution, p.scale_resolution};
+        return plan;
+    }
     if (multiple <= 1) {
         plan.overview = best_resize(width, height, p, /*allow_upscale=*/true);
         return plan;

@@ -15,6 +15,8 @@ struct SliceParams {
     int max_slice_nums = 9;
     int scale_resolution = 448;
     int patch_size = 14;
+    // MiniCPM-V 1.0's transform instead: the whole image squashed to one scale_resolution square (aspect ignored)
+    bool square = false;
 };
 
 struct Size {

@@ -76,8 +76,9 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     if (!sched_) throw std::runtime_error("cannot create the ggml scheduler");
     if (opt_.profile) ggml_backend_sched_set_eval_callback(sched_.get(), &VisionEncoder::on_node, this);
 
-    // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin
-    const int side = model_.hp.image_size / model_.hp.patch_size + 2;
+    // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin (a square-only
+    // file's pieces are that square exactly)
+    const int side = model_.hp.image_size / model_.hp.patch_size + (model_.hp.square ? 0 : 2);
     const EncoderGraph g = build_graph(side, side, 1, side, side);
     if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
         throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
@@ -134,6 +135,11 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
             throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
                                         std::to_string(p.height) + "; sides must be positive multiples of " +
                                         std::to_string(hp.patch_size));
+        }
+        if (hp.square && (p.width != hp.image_size || p.height != hp.image_size)) {
+            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
+                                        std::to_string(p.height) + "; this model's pieces are " +
+                                        std::to_string(hp.image_size) + "x" + std::to_string(hp.image_size));
         }
         const int64_t patches = int64_t(p.width / hp.patch_size) * int64_t(p.height / hp.patch_size);
         if (opt_.max_patches > 0 && patches > opt_.max_patches) {

@@ -209,6 +209,13 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
         r.fail("minicpmv_edge.vision.padded_batch is true, but a padded vision batch goes with 1-D position ids only");
     }
     hp.padded_batch = hp.padded_batch && hp.pos_rule == PosRule::flat_1d;  // (another rule asked for: pieces alone)
+    hp.square = r.choice("minicpmv_edge.vision.slicing", false, {{"slices", false}, {"square", true}}, defaults, {});
+    hp.key_positions = r.choice("minicpmv_edge.resampler.key_positions", KeyPositions::sincos,
+                                {{"sincos", KeyPositions::sincos}, {"stored", KeyPositions::stored}}, defaults, {});
+    if (hp.key_positions == KeyPositions::stored && (!hp.square || hp.padded_batch)) {
+        r.fail("minicpmv_edge.resampler.key_positions is 'stored', which needs one square piece per image "
+               "(minicpmv_edge.vision.slicing 'square', no padded batch)");
+    }
     hp.image_size = int(r.integer("clip.vision.image_size", 14, 8192));
     hp.patch_size = int(r.integer("clip.vision.patch_size", 1, 64));
     hp.n_embd = int(r.integer("clip.vision.embedding_length", 1, 16384));
@@ -231,9 +238,10 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     if (!query) r.fail("missing tensor 'resampler.query'");
     hp.n_out = int(query->ne[0]);
     hp.n_query = int(query->ne[1]);
-    if (ggml_n_dims(query) != 2 || hp.n_out <= 0 || hp.n_out % 128 || hp.n_query <= 0 || hp.n_query > 4096) {
+    if (ggml_n_dims(query) != 2 || hp.n_out < 128 || hp.n_out % hp.resampler_heads() || hp.n_query <= 0 ||
+        hp.n_query > 4096) {
         r.fail("tensor 'resampler.query' has shape " + shape_str(query->ne, ggml_n_dims(query)) +
-               ", expected [E, Q] with E a multiple of 128 (resampler heads are E / 128)");
+               ", expected [E, Q] with E at least 128 and a multiple of E // 128 (the resampler's heads)");
     }
     if (r.has("clip.minicpmv_query_num") && r.integer("clip.minicpmv_query_num", 0, INT32_MAX) != hp.n_query) {
         r.fail("clip.minicpmv_query_num does not match resampler.query");
@@ -283,6 +291,11 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     }
     take(&m.query, "resampler.query", {E, Q}, Kind::embedding);
     if (r.find("resampler.pos_embed_q")) take(&m.query_pos, "resampler.pos_embed_q", {E, Q}, Kind::embedding);
+    if (hp.key_positions == KeyPositions::stored) {
+        if (hp.image_size % hp.patch_size) r.fail("clip.vision.image_size is not a multiple of the patch size");
+        const int64_t side = hp.image_size / hp.patch_size;
+        take(&m.key_pos, "resampler.pos_embed_k", {E, side * side}, Kind::embedding);
+    }
     take(&m.kv_w, "resampler.kv.weight", {D, E}, Kind::matrix);
     const char * attn[4] = {"q", "k", "v", "out"};
     ggml_tensor ** attn_w[4] = {&m.attn_q_w, &m.attn_k_w, &m.attn_v_w, &m.attn_o_w};

@@ -27,6 +27,12 @@ enum class PosRule {
     floor_2d,  // llama.cpp's rule: floor(side * i / n) in both directions
 };
 
+// The resampler's key positions (minicpmv_edge.resampler.key_positions).
+enum class KeyPositions {
+    sincos,  // the 2-D sin-cos code of the piece's patch grid, computed per piece
+    stored,  // the file's resampler.pos_embed_k, one row per patch of the only piece size (MiniCPM-V 1.0)
+};
+
 // The vision MLP's activation (minicpmv_edge.vision.gelu; llama.cpp's files: clip.use_gelu, the tanh form).
 enum class Gelu { tanh, erf };
 
@@ -69,6 +75,11 @@ struct VisionHParams {
     // the prompt's pieces run as one zero-padded batch, padding attended (minicpmv_edge.vision.padded_batch; a
     // family's original with 1-D position ids): Piece::pad_to
     bool padded_batch = false;
+    // every image is one image_size x image_size piece (minicpmv_edge.vision.slicing "square")
+    bool square = false;
+    KeyPositions key_positions = KeyPositions::sincos;
+    // the original resampler's torch MultiheadAttention: E // 128 heads of E / heads channels each
+    int resampler_heads() const { return n_out / 128; }
 };
 
 struct VisionLayer {
@@ -90,9 +101,10 @@ struct VisionModel {
     ggml_tensor * pos_embd = nullptr;  // [D, pos_side^2]
     std::vector<VisionLayer> layers;
     ggml_tensor *post_ln_w = nullptr, *post_ln_b = nullptr;  // [D]
-    // resampler (one cross-attention layer, E / 128 heads)
+    // resampler (one cross-attention layer, E // 128 heads)
     ggml_tensor * query = nullptr;                         // [E, Q]
     ggml_tensor * query_pos = nullptr;                     // [E, Q] added to LN_q(query), optional
+    ggml_tensor * key_pos = nullptr;                       // [E, N] added to the keys (KeyPositions::stored)
     ggml_tensor * kv_w = nullptr;                          // [D, E], no bias
     ggml_tensor *attn_q_w = nullptr, *attn_q_b = nullptr;  // [E, E], [E]
     ggml_tensor *attn_k_w = nullptr, *attn_k_b = nullptr;
