@@ -2,7 +2,7 @@
 """Vision encoding on the real MiniCPM-V 2.6 dimensions (SigLIP 1152 x 27 layers, resampler 64 x 3584): our ggml
 encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file for both, in the same run.
 
-    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|2.0]
+    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|2.0|1.0]
 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
@@ -17,6 +17,7 @@ two cases (target <= 0.45).
 
 --version 2.0: MiniCPM-V 2.0's encoder (the real-2.0 preset: the so400m timm tower, 26 blocks, resampler 64 x 2304),
 which llama.cpp does not have: ours only, beside our 2.6 encoder on the same images in the same run, for scale.
+--version 1.0: the same for MiniCPM-V 1.0 (real-1.0: 2.0's tower and resampler; every image one 448 x 448 piece).
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="repeats of the 448x448 case (best is kept)")
     ap.add_argument("--quick", action="store_true", help="448x448 only")
     ap.add_argument("--profile", action="store_true", help="also print our per-op profile (a separate run)")
-    ap.add_argument("--version", choices=["2.6", "2.0"], default="2.6",
-                    help="2.6: ours vs libmtmd; 2.0: ours only (llama.cpp has no 2.0), beside ours for 2.6")
+    ap.add_argument("--version", choices=["2.6", "2.0", "1.0"], default="2.6",
+                    help="2.6: ours vs libmtmd; 2.0 / 1.0: ours only (llama.cpp has neither), beside ours for 2.6")
     ap.add_argument("--child", nargs=4, metavar=("ENGINE", "MODEL", "MMPROJ", "SIDES"), help=argparse.SUPPRESS)
     ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -154,8 +155,8 @@ def main() -> None:
     from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
     from minicpmv_edge.demo import ensure_model
 
-    if args.version == "2.0":
-        bench_2_0(args, ensure_model, run_measured)
+    if args.version != "2.6":
+        bench_ours_only(args, ensure_model, run_measured)
         return
 
     model, mmproj_f16 = ensure_model("real-2.6", "f16")
@@ -239,11 +240,13 @@ def main() -> None:
     print(json.dumps(summary))
 
 
-def bench_2_0(args: argparse.Namespace, ensure_model, run_measured) -> None:
-    """Our 2.0 encoder (real-2.0 preset, f16) and our 2.6 encoder (real-2.6, f16) on the same images."""
+def bench_ours_only(args: argparse.Namespace, ensure_model, run_measured) -> None:
+    """Our encoder of a family llama.cpp does not run (real-VERSION preset, f16) and our 2.6 encoder (real-2.6, f16)
+    on the same images."""
     sides = [448] if args.quick else [448, 1344]
     results: dict = {}
-    for version in ("2.0", "2.6"):
+    versions = (args.version, "2.6")
+    for version in versions:
         model, mmproj = ensure_model(f"real-{version}", "f16")
         cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", str(args.repeat),
                "--child", "ours", str(model), str(mmproj), ",".join(map(str, sides))]
@@ -251,16 +254,18 @@ def bench_2_0(args: argparse.Namespace, ensure_model, run_measured) -> None:
         if r.returncode != 0:
             raise SystemExit(f"ours {version} failed:\n{r.stderr[-3000:]}")
         results[version] = {**json.loads(r.stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb}
-    print(f"real-dims vision encoders, f16 files, {args.threads} threads (llama.cpp has no MiniCPM-V 2.0 encoder)")
-    summary: dict = {"bench": "encode", "version": "2.0", "threads": args.threads}
+    v = args.version
+    key = f"v{v.replace('.', '_')}"
+    print(f"real-dims vision encoders, f16 files, {args.threads} threads (llama.cpp has no MiniCPM-V {v} encoder)")
+    summary: dict = {"bench": "encode", "version": v, "threads": args.threads}
     for side in sides:
-        a, b = results["2.0"][str(side)], results["2.6"][str(side)]
-        print(f"{side}x{side}: 2.0 {a['seconds']:7.2f} s ({a['pieces']} pieces, {a['seconds'] / a['pieces']:.2f} s "
+        a, b = results[v][str(side)], results["2.6"][str(side)]
+        print(f"{side}x{side}: {v} {a['seconds']:7.2f} s ({a['pieces']} pieces, {a['seconds'] / a['pieces']:.2f} s "
               f"per piece)   2.6 {b['seconds']:7.2f} s ({b['pieces']} pieces)")
-        summary[f"v2_0_{side}_s"] = round(a["seconds"], 3)
-        summary[f"v2_0_{side}_s_per_piece"] = round(a["seconds"] / a["pieces"], 3)
+        summary[f"{key}_{side}_s"] = round(a["seconds"], 3)
+        summary[f"{key}_{side}_s_per_piece"] = round(a["seconds"] / a["pieces"], 3)
         summary[f"v2_6_{side}_s"] = round(b["seconds"], 3)
-    for version in ("2.0", "2.6"):
+    for version in versions:
         r = results[version]
         print(f"      {version}: load {r['load_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         summary[f"v{version.replace('.', '_')}_peak_rss_mb"] = r["peak_rss_mb"]

@@ -92,6 +92,12 @@ if [ "$(cat "$ROOT/opt/venv/.deps" 2>/dev/null)" != "$deps_key" ]; then
   in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --only-binary=:all: -r /opt/venv/requirements-test.txt
   echo "$deps_key" > "$ROOT/opt/venv/.deps"
 fi
+# transformers 4.36 for the 1.0/2.0 references' child processes (tests/reference/isolated.py), as scripts/dev.sh test
+if [ ! -d "$ROOT/opt/venv/ref/transformers-4.36/transformers" ]; then
+  log "installing transformers 4.36 for the 1.0/2.0 references"
+  in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --only-binary=:all: \
+    --target /opt/venv/ref/transformers-4.36 "transformers==4.36.0" "tokenizers==0.15.2"
+fi
 
 # A CMake toolchain file for Debian's cross compiler, with the arm64 root as the sysroot (its glibc and Python).
 # Portable baseline: armv8-a; ggml builds its ARM kernels as run-time selected variants (GGML_CPU_ALL_VARIANTS).

@@ -55,6 +55,14 @@ extra=""
 if [ "$job" = "test" ]; then
   pip_q "torch==2.14.1" "torchvision==0.29.1"   # the test reference only (torchvision: for timm)
   extra="[test]"
+  # MiniCPM-V 1.0 and 2.0's originals pin transformers 4.36: their references run it in a child process, from a
+  # folder of its own (transformers and tokenizers only; torch and the rest come from this environment)
+  tf436=.venv/ref/transformers-4.36
+  if [ ! -d "$tf436/transformers" ]; then
+    "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$tf436.tmp" \
+      "transformers==4.36.0" "tokenizers==0.15.2" 2>&1 | grep -v '^WARNING: Location' || true
+    rm -rf "$tf436" && mv "$tf436.tmp" "$tf436"
+  fi
   # the chat page's test drives a real browser: Debian's chromium, where apt can install it (else set CHROMIUM)
   if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
      && command -v apt-get >/dev/null; then

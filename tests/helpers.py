@@ -94,3 +94,16 @@ class OpenWatch:
         import os
 
         os.close(self.fd)
+
+
+def prompt_ids(m, msgs: list[dict], parse_special: bool = False, max_slices: int = 9) -> list[int]:
+    """The prompt a MiniCPMV `m` builds for `msgs`, with the image rows as <unk> (id 0), as the originals write
+    their placeholders."""
+    from minicpmv_edge.messages import normalize
+    from minicpmv_edge.prompt import build_prompt
+    from minicpmv_edge.stats import ChatStats
+
+    w = m.model
+    turns = w.media.encode_turns(normalize(msgs), max_slices, ChatStats())
+    prompt = build_prompt(w.template, turns, w.family, w.llm, m.encoder.query_num, False, parse_special)
+    return [p if isinstance(p, int) else 0 for p in prompt.positions]

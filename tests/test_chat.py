@@ -14,6 +14,7 @@ from minicpmv_edge.chat import MiniCPMV
 from reference.pipeline import reference_pipeline
 
 VERSIONS = FAMILY_NAMES
+GREEDY = {"sampling": False, "num_beams": 1}  # the originals' greedy search (every family's chat() has this mode)
 
 
 def _image(w: int, h: int, seed: int) -> Image.Image:
@@ -65,7 +66,7 @@ def test_greedy_parity_with_the_reference(runtimes, references, version: str, sc
     msgs = SCENARIOS[scenario]()
     want_ids, want_logits = references[version].generate(msgs, n_tokens=32)
     rt = runtimes[version]
-    rt.chat(msgs, temperature=0, repetition_penalty=1.0, max_new_tokens=32)
+    rt.chat(msgs, **GREEDY, repetition_penalty=1.0, max_new_tokens=32)
     assert rt.last.prompt_tokens == len(references[version].prompt(msgs)[0])
     got = rt.last.first_logits
     rel = np.abs(got - want_logits).max() / np.abs(want_logits).max()
@@ -278,5 +279,5 @@ def test_repetition_penalty_as_the_original(runtimes, references, version: str, 
     on the raw logits."""
     msgs = SCENARIOS[scenario]()
     want, _ = references[version].generate(msgs, n_tokens=40, repetition_penalty=penalty)
-    runtimes[version].chat(msgs, temperature=0, repetition_penalty=penalty, max_new_tokens=40)
+    runtimes[version].chat(msgs, **GREEDY, repetition_penalty=penalty, max_new_tokens=40)
     assert runtimes[version].last.tokens == want

@@ -25,7 +25,7 @@ from reference.mtmd import Mtmd
 from reference.vision import ReferenceVision
 
 VERSIONS = FAMILY_NAMES
-ARCH = {"2.6": "qwen2", "2.5": "llama", "2.0": "minicpm"}
+ARCH = {"2.6": "qwen2", "2.5": "llama", "2.0": "minicpm", "1.0": "minicpm"}
 TEXTS = [
     "Hello world",
     "<|im_start|>user\n<image><unk><unk></image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
@@ -76,16 +76,17 @@ def test_llm_logits_match_the_reference(tiny_hf, converted, version: str) -> Non
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_tokenizer_matches_hf(tiny_hf, converted, version: str) -> None:
-    """2.0's slow SentencePiece tokenizer in legacy mode included: a dummy prefix on every run between special
-    tokens, BOS added."""
+    """2.0's and 1.0's slow SentencePiece tokenizer in legacy mode included (their file adds no dummy prefix), BOS
+    added."""
     tok = load_tokenizer(tiny_hf[version])
     llm = llama_cpp.Llama(str(converted(version, "f32").model), vocab_only=True, verbose=False)
-    add_bos = version != "2.6"  # Llama-3's and 2.0's tokenizers prepend BOS; Qwen2's adds nothing
+    add_bos = version != "2.6"  # Llama-3's and SentencePiece tokenizers prepend BOS; Qwen2's adds nothing
+    spm = FAMILIES[version].tokenizer == "spm"
     for text in TEXTS:
         want = tok(text)["input_ids"]
         got = llm.tokenize(text.encode(), add_bos=add_bos, special=True)
         assert got == want, text
-        if version != "2.0":  # 2.0's decode is checked in test_text.py (legacy spacing)
+        if not spm:  # the legacy SentencePiece decode is checked in test_spm_tokenizer.py
             assert llm.detokenize(got, special=True).decode() == tok.decode(want), text
 
 
@@ -98,15 +99,21 @@ def test_llm_metadata(tiny_hf, converted, version: str) -> None:
     f = {k: v.contents() for k, v in r.fields.items()}
     arch = ARCH[version]
     assert f["general.architecture"] == arch
-    assert f["tokenizer.ggml.model"] == ("llama" if version == "2.0" else "gpt2")
-    assert f["tokenizer.ggml.pre"] == {"2.6": "qwen2", "2.5": "llama-bpe", "2.0": "default"}[version]
-    # 2.0's chat() builds its prompt in code: the GGUF carries that format as a template
-    assert f["tokenizer.chat_template"] == tc.get("chat_template", FAMILIES["2.0"].chat_template)
-    if version == "2.0":  # MiniCPM's scalings, as llama.cpp's minicpm graph reads them
+    spm = FAMILIES[version].tokenizer == "spm"
+    assert f["tokenizer.ggml.model"] == ("llama" if spm else "gpt2")
+    assert f["tokenizer.ggml.pre"] == {"2.6": "qwen2", "2.5": "llama-bpe", "2.0": "default", "1.0": "default"}[version]
+    # 2.0's and 1.0's chat() build their prompt in code: the GGUF carries that format as a template
+    assert f["tokenizer.chat_template"] == tc.get("chat_template", FAMILIES[version].chat_template)
+    if arch == "minicpm":  # MiniCPM's scalings, as llama.cpp's minicpm graph reads them
         assert f["minicpm.embedding_scale"] == pytest.approx(cfg["scale_emb"])
         assert f["minicpm.residual_scale"] == pytest.approx(cfg["scale_depth"] / cfg["num_hidden_layers"] ** 0.5)
         assert f["minicpm.logit_scale"] == pytest.approx(cfg["hidden_size"] / cfg["dim_model_base"])
-        assert f["tokenizer.ggml.add_space_prefix"] is True and len(f["tokenizer.ggml.scores"]) == cfg["vocab_size"]
+    if spm:  # the normaliser's flag, as the sentencepiece library reads it from tokenizer.model
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        proto = pb.ModelProto.FromString((tiny_hf[version] / "tokenizer.model").read_bytes())
+        assert f["tokenizer.ggml.add_space_prefix"] is proto.normalizer_spec.add_dummy_prefix is False
+        assert len(f["tokenizer.ggml.scores"]) == cfg["vocab_size"]
     assert f["tokenizer.ggml.bos_token_id"] == cfg["bos_token_id"]
     assert f["tokenizer.ggml.eos_token_id"] == cfg["eos_token_id"]
     assert f[f"{arch}.block_count"] == cfg["num_hidden_layers"]
@@ -374,7 +381,8 @@ def _broken(tiny: Path, tmp: Path, kind: str) -> tuple[Path, type[Exception], st
     if kind == "no-version":  # neither a version key nor 2.0's timm tower name
         return (_edit_config(tiny, tmp / kind, version=None), UnsupportedVersionError,
                 r"no 'version' key and nothing else that names a family \(MiniCPM-V 2.0: a timm SigLIP "
-                r"'vision_encoder'\)")
+                r"'vision_encoder'; MiniCPM-V 1.0: a timm SigLIP 'vision_encoder' and no slicing keys\).*"
+                r"or name the family: convert --family")
     if kind == "missing-key":
         return _edit_config(tiny, tmp / kind, query_num=None), CheckpointError, "missing key 'query_num'"
     if kind == "missing-tensor":

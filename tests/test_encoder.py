@@ -21,12 +21,21 @@ from reference.mtmd import Mtmd
 from reference.vision import position_ids_hf, reference_vision
 
 VERSIONS = FAMILY_NAMES
-RULE = {"2.6": "hf", "2.5": "flat", "2.0": None}  # the original position ids of each version (2.0: a resized grid)
+RULE = {"2.6": "hf", "2.5": "flat", "2.0": None, "1.0": None}  # each version's original position ids (None: a
+# resized grid)
 # piece patch grids (h, w): square, the 25- and 50-patch sides where float32 buckets differ from floor,
 # slices of common photos, an extreme strip; 27 x 27 (2.0's own table, used as it is), grids smaller than it in
 # both, one and neither direction
 GRIDS = [(32, 32), (25, 50), (50, 25), (23, 45), (28, 37), (39, 26), (24, 43), (11, 90), (49, 20), (7, 3), (27, 27),
          (27, 40), (9, 27), (14, 20)]
+
+
+def _grids(enc: VisionEncoder, n: int | None = None) -> list[tuple[int, int]]:
+    """GRIDS, or the one square piece of a family that squashes each image into one."""
+    if enc.slice_config.square:
+        side = enc.slice_config.scale_resolution // enc.slice_config.patch_size
+        return [(side, side)]
+    return GRIDS[:n]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +88,7 @@ def test_parity_with_the_pytorch_reference(converted, refs, version: str, outtyp
                                            blas: bool) -> None:
     enc = VisionEncoder(converted(version, outtype).mmproj, n_threads=2, blas=blas)
     assert enc.native.uses_blas == blas
-    for i, (h, w) in enumerate(GRIDS):
+    for i, (h, w) in enumerate(_grids(enc)):
         pix = _pixels(h, w, i)
         got = enc.encode([pix])[0]
         want = refs[version].encode(pix, rule=RULE[version])
@@ -337,7 +346,7 @@ def test_q8_0_files_cosine_against_the_f32_reference(converted, refs, version: s
     enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=2, blas=blas, int8=int8)
     assert enc.native.uses_int8 == (int8 != "off") and enc.native.int8_kernel == _int8_kernel(int8)
     assert ("int8 dot products" in enc.native.matmul_summary) == (int8 != "off")
-    for i, (h, w) in enumerate(GRIDS[:3]):
+    for i, (h, w) in enumerate(_grids(enc, 3)):
         pix = _pixels(h, w, i)
         got = enc.encode([pix])[0]
         want = refs[version].encode(pix, rule=RULE[version])

@@ -64,3 +64,32 @@ def test_prompt_default_keys(converted, tmp_path: Path) -> None:
     no_ids = _rewrite(res.mmproj, tmp_path / "no_ids.gguf", drop_keys=keys[1:], set_keys={keys[1]: (False, BOOL)})
     assert pieces > 3 and ask(two)[0] == 3  # 1344x1008 with max_slice_nums 2: overview + 2 slices
     assert ask(no_ids) == (pieces, tokens - 3)  # <image_id>, "0", </image_id>: 3 tokens fewer
+    with pytest.raises(ValueError, match=r"no_ids_2_0\.gguf: minicpmv_edge\.use_image_id is true, but .* has no "
+                                         r"<image_id> special token"):  # 2.0's vocabulary has no <image_id>
+        src = converted("2.0", "f16")
+        MiniCPMV(src.model, _rewrite(src.mmproj, tmp_path / "no_ids_2_0.gguf", drop_keys=keys[1:],
+                                     set_keys={keys[1]: (True, BOOL)}), n_threads=2)
+
+
+def test_square_and_stored_key_keys(converted, tmp_path: Path) -> None:
+    """MiniCPM-V 1.0's two keys: one square piece per image, and the resampler's keys from its stored table."""
+    slicing, keys = "minicpmv_edge.vision.slicing", "minicpmv_edge.resampler.key_positions"
+    src = converted("1.0", "f32").mmproj
+    wide = np.random.default_rng(0).integers(0, 256, (300, 1200, 3), dtype=np.uint8)
+
+    def encode(path: Path) -> tuple:
+        enc = VisionEncoder(path, n_threads=2)
+        grid, n, emb = enc.encode_image(wide, max_slice_nums=9)
+        return grid, n, emb
+
+    grid, n, want = encode(src)
+    assert (grid, n) == (None, 1)
+    sincos = encode(_rewrite(src, tmp_path / "sincos.gguf", drop_keys=(keys,), set_keys={keys: ("sincos", STR)}))
+    assert sincos[:2] == (None, 1) and not np.allclose(sincos[2], want, atol=1e-4)
+    sliced = encode(_rewrite(src, tmp_path / "slices.gguf", drop_keys=(slicing, keys),
+                             set_keys={slicing: ("slices", STR), keys: ("sincos", STR)}))
+    assert sliced[0] is not None and sliced[1] > 1  # the 4:1 image sliced as 2.0 slices it
+    missing = encode(_rewrite(src, tmp_path / "missing.gguf", drop_keys=(slicing, keys)))  # the family's defaults
+    assert missing[:2] == (None, 1) and np.array_equal(missing[2], want)
+    with pytest.raises(ValueError, match="key_positions is 'stored', which needs one square piece per image"):
+        encode(_rewrite(src, tmp_path / "bad.gguf", drop_keys=(slicing,), set_keys={slicing: ("slices", STR)}))

@@ -151,17 +151,33 @@ def test_2_0_original_layout(tiny_hf: dict[str, Path]) -> None:
     assert tc["legacy"] is True and tc["add_bos_token"] is True and "chat_template" not in tc
 
 
-def test_2_0_tokenizer_is_sentencepiece_with_the_original_special_tokens(tiny_hf: dict[str, Path]) -> None:
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_sentencepiece_settings_are_the_real_files(tiny_hf: dict[str, Path], version: str) -> None:
+    """1.0's and 2.0's shared tokenizer.model (the 1.0 fact sheet's §8): BPE, byte fallback, split digits, an
+    identity normaliser without dummy prefix or whitespace removal; user-defined pieces with the real ids (newline 5,
+    "." 72, "?" 74, <image> ... </quad> 101-108, reserved pieces from 109); 2.0's config adds <point> <slice> on
+    109-112, 1.0's does not (there "<slice>" is text)."""
+    from sentencepiece import sentencepiece_model_pb2
     from transformers import LlamaTokenizer
 
-    tok = LlamaTokenizer.from_pretrained(str(tiny_hf["2.0"]))
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((tiny_hf[version] / "tokenizer.model").read_bytes())
+    ns, ts = proto.normalizer_spec, proto.trainer_spec
+    assert (ns.name, ns.add_dummy_prefix, ns.remove_extra_whitespaces) == ("identity", False, False)
+    assert ts.model_type == ts.BPE and ts.byte_fallback and ts.split_digits
+    user = {p.piece: i for i, p in enumerate(proto.pieces) if p.type == p.USER_DEFINED}
+    assert (user["\n"], user["\t"], user["."], user["?"], user["<img>"]) == (5, 6, 72, 74, 7)
+    assert [user[t] for t in ("<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>",
+                              "<reserved_20>", "<reserved_23>")] == [*range(101, 109), 109, 112]
+    tok = LlamaTokenizer.from_pretrained(str(tiny_hf[version]))
     assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
-    specials = ["<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>",
-                "</point>", "<slice>", "</slice>"]
-    ids = [tok.convert_tokens_to_ids(t) for t in specials]
-    assert len(set(ids)) == len(specials) and all(2 < i < len(tok) for i in ids)
-    # the legacy slow tokenizer: BOS, then SentencePiece with its dummy prefix on each run between special tokens
-    assert tok.encode("<image>x")[:2] == [1, ids[0]] and tok.convert_ids_to_tokens(tok.encode("<image>x")[2])[0] == "▁"
+    assert tok.encode("<image>x\nWhat?")[:5] == [1, 101, tok.convert_tokens_to_ids("x"), 5,
+                                                 tok.convert_tokens_to_ids("What")]  # no "▁" before a run
+    slice_ids = tok.encode("<slice>", add_special_tokens=False)
+    if version == "2.0":
+        assert slice_ids == [111]
+    else:
+        assert len(slice_ids) > 1 and 111 not in slice_ids
 
 
 def test_real_2_0_preset_matches_the_real_model() -> None:

@@ -82,7 +82,7 @@ class MiniCPMV:
     # ---- chat ----
 
     def chat(self, msgs: list[dict], stream: bool = False, *, max_new_tokens: int | None = None,
-             min_new_tokens: int = 0, sampling: bool = True, temperature: float | None = None,
+             min_new_tokens: int = 0, sampling: bool | None = None, temperature: float | None = None,
              top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
              num_beams: int | None = None, seed: int | None = None, system_prompt: str = "",
              max_slice_nums: int | None = None, use_image_id: bool | None = None, skip_special_tokens: bool = False,
@@ -91,19 +91,21 @@ class MiniCPMV:
         """Answer the conversation `msgs` with the original `model.chat()` keywords and defaults.
 
         `sampling=True` samples (temperature 0 = greedy; top_p, top_k, repetition_penalty, seed); `sampling=False`
-        is the original's beam search (num_beams 3, repetition_penalty 1.2), not streamable; keywords of the other
-        mode are ignored, as the original ignores them. Generation ends at a stop token, a `stop` string (the text
-        ends before it), `max_new_tokens` (the family's default, e.g. 2048 or 1024) or the end of the context
-        (`last.finish_reason`). Special tokens the model writes (`<ref>`, `<box>`, ...) are in the text unless
+        is the original's beam search (num_beams 3, repetition_penalty 1.2), not streamable; a keyword the mode's
+        original settings lack is ignored, as the original ignores it. Not given: the family's original default
+        (sampling, but beam search for 1.0), and sampling for a stream. Generation ends at a stop token, a `stop`
+        string (the text ends before it), `max_new_tokens` (the family's default, e.g. 2048 or 1024) or the end of the
+        context (`last.finish_reason`). Special tokens the model writes (`<ref>`, `<box>`, ...) are in the text unless
         `skip_special_tokens`. Text typed in messages is plain text; `parse_special=True` turns special-token strings
         in it into control tokens, as the original tokenizer does. Returns the text (stripped, as the original), or
         with stream=True a ChatStream of text pieces."""
         if not isinstance(stream, bool):
             raise TypeError(f"stream must be True or False, not {type(stream).__name__}")
         session = self._session
-        gp, pp = chat_params(self._weights.family.max_new_tokens, max_new_tokens=max_new_tokens,
-                             min_new_tokens=min_new_tokens, sampling=sampling, temperature=temperature, top_p=top_p,
-                             top_k=top_k, repetition_penalty=repetition_penalty, num_beams=num_beams, seed=seed,
+        gp, pp = chat_params(self._weights.family.chat, max_new_tokens=max_new_tokens,
+                             min_new_tokens=min_new_tokens, sampling=sampling, stream=stream,
+                             temperature=temperature, top_p=top_p, top_k=top_k,
+                             repetition_penalty=repetition_penalty, num_beams=num_beams, seed=seed,
                              system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
                              skip_special_tokens=skip_special_tokens, parse_special=parse_special, stop=stop)
         if isinstance(msgs, (list, tuple)) and len(msgs) > session.n_ctx:

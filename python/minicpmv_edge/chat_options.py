@@ -10,12 +10,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .families.family import ChatDefaults
+
 MAX_BEAMS = 8  # sequences a context is created for (twice this, plus the prompt's): see generate.py
 
-# The original chat(): sampling=True uses the first set, sampling=False (beam search) the second; a keyword that is
-# not in the active set is ignored, as the original silently drops it.
-SAMPLING_DEFAULTS = {"temperature": 0.7, "top_p": 0.8, "top_k": 100, "repetition_penalty": 1.05}
-BEAM_DEFAULTS = {"num_beams": 3, "repetition_penalty": 1.2}
+# Most originals' chat(): sampling=True uses the first set, sampling=False (beam search) the second; a keyword that
+# is not in the active set is ignored, as the original silently drops it. A family may say otherwise (ChatDefaults).
+SAMPLING_DEFAULTS = dict(ChatDefaults(max_new_tokens=1).sample)
+BEAM_DEFAULTS = dict(ChatDefaults(max_new_tokens=1).beam)
 
 
 def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -55,9 +57,9 @@ class GenerationParams:
     sampling: bool = True
     temperature: float = SAMPLING_DEFAULTS["temperature"]
     top_p: float = SAMPLING_DEFAULTS["top_p"]
-    top_k: int = SAMPLING_DEFAULTS["top_k"]
+    top_k: int = int(SAMPLING_DEFAULTS["top_k"])
     repetition_penalty: float = SAMPLING_DEFAULTS["repetition_penalty"]
-    num_beams: int = BEAM_DEFAULTS["num_beams"]
+    num_beams: int = int(BEAM_DEFAULTS["num_beams"])
     seed: int = 0
     skip_special_tokens: bool = False
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings (finish_reason "stop")
@@ -96,28 +98,34 @@ class PromptParams:
         check_bool("parse_special", self.parse_special)
 
 
-def chat_params(default_max_new_tokens: int, *, max_new_tokens: int | None = None, min_new_tokens: int = 0,
-                sampling: bool = True, temperature: float | None = None, top_p: float | None = None,
-                top_k: int | None = None, repetition_penalty: float | None = None, num_beams: int | None = None,
-                seed: int | None = None, system_prompt: str = "", max_slice_nums: int | None = None,
-                use_image_id: bool | None = None, skip_special_tokens: bool = False, parse_special: bool = False,
-                stop: Sequence[str] | str = ()) -> tuple[GenerationParams, PromptParams]:
-    """chat()'s keywords, checked, with the original's defaults for the mode (`sampling`); a keyword of the other
-    mode is ignored, as the original ignores it. `seed` None: a random one."""
+def chat_params(defaults: ChatDefaults, *, max_new_tokens: int | None = None, min_new_tokens: int = 0,
+                sampling: bool | None = None, stream: bool = False, temperature: float | None = None,
+                top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                num_beams: int | None = None, seed: int | None = None, system_prompt: str = "",
+                max_slice_nums: int | None = None, use_image_id: bool | None = None, skip_special_tokens: bool = False,
+                parse_special: bool = False, stop: Sequence[str] | str = ()) -> tuple[GenerationParams, PromptParams]:
+    """chat()'s keywords, checked, with the family's original defaults for the mode (`sampling`; None: the
+    family's default mode, or sampling for a `stream`, since beam search cannot stream); a keyword that the mode's
+    settings do not have is ignored, as the original ignores it. `seed` None: a random one."""
+    if sampling is None:
+        sampling = True if stream else defaults.sampling
     check_bool("sampling", sampling)
-    mode = SAMPLING_DEFAULTS if sampling else BEAM_DEFAULTS
+    mode = dict(defaults.sample if sampling else defaults.beam)
+
+    def pick(name: str, given: float | None, off: float) -> float:
+        """The given value where the mode has the setting, else the mode's default, else `off`."""
+        return mode.get(name, off) if given is None or name not in mode else given
+
     if isinstance(stop, str):
         stop = (stop,)
     if not isinstance(stop, Sequence):
         raise TypeError(f"stop must be a string or a sequence of strings, not {type(stop).__name__}")
     gp = GenerationParams(
-        max_new_tokens=default_max_new_tokens if max_new_tokens is None else max_new_tokens,
-        min_new_tokens=min_new_tokens, sampling=sampling,
-        temperature=mode.get("temperature", 0.0) if temperature is None or not sampling else temperature,
-        top_p=mode.get("top_p", 1.0) if top_p is None or not sampling else top_p,
-        top_k=mode.get("top_k", 0) if top_k is None or not sampling else top_k,
-        repetition_penalty=mode["repetition_penalty"] if repetition_penalty is None else repetition_penalty,
-        num_beams=BEAM_DEFAULTS["num_beams"] if num_beams is None or sampling else num_beams,
+        max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        min_new_tokens=min_new_tokens, sampling=sampling, temperature=pick("temperature", temperature, 0.0),
+        top_p=pick("top_p", top_p, 1.0), top_k=pick("top_k", top_k, 0),  # type: ignore[arg-type]
+        repetition_penalty=pick("repetition_penalty", repetition_penalty, 1.0),
+        num_beams=pick("num_beams", num_beams, 1),  # type: ignore[arg-type]
         seed=secrets.randbits(32) if seed is None else seed, skip_special_tokens=skip_special_tokens,
         stop=tuple(stop))
     pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,

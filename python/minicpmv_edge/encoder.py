@@ -59,6 +59,10 @@ class VisionEncoder:
         # the graph's variants are the file's keys; llama.cpp's files lack ours and get their family's
         defaults = {"minicpmv_edge.vision.position_ids": self.projector.position_ids or "navit_2d",
                     "minicpmv_edge.vision.padded_batch": "true" if self.projector.padded_batch else "false"}
+        family = self.projector.family
+        if family is not None:  # (our files carry these two keys; a file without them gets its family's)
+            defaults["minicpmv_edge.vision.slicing"] = family.slicing
+            defaults["minicpmv_edge.resampler.key_positions"] = family.resampler_keys
         overrides = {"minicpmv_edge.vision.position_ids": position_ids} if position_ids else {}
         logs.install()
         enc = _core.VisionEncoder(str(self.path), threads, device, defaults, overrides, max_batch_bytes, profile,
@@ -69,7 +73,8 @@ class VisionEncoder:
         self.use_image_id: bool | None = use_image_id if isinstance(use_image_id, bool) else None
         hp = enc.hparams
         self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
-                                        mean=tuple(hp["mean"]), std=tuple(hp["std"]), max_patches=max_patches)
+                                        mean=tuple(hp["mean"]), std=tuple(hp["std"]), max_patches=max_patches,
+                                        square=hp["square"])
         enc.max_patches = self.slice_config.patch_limit  # the native check uses the slicer's limit
         self._enc = enc
         self.query_num: int = hp["n_query"]
@@ -102,7 +107,7 @@ class VisionEncoder:
         c = self.slice_config_for(max_slice_nums, n_threads)
         try:
             plan, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads,
-                                              c.patch_limit)
+                                              c.patch_limit, c.square)
         except ValueError as e:
             raise ImageError(str(e)) from None
         chw = [_core.normalize_chw(p, list(c.mean), list(c.std)) for p in pieces]

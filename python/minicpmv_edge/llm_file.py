@@ -39,6 +39,8 @@ class LlmFile:
     # writes a byte as one character, SentencePiece a space as one), so text of n characters takes at least
     # n / max_token_chars tokens, known without tokenizing it
     max_token_chars: int = 1
+    # SentencePiece: the normaliser puts a "▁" before each text run (llama.cpp's default when the key is missing)
+    add_space_prefix: bool = False
 
 
 def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmFile:
@@ -139,6 +141,7 @@ def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmF
         if key.startswith(f"{arch}.") and isinstance(value, list) and len(value) not in (0, n_layer):
             raise fail(f"key '{key}' holds {len(value)} values for {n_layer} layers")
 
+    space_prefix = get("tokenizer.ggml.add_space_prefix", bool, required=False)
     template = get("tokenizer.chat_template", str, required=False)
     specials = {}
     if types is not None:
@@ -146,4 +149,5 @@ def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmF
             if kind in (_UNKNOWN, _CONTROL, _USER_DEFINED):
                 specials.setdefault(text, i)
     return LlmFile(p, arch, n_vocab, n_embd, n_layer, template, specials, embedding_scale,
-                   tuple(tokens) if model == "llama" else (), max(1, *map(len, tokens)))
+                   tuple(tokens) if model == "llama" else (), max(1, *map(len, tokens)),
+                   model == "llama" if space_prefix is None else bool(space_prefix))

@@ -43,6 +43,9 @@ class Model:
             if missing:
                 raise ModelFileError(f"{model_path}: the vocabulary has no special token {missing[0]!r}, which "
                                      f"{self.family.display} prompts need")
+            if self.encoder.use_image_id and not {"<image_id>", "</image_id>"} <= file.specials.keys():
+                raise ModelFileError(f"{mmproj_path}: minicpmv_edge.use_image_id is true, but {model_path} has no "
+                                     "<image_id> special token")
             self.template = file.chat_template or self.family.chat_template
             try:
                 check_template(self.template, self.family)

@@ -3,9 +3,9 @@
 Each preset writes `config.json`, `generation_config.json`, `model.safetensors` (`vpm.` / `resampler.` / `llm.`
 names and shapes of the original checkpoints, as the family's recipe says: HF SigLIP or timm names), the tokenizer
 files and the family's config files. The tokenizer is trained here on a fixed corpus: a byte-level BPE with the real
-model's pre-tokenizer split, or a SentencePiece model (byte fallback, Llama's settings), as the family's tokenizer
-is, each with every special token of the original tokenizers as one token. Weights are seeded per tensor name, so
-the files are identical on every machine.
+model's pre-tokenizer split, or a SentencePiece model (the real file's settings and user-defined pieces), as the
+family's tokenizer is, each with every special token of the original tokenizers as one token. Weights are seeded per
+tensor name, so the files are identical on every machine.
 """
 
 from __future__ import annotations
@@ -43,22 +43,27 @@ _CORPUS = [
 
 
 def _train_spm(family: Family, vocab: int) -> tuple[bytes, dict[str, int]]:
-    """Train a SentencePiece BPE model with Llama's settings (byte fallback, identity normalisation, dummy prefix)
-    and return (tokenizer.model bytes, special token -> id): <unk> <s> </s> are 0 1 2, the added tokens next."""
+    """Train a SentencePiece BPE model with the real file's settings (byte fallback, identity normalisation, split
+    digits, its user-defined pieces and its dummy-prefix flag: `Recipe.spm`) and return (tokenizer.model bytes,
+    special token -> id): <unk> <s> </s> are 0 1 2, the user-defined pieces next; an added token that takes a
+    piece's id (`SpmSettings.aliases`) gets that id."""
     import io
 
     import sentencepiece as spm
 
+    assert family.recipe is not None and family.recipe.spm is not None
+    settings = family.recipe.spm
     f = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter((_CORPUS + list(family.recipe.tokenizer_corpus)) * 4), model_writer=f,
         vocab_size=vocab, model_type="bpe",
-        character_coverage=1.0, byte_fallback=True, user_defined_symbols=list(family.special_tokens),
+        character_coverage=1.0, byte_fallback=True, user_defined_symbols=list(settings.pieces),
         num_threads=1, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True, allow_whitespace_only_pieces=True,
-        hard_vocab_limit=False, minloglevel=2)
+        remove_extra_whitespaces=False, add_dummy_prefix=settings.dummy_prefix, split_digits=True,
+        allow_whitespace_only_pieces=True, hard_vocab_limit=False, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_proto=f.getvalue())
-    ids = {t: sp.piece_to_id(t) for t in ("<unk>", "<s>", "</s>", *family.special_tokens)}
+    alias = dict(settings.aliases)
+    ids = {t: sp.piece_to_id(alias.get(t, t)) for t in ("<unk>", "<s>", "</s>", *family.special_tokens)}
     return f.getvalue(), ids
 
 

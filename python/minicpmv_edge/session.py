@@ -113,7 +113,8 @@ class Session:
         if len(prompt) > n_ctx:
             raise ValueError(f"the prompt is {len(prompt)} tokens ({prompt.image_rows} of them image rows), more "
                              f"than n_ctx {n_ctx}")
-        text = AnswerText(m.llm.piece, f, m.llm.specials, m.llm.file.pieces, gp.skip_special_tokens, gp.stop, strip)
+        text = AnswerText(m.llm.piece, f, m.llm.specials, m.llm.file.pieces, gp.skip_special_tokens, gp.stop, strip,
+                          m.llm.file.add_space_prefix)
         return answer(self.kv, m.llm, prompt, gp, m.stop_ids, m.penalty_prefix, text, stats, t_call)
 
     def close(self) -> None:

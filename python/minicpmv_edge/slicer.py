@@ -24,6 +24,7 @@ class SliceConfig:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     max_side: int | None = DEFAULT_MAX_SIDE  # longest side, in pixels
     max_patches: int | None = None  # largest piece, in patches; None: 4 x a full (scale_resolution)^2 piece
+    square: bool = False  # MiniCPM-V 1.0: the whole image squashed to one scale_resolution square, never sliced
 
     def __post_init__(self) -> None:
         check_int("max_slice_nums", self.max_slice_nums, 1)
@@ -75,7 +76,7 @@ class SlicedImage:
 def plan(width: int, height: int, config: SliceConfig | None = None) -> tuple[tuple[int, int] | None, list]:
     """(grid, [(width, height) of each piece]) without touching pixels."""
     c = config or SliceConfig()
-    p = _core.plan_slices(width, height, c.max_slice_nums, c.scale_resolution, c.patch_size)
+    p = _core.plan_slices(width, height, c.max_slice_nums, c.scale_resolution, c.patch_size, c.square)
     return p.grid, p.pieces
 
 
@@ -84,7 +85,7 @@ def slice_image(image: ImageInput | Image, config: SliceConfig | None = None) ->
     rgb = load_rgb(image, c.max_pixels, c.max_side)
     try:  # a piece over the patch limit is refused from the plan, before any pixel is resized
         p, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads,
-                                       c.patch_limit)
+                                       c.patch_limit, c.square)
     except ValueError as e:
         raise ImageError(str(e)) from None
     return SlicedImage(p.grid, pieces, c)

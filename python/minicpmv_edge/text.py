@@ -112,10 +112,14 @@ class AnswerText:
     a stop string."""
 
     def __init__(self, piece: Callable[[int, bool], bytes], family: Family, specials: dict[str, int],
-                 pieces: Sequence[str], skip_special: bool, stops: Sequence[str] = (), strip: bool = False) -> None:
+                 pieces: Sequence[str], skip_special: bool, stops: Sequence[str] = (), strip: bool = False,
+                 space_prefix: bool = False) -> None:
         self._stream = TextDecoder(lambda t: piece(t, not skip_special), family.clean_up_spaces)
         self._cut = StopCut(stops, strip)
-        self._bos = specials.get(family.bos_token)
+        # the original decodes generate()'s whole output: where that starts with a dummy BOS (transformers 4.36:
+        # Family.penalty_history), its "leading BOS dropped" is the dummy, and a generated BOS stays in the text
+        dummy_bos = family.penalty_history[:1] == (family.bos_token,)
+        self._bos = None if dummy_bos else specials.get(family.bos_token)
         pad = specials.get(family.pad_token)
         self._drop = {pad} if family.text_drops_pad and pad is not None else set()
         self._special = {specials[t] for t in (family.bos_token, family.eos_token, "<unk>", family.pad_token)
@@ -123,6 +127,7 @@ class AnswerText:
         self._added = {specials[t] for t in family.special_tokens if t in specials}
         self._decode = family.answer_decode if pieces else None
         self._pieces = pieces
+        self._space_prefix = space_prefix  # the vocabulary's normaliser adds a dummy prefix (SentencePiece)
         self._skip = skip_special
         self._tokens: list[int] = []
         self._first = True
@@ -151,4 +156,4 @@ class AnswerText:
             return self._stream.text.strip()
         tokens = [t for t in self._tokens if not (self._skip and t in self._special)]
         kind = lambda t: "added" if t in self._added else "special" if t in self._special else "normal"  # noqa: E731
-        return self._decode(tokens, self._pieces, kind).strip()
+        return self._decode(tokens, self._pieces, kind, self._space_prefix).strip()

@@ -52,3 +52,10 @@ def load_tokenizer(hf_dir: Path) -> transformers.PreTrainedTokenizerBase:
         unk_token=tc["unk_token"], clean_up_tokenization_spaces=tc["clean_up_tokenization_spaces"])
     tok.chat_template = tc["chat_template"]
     return tok
+
+
+def slow_tokenizer_runs(hf_dir: Path, texts: list[str], id_lists: list[list[int]]) -> tuple[list, list]:
+    """The checkpoint's slow Llama tokenizer (legacy mode) as transformers runs it: each text encoded as the original
+    chat() encodes its prompt (one BOS added), each id list decoded with special tokens kept."""
+    tok = load_tokenizer(Path(hf_dir))
+    return [tok.encode(t) for t in texts], [tok.decode(ids) for ids in id_lists]

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import torch
+import transformers
 
 from .checkpoint import load_config, load_state
 
@@ -65,3 +66,47 @@ class MiniCPM(torch.nn.Module):
             x = x + (mlp @ self.w[p + "mlp.down_proj.weight"].T) * self.residual
         x = self._norm(x, self.w["model.norm.weight"]) / self.logit_div
         return x @ self.w["lm_head.weight"].T
+
+
+class Generator(transformers.PreTrainedModel, transformers.GenerationMixin):
+    """transformers' own `generate()` (greedy search, beam search and their logits processors, as the original
+    chat() calls `llm.generate(inputs_embeds=...)`) over a model that takes embeddings: each sequence is the prompt's
+    embeddings, then the embeddings of the tokens generated so far. No cache: every step runs the whole sequence.
+    Whatever `input_ids` generate() starts from (transformers 4.36: a dummy [BOS]) is not fed to the model, as in
+    the original, but its logits processors see it."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, lm: MiniCPM, vocab_size: int, bos: int, eos: int, pad: int) -> None:
+        super().__init__(transformers.PretrainedConfig(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos,
+                                                       pad_token_id=pad))
+        self.lm = lm
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device and dtype
+        self.start: int | None = None
+
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None,
+                                      **kwargs) -> dict:
+        return {"input_ids": input_ids, "inputs_embeds": inputs_embeds}
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask=None, **kwargs):
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        if self.start is None:  # the first step: what generate() started from is not generated
+            self.start = input_ids.shape[1]
+        rows = []
+        for b in range(input_ids.shape[0]):
+            new = input_ids[b, self.start:].tolist()
+            emb = torch.cat([inputs_embeds[b], self.lm.embed(new)]) if new else inputs_embeds[b]
+            rows.append(self.lm(emb)[-1])
+        return CausalLMOutputWithPast(logits=torch.stack(rows)[:, None])
+
+    def run(self, prompt: torch.Tensor, max_new_tokens: int, start: list[int] | None = None, **kw) -> list[int]:
+        """generate() from the prompt's embeddings [L, E] (and `start` ids: what generate() begins with; None: its
+        own choice), as the original chat() calls it; the ids generate() returns, `start` included."""
+        self.start = None
+        extra = {"input_ids": torch.tensor([start])} if start is not None else {}
+        out = self.generate(inputs_embeds=prompt[None], max_new_tokens=max_new_tokens,
+                            pad_token_id=self.config.pad_token_id, eos_token_id=self.config.eos_token_id, **extra,
+                            **kw)
+        return out[0].tolist()

@@ -190,10 +190,13 @@ class ReferencePipeline20(ReferencePipeline):  # MiniCPM-V 2.0: no `version` key
         self.original = ORIGINALS["2.0"]
         self.tok = load_tokenizer(hf_dir)  # the slow Llama tokenizer, legacy, add_bos_token from tokenizer_config
         self.llm = load_llm(hf_dir)  # the MiniCPM reference
-        self.vision = reference_vision(hf_dir)
+        self.vision = self.load_vision(hf_dir)
         self.q = self.cfg["query_num"]
         self.stop = {self.tok.eos_token_id}
         self.penalty_prefix = (self.tok.bos_token_id,)
+
+    def load_vision(self, hf_dir: Path) -> torch.nn.Module:
+        return reference_vision(hf_dir)
 
     def prompt(self, msgs: list[dict], max_slice_nums: int = 9, **kw) -> tuple[list[int], list[np.ndarray]]:
         assert not kw.get("system_prompt"), "2.0 has no system prompt"
@@ -203,13 +206,18 @@ class ReferencePipeline20(ReferencePipeline):  # MiniCPM-V 2.0: no `version` key
             parts = []
             for c in content:
                 if isinstance(c, Image.Image):
-                    grid, _ = slicing.plan(c.size, max_slice_nums)
+                    grid, image_pieces = self.image(c, max_slice_nums)
                     parts.append(self.placeholder(grid, 0, False))
-                    pieces += [slicing.normalize(p) for p in slicing.pieces(c, max_slice_nums)]
+                    pieces += image_pieces
                 else:
                     parts.append(c)
             text += ("<用户>" if m["role"] == "user" else "<AI>") + "\n".join(parts)
         return self.tok.encode(text + "<AI>"), pieces
+
+    def image(self, img: Image.Image, max_slice_nums: int) -> tuple[list[int] | None, list[np.ndarray]]:
+        """(slicing grid, normalised pieces) of one image: the original slicing."""
+        grid, _ = slicing.plan(img.size, max_slice_nums)
+        return grid, [slicing.normalize(p) for p in slicing.pieces(img, max_slice_nums)]
 
     def embed(self, ids: list[int]) -> torch.Tensor:
         return self.llm.embed(ids)
@@ -222,6 +230,19 @@ class ReferencePipeline20(ReferencePipeline):  # MiniCPM-V 2.0: no `version` key
 
 
 def reference_pipeline(hf_dir: Path) -> ReferencePipeline:
-    """The original pipeline of a checkpoint: one that names its `version` (ORIGINALS), or 2.0's."""
+    """The original pipeline of a checkpoint: one that names its `version` (ORIGINALS), 2.0's, or 1.0's (2.0's
+    config without its slicing keys)."""
     cfg = json.loads((hf_dir / "config.json").read_text())
-    return ReferencePipeline(hf_dir) if "version" in cfg else ReferencePipeline20(hf_dir)
+    if "version" in cfg:
+        return ReferencePipeline(hf_dir)
+    if "slice_mode" in cfg or "max_slice_nums" in cfg:
+        return ReferencePipeline20(hf_dir)
+    from .minicpmv1 import ReferencePipeline10
+
+    return ReferencePipeline10(hf_dir)
+
+
+def prompts(hf_dir: Path, conversations: list[list[dict]]) -> list[list[int]]:
+    """The prompt ids of each conversation as the checkpoint's original builds them."""
+    ref = reference_pipeline(Path(hf_dir))
+    return [ref.prompt(msgs)[0] for msgs in conversations]

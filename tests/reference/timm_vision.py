@@ -17,6 +17,8 @@ from .vision import ReferenceResampler
 
 
 class ReferenceVision20(torch.nn.Module):
+    resampler_class = ReferenceResampler
+
     def __init__(self, hf_dir: Path) -> None:
         super().__init__()
         cfg = load_config(hf_dir)
@@ -32,7 +34,7 @@ class ReferenceVision20(torch.nn.Module):
         state = load_state(hf_dir)
         self.vpm.load_state_dict({k.removeprefix("vpm."): v for k, v in state.items() if k.startswith("vpm.")},
                                  strict=True)
-        self.resampler = ReferenceResampler(state, cfg["hidden_size"])
+        self.resampler = self.resampler_class(state, cfg["hidden_size"])
         self.eval()
 
     @torch.no_grad()

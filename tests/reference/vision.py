@@ -1,9 +1,10 @@
 """The vision tower and resampler of MiniCPM-V 2.5/2.6 in PyTorch (the original `modeling_navit_siglip.py` and
 `resampler.py`).
 
-The encoder layers are transformers' `Idefics2VisionTransformer` (the class 2.5 imports and 2.6 copies); position
-ids are computed here so a test can choose the original float32 `bucketize` rule or llama.cpp's exact floor; the
-resampler is `torch.nn.MultiheadAttention` plus the sin-cos formula, written from the spec.
+The encoder layers are transformers' `Idefics2VisionTransformer` (the class 2.5 imports and 2.6 copies, imported
+where it is built); position ids are computed here so a test can choose the original float32 `bucketize` rule or
+llama.cpp's exact floor; the resampler is `torch.nn.MultiheadAttention` plus the sin-cos formula, written from the
+spec.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers.models.idefics2.configuration_idefics2 import Idefics2VisionConfig
-from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
 
 from .checkpoint import load_config, load_state
 
@@ -74,6 +73,10 @@ class ReferenceResampler:
             ln.load_state_dict({"weight": state[f"resampler.{n}.weight"], "bias": state[f"resampler.{n}.bias"]})
         self.proj = state["resampler.proj"]
 
+    def key_positions(self, h: int, w: int) -> torch.Tensor:
+        """[h*w, E] added to the keys: the sin-cos code of the piece's grid."""
+        return sincos_2d(self.E, h, w)
+
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """feats [h*w, D] -> [Q, E]."""
@@ -81,13 +84,17 @@ class ReferenceResampler:
         q = self.ln["ln_q"](self.query)  # [Q, E]
         if self.query_pos is not None:
             q = q + self.query_pos
-        pos = sincos_2d(self.E, h, w)
+        pos = self.key_positions(h, w)
         out, _ = self.attn(q[:, None], (kv + pos)[:, None], kv[:, None], need_weights=False)
         return self.ln["ln_post"](out[:, 0]) @ self.proj
 
 
 class ReferenceVision(torch.nn.Module):
     def __init__(self, hf_dir: Path) -> None:
+        # imported here: the transformers 4.36 that the 1.0/2.0 references run under has no Idefics2
+        from transformers.models.idefics2.configuration_idefics2 import Idefics2VisionConfig
+        from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
+
         super().__init__()
         cfg = load_config(hf_dir)
         vc = cfg["vision_config"]
@@ -157,9 +164,15 @@ class ReferenceVision(torch.nn.Module):
 
 
 def reference_vision(hf_dir: Path) -> torch.nn.Module:
-    """The reference tower + resampler of a checkpoint: Idefics2 for 2.5/2.6, timm for 2.0 (no `version` key)."""
-    if "version" in load_config(hf_dir):
+    """The reference tower + resampler of a checkpoint: Idefics2 for 2.5/2.6, timm for 2.0 (no `version` key) and
+    1.0 (no slicing keys either: its resampler's stored key table)."""
+    cfg = load_config(hf_dir)
+    if "version" in cfg:
         return ReferenceVision(hf_dir)
+    if "slice_mode" not in cfg:
+        from .minicpmv1 import ReferenceVision10
+
+        return ReferenceVision10(hf_dir)
     from .timm_vision import ReferenceVision20
 
     return ReferenceVision20(hf_dir)

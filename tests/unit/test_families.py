@@ -1,7 +1,7 @@
 """Which family a config.json or an mmproj belongs to (the registry's one place), with the facts the originals and
-llama.cpp's `clip-impl.h` give: 2.6 writes `version` 2.6 (a float), 2.5 writes "2.5" (a string), 2.0 writes none and
-names its timm tower; llama.cpp's `clip.minicpmv_version` is 2 for 2.5, 3 for 2.6, and absent in its older 2.5
-files."""
+llama.cpp's `clip-impl.h` give: 2.6 writes `version` 2.6 (a float), 2.5 writes "2.5" (a string), 2.0 and 1.0 write
+none and name their timm tower, and only 2.0 has slicing keys; llama.cpp's `clip.minicpmv_version` is 2 for 2.5, 3
+for 2.6, and absent in its older 2.5 files."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from minicpmv_edge.families import (
     ({"version": "2.6"}, "2.6"),
     ({"version": "2.5"}, "2.5"),
     ({"version": 2.5}, "2.5"),
-    ({"vision_encoder": "vit_so400m_patch14_siglip_384.webli", "query_num": 64}, "2.0"),
+    # 2.0's config has the slicing keys (slice_mode, max_slice_nums), 1.0's has none: their tensors are the same
+    ({"vision_encoder": "vit_so400m_patch14_siglip_384.webli", "query_num": 64, "slice_mode": True}, "2.0"),
+    ({"vision_encoder": "vit_so400m_patch14_siglip_384.webli", "max_slice_nums": 9}, "2.0"),
+    ({"vision_encoder": "vit_so400m_patch14_siglip_384.webli", "query_num": 64, "image_size": 448}, "1.0"),
 ])
 def test_configs_name_their_family(config: dict, name: str) -> None:
     assert detect_hf(config).name == name
@@ -49,6 +52,7 @@ def _mmproj(**kv) -> dict:
     (_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 2}), "2.5", "flat_1d", True),
     (_mmproj(**{"clip.has_minicpmv_projector": True}), "2.5", "flat_1d", True),  # llama.cpp's older files
     (_mmproj(**{"clip.projector_type": "minicpmv-2.0"}), "2.0", None, False),
+    (_mmproj(**{"clip.projector_type": "minicpmv-1.0"}), "1.0", None, False),
 ])
 def test_mmproj_files_name_their_family(kv: dict, name: str, rule: str | None, padded: bool) -> None:
     p = detect_mmproj(kv, "m.gguf")

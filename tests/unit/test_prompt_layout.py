@@ -57,7 +57,7 @@ def placeholder(family: str, grid: tuple[int, int] | None, index: int, image_id:
         if grid:
             s += "\n".join("".join(f"<slice>{ROWS}</slice>" for _ in range(grid[0])) for _ in range(grid[1]))
         return s
-    s = f"<image>{ROWS}</image>"  # 2.5 and 2.0: slices inside <slice> ... </slice>, each an <image> piece
+    s = f"<image>{ROWS}</image>"  # 2.5 and 2.0: slices inside <slice> ... </slice>, each an <image> piece; 1.0
     if grid:
         s += "<slice>" + "\n".join("".join(f"<image>{ROWS}</image>" for _ in range(grid[0]))
                                    for _ in range(grid[1])) + "</slice>"
@@ -79,6 +79,8 @@ def conversation(family: str, user: list[str]) -> str:
 @pytest.mark.parametrize("grids", [[None], [(2, 1)], [(2, 2), None], [(1, 3)]])
 def test_layout_matches_the_original_processor(name: str, grids: list) -> None:
     f = FAMILIES[name]
+    if name == "1.0":  # the original squashes every image to one piece: no grid ever reaches the layout
+        grids = [None] * len(grids)
     vocab = CharVocab([*f.special_tokens, f.bos_token, f.eos_token, *f.stop_tokens, "<unk>"])
     pictures = [Picture(g) for g in grids]
     turns = [Turn("user", [*pictures, "What is it?"])]

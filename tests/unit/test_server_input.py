@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from minicpmv_edge.chat_options import BEAM_DEFAULTS, SAMPLING_DEFAULTS, chat_params
+from minicpmv_edge.chat_options import chat_params
+from minicpmv_edge.families import FAMILIES
 from minicpmv_edge.server.body import check_shape, parse_json
 from minicpmv_edge.server.errors import APIError
 from minicpmv_edge.server.guard import Guard
@@ -52,16 +53,27 @@ def test_hosts_and_origins() -> None:
     assert anyone.host_ok("evil.example") and anyone.origin_ok("https://evil.example", "x")
 
 
-def test_chat_keywords_take_the_original_defaults_of_their_mode() -> None:
-    gp, _ = chat_params(2048, seed=1)
-    assert (gp.temperature, gp.top_p, gp.top_k, gp.repetition_penalty) == (
-        SAMPLING_DEFAULTS["temperature"], SAMPLING_DEFAULTS["top_p"], SAMPLING_DEFAULTS["top_k"],
-        SAMPLING_DEFAULTS["repetition_penalty"]) and gp.max_new_tokens == 2048
-    beam, _ = chat_params(1024, sampling=False, temperature=0.9, top_k=5, seed=1)  # the other mode's: ignored
-    assert (beam.num_beams, beam.repetition_penalty, beam.temperature, beam.top_k) == (
-        BEAM_DEFAULTS["num_beams"], BEAM_DEFAULTS["repetition_penalty"], 0.0, 0)
-    assert chat_params(8, stop="END", seed=1)[0].stop == ("END",)
+@pytest.mark.parametrize(("name", "sampling", "sample", "beam", "max_new"), [
+    # the originals' chat() (fact sheets): (default mode, sampling's (temperature, top_p, top_k, penalty), beam
+    # search's (beams, penalty), max_new_tokens); 1.0's sampling has no repetition penalty, and none can be given
+    ("2.6", True, (0.7, 0.8, 100, 1.05), (3, 1.2), 2048),
+    ("2.5", True, (0.7, 0.8, 100, 1.05), (3, 1.2), 1024),
+    ("2.0", True, (0.7, 0.8, 100, 1.05), (3, 1.2), 1024),
+    ("1.0", False, (0.6, 0.8, 100, 1.0), (3, 1.2), 2048),
+])
+def test_chat_keywords_take_the_original_defaults_of_their_mode(name, sampling, sample, beam, max_new) -> None:
+    defaults = FAMILIES[name].chat
+    gp, _ = chat_params(defaults, seed=1)
+    assert gp.sampling is sampling and gp.max_new_tokens == max_new
+    gp, _ = chat_params(defaults, sampling=True, seed=1)
+    assert (gp.temperature, gp.top_p, gp.top_k, gp.repetition_penalty) == sample
+    assert chat_params(defaults, stream=True, seed=1)[0].sampling  # beam search cannot stream: a stream samples
+    given, _ = chat_params(defaults, sampling=True, repetition_penalty=1.3, seed=1)
+    assert given.repetition_penalty == (1.0 if name == "1.0" else 1.3)  # a key the mode lacks is dropped
+    b, _ = chat_params(defaults, sampling=False, temperature=0.9, top_k=5, seed=1)  # the other mode's: ignored
+    assert (b.num_beams, b.repetition_penalty, b.temperature, b.top_k) == (*beam, 0.0, 0)
+    assert chat_params(defaults, stop="END", seed=1)[0].stop == ("END",)
     with pytest.raises(TypeError, match="stop must be a sequence of non-empty strings"):
-        chat_params(8, stop=["ok", ""], seed=1)
+        chat_params(defaults, stop=["ok", ""], seed=1)
     with pytest.raises(ValueError, match="top_p must be"):
-        chat_params(8, top_p=0.0, seed=1)
+        chat_params(defaults, sampling=True, top_p=0.0, seed=1)

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from ..convert.gguf_out import FILE_TYPES
+from ..families import FAMILIES
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
@@ -15,12 +16,14 @@ def add_args(ap: argparse.ArgumentParser) -> None:
                     help="output folder for model-<type>.gguf and mmproj-model-<type>.gguf")
     ap.add_argument("--outtype", choices=list(FILE_TYPES), default="f16", help="tensor type (default: f16)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--family", choices=list(FAMILIES), default=None,
+                    help="the model family, for a config.json that does not say it (default: from config.json)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert_checkpoint
 
-    res = convert_checkpoint(args.hf_dir, args.out, args.outtype, progress=not args.no_progress)
+    res = convert_checkpoint(args.hf_dir, args.out, args.outtype, progress=not args.no_progress, family=args.family)
     print(f"{res.family.display}: wrote {res.model} and {res.mmproj}")
     return 0
 

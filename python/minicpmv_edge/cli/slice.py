@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     version = FAMILIES[args.model_version]
     config = SliceConfig(max_slice_nums=args.max_slices, scale_resolution=version.scale_resolution,
                          patch_size=version.patch_size, max_pixels=args.max_pixels,
+                         square=version.slicing == "square",
                          **({"n_threads": args.threads} if args.threads else {}))
     s = slice_image(args.image, config)
     tokens = s.n_tokens(version.query_num)

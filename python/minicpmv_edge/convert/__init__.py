@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..families import Family, detect_hf
+from ..families import FAMILIES, Family, detect_hf
 from .gguf_out import FILE_TYPES, GGUFFile
 from .llm import plan_llm, write_llm_kv
 from .mapping import Source
@@ -41,17 +41,23 @@ _REQUIRED_VISION = ("hidden_size", "intermediate_size", "num_hidden_layers", "nu
 
 
 def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "f16",
-                       progress: bool = True) -> ConvertResult:
-    """Write `model-<outtype>.gguf` and `mmproj-model-<outtype>.gguf` into `out_dir`."""
+                       progress: bool = True, family: str | None = None) -> ConvertResult:
+    """Write `model-<outtype>.gguf` and `mmproj-model-<outtype>.gguf` into `out_dir`. `family`: the model family
+    (FAMILIES' name), for a config.json that does not say it; None: from config.json."""
     if outtype not in FILE_TYPES:
         raise ValueError(f"unknown --outtype {outtype!r} (choose from {', '.join(FILE_TYPES)})")
     hf = Path(hf_dir)
     if not hf.is_dir():
         raise CheckpointError(f"{hf}: not a directory")
     cfg = load_json(hf / "config.json")
-    family = detect_hf(cfg, str(hf / "config.json"))
-    assert family.converter is not None
-    cfg = {**cfg, "vision_config": family.converter.vision_config(cfg, str(hf / "config.json"))}
+    if family is None:
+        f = detect_hf(cfg, str(hf / "config.json"))
+    elif family in FAMILIES:
+        f = FAMILIES[family]
+    else:
+        raise ValueError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
+    assert f.converter is not None
+    cfg = {**cfg, "vision_config": f.converter.vision_config(cfg, str(hf / "config.json"))}
     for k in _REQUIRED:
         if k not in cfg:
             raise CheckpointError(f"{hf / 'config.json'}: missing key {k!r}")
@@ -60,7 +66,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
             raise CheckpointError(f"{hf / 'config.json'}: missing key 'vision_config.{k}'")
     pre_path = hf / "preprocessor_config.json"
     pre = load_json(pre_path) if pre_path.exists() else {}
-    vocab = read_vocab(hf, family, int(cfg["vocab_size"]))
+    vocab = read_vocab(hf, f, int(cfg["vocab_size"]))
     qtype, file_type = FILE_TYPES[outtype]
     name = Path(str(cfg.get("_name_or_path", hf.name))).name or hf.name
 
@@ -68,16 +74,16 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
     out.mkdir(parents=True, exist_ok=True)
     with SafetensorsCheckpoint(hf) as ckpt:
         src = Source(ckpt)
-        llm_plan = plan_llm(src, cfg, family, qtype)
-        mm_plan = plan_mmproj(src, cfg, family, qtype)
+        llm_plan = plan_llm(src, cfg, f, qtype)
+        mm_plan = plan_mmproj(src, cfg, f, qtype)
         src.check_all_used()  # before anything is written: an unknown layout never yields a file
 
-        model = GGUFFile(out / f"model-{outtype}.gguf", family.llm_arch)
+        model = GGUFFile(out / f"model-{outtype}.gguf", f.llm_arch)
         mmproj = GGUFFile(out / f"mmproj-model-{outtype}.gguf", "clip")
         try:
-            write_llm_kv(model.writer, cfg, family, file_type, name)
-            write_vocab(model.writer, vocab, family)
-            write_mmproj_kv(mmproj.writer, cfg, pre, family, file_type, name)
+            write_llm_kv(model.writer, cfg, f, file_type, name)
+            write_vocab(model.writer, vocab, f)
+            write_mmproj_kv(mmproj.writer, cfg, pre, f, file_type, name)
             with tqdm(total=len(llm_plan) + len(mm_plan), unit="tensor", desc="converting",
                       disable=not progress or None) as bar:
                 model.write_tensors(llm_plan, lambda: bar.update(1))
@@ -88,4 +94,4 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
             raise
         model.commit()
         mmproj.commit()
-    return ConvertResult(family, model.path, mmproj.path)
+    return ConvertResult(f, model.path, mmproj.path)

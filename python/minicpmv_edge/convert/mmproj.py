@@ -6,8 +6,10 @@ transposed, and a 70x70 sin-cos table as `resampler.pos_embed_k`. The tower's ow
 converter's (`Family.converter`). A family llama.cpp does not run gets a projector type of ours
 (`Family.projector_type`), so a llama.cpp that does not know it refuses the file instead of running another graph
 on it, and the graph's variants are explicit keys: `minicpmv_edge.vision.position_embedding` ("resampled_grid": the
-table resized to each piece with antialiased bicubic), `minicpmv_edge.vision.gelu` ("erf") and the resampler's
-stored query table `resampler.pos_embed_q`.
+table resized to each piece with antialiased bicubic), `minicpmv_edge.vision.gelu` ("erf"),
+`minicpmv_edge.vision.slicing` ("square": one squashed piece per image), `minicpmv_edge.resampler.key_positions`
+("stored": the family converter's `resampler.pos_embed_k` table) and the resampler's stored query table
+`resampler.pos_embed_q`.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ def plan_mmproj(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Pla
     vc = cfg["vision_config"]
     D, F = int(vc["hidden_size"]), int(vc["intermediate_size"])
     E, Q = int(cfg["hidden_size"]), int(cfg["query_num"])
-    if E % 128:
-        raise CheckpointError(f"config.json: hidden_size {E} is not a multiple of 128 (resampler heads = hidden/128)")
+    if E < 128 or E % (E // 128):
+        raise CheckpointError(f"config.json: hidden_size {E} is not a multiple of hidden_size // 128 (the "
+                              "resampler's attention heads)")
     side = int(vc["image_size"]) // int(vc["patch_size"])
     n_layers = vision_layers(cfg)
     shapes = {
@@ -78,6 +81,9 @@ def plan_mmproj(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Pla
         table += [(None, "resampler.pos_embed_k", (POS_GRID * POS_GRID, E), None)]
     original_shape: dict[str, tuple[int, ...]] = {}
     assert family.converter is not None
+    for hf, gg, fn, shape, hf_shape in family.converter.resampler_table(cfg):  # tables derived at conversion
+        table.append((hf, gg, shape, fn))
+        original_shape[hf] = hf_shape
     for hf, gg, fn, shape in family.converter.vision_table(cfg, n_layers, D):
         table.append((hf, gg, shapes.get(gg.split(".", 3)[-1] if gg.startswith("v.blk.") else gg, (D,)), fn))
         if shape is not None:
@@ -100,7 +106,8 @@ def plan_mmproj(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Pla
 def _tensor_type(name: str, shape: tuple[int, ...], outtype: QT) -> QT:
     """llama.cpp's choices (its legacy converter): matrices in the output type, vectors/queries/tables in f32; the
     embeddings (patch conv, position table) never block-quantized."""
-    if outtype == QT.F32 or len(shape) == 1 or name in ("resampler.query", "resampler.pos_embed_q"):
+    if outtype == QT.F32 or len(shape) == 1 or name in ("resampler.query", "resampler.pos_embed_q",
+                                                        "resampler.pos_embed_k"):
         return QT.F32
     if name in ("v.patch_embd.weight", "v.position_embd.weight"):
         return QT.F16  # the conv kernel feeds an f16 im2col in ggml
@@ -143,6 +150,8 @@ def write_mmproj_kv(w: gguf.GGUFWriter, cfg: dict, pre: dict, family: Family, fi
     if family.position_ids is not None:
         w.add_string("minicpmv_edge.vision.position_ids", family.position_ids)
     w.add_string("minicpmv_edge.vision.gelu", family.vision_gelu)
+    w.add_string("minicpmv_edge.vision.slicing", family.slicing)
+    w.add_string("minicpmv_edge.resampler.key_positions", family.resampler_keys)
     # a padded vision batch, unless the checkpoint's config turns batching off (then each piece alone)
     w.add_bool("minicpmv_edge.vision.padded_batch",
                family.padded_vision_batch and bool(cfg.get("batch_vision_input", True)))

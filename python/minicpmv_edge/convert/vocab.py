@@ -2,9 +2,10 @@
 
 "bpe": the byte-level BPE of `tokenizer.json` (vocabulary, merges, added tokens), read directly with no tokenizer
 class (MiniCPM-V ships its tokenizer as remote code). "spm": the SentencePiece `tokenizer.model`, read with the
-sentencepiece package as llama.cpp's own converter reads it (pieces, scores, types), then the added tokens of
-`tokenizer_config.json`. The chat template and BOS handling come from `tokenizer_config.json`, or for a family whose
-chat() builds its prompt in code, from its data row.
+sentencepiece package's model description (pieces, scores, types, the normaliser's `add_dummy_prefix`, which
+llama.cpp's converter leaves out and then assumes true), then the added tokens of `tokenizer_config.json`. The
+chat template and BOS handling come from `tokenizer_config.json`, or for a family whose chat() builds its prompt in
+code, from its data row.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import gguf
 from ..families import Family
 from .safetensors_io import CheckpointError, load_json
 
-# llama.cpp token types
+# llama.cpp token types (the same numbers as SentencePiece's piece types)
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+_SPM_TYPES = (_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Vocab:
     chat_template: str
     add_bos: bool
     scores: list[float] | None = None  # SentencePiece only
+    add_space_prefix: bool = False  # SentencePiece: the normaliser's add_dummy_prefix (a "▁" before each text run)
 
 
 def read_vocab(folder: Path, family: Family, vocab_size: int) -> Vocab:
@@ -49,29 +52,36 @@ def _added_tokens(tc: dict, where: Path) -> list[tuple[int, str, bool]]:
 
 
 def _read_spm(folder: Path, family: Family, vocab_size: int) -> Vocab:
+    """Pieces, scores and types as the model file holds them (SentencePiece's piece types are llama.cpp's token
+    types: its user-defined pieces stay whole tokens in llama.cpp too), and the normaliser's `add_dummy_prefix`."""
     import sentencepiece as spm
+    from google.protobuf.message import DecodeError
+    from sentencepiece import sentencepiece_model_pb2
 
     model = folder / "tokenizer.model"
     tc_path = folder / "tokenizer_config.json"
     tc = load_json(tc_path)
     if not model.exists():
         raise CheckpointError(f"{model}: file not found")
-    sp = spm.SentencePieceProcessor()
+    data = model.read_bytes()
+    proto = sentencepiece_model_pb2.ModelProto()
     try:
-        sp.LoadFromSerializedProto(model.read_bytes())
-    except (RuntimeError, OSError) as e:
+        spm.SentencePieceProcessor().LoadFromSerializedProto(data)  # the library's own checks first
+        proto.ParseFromString(data)
+    except (RuntimeError, OSError, DecodeError) as e:
         raise CheckpointError(f"{model}: not a SentencePiece model ({e})") from e
-    n = sp.vocab_size()
+    n = len(proto.pieces)
     if n > vocab_size:
         raise CheckpointError(f"{model}: {n} pieces, more than config.json's vocab_size {vocab_size}")
     tokens = [f"[PAD{i}]" for i in range(vocab_size)]
     types = [_USER_DEFINED] * vocab_size
     scores = [-1000.0] * vocab_size
-    for i in range(n):
-        tokens[i] = sp.id_to_piece(i)
-        scores[i] = sp.get_score(i)
-        types[i] = (_UNKNOWN if sp.is_unknown(i) else _CONTROL if sp.is_control(i) else _UNUSED if sp.is_unused(i)
-                    else _BYTE if sp.is_byte(i) else _NORMAL)
+    for i, piece in enumerate(proto.pieces):
+        tokens[i] = piece.piece
+        scores[i] = piece.score
+        if piece.type not in _SPM_TYPES:
+            raise CheckpointError(f"{model}: piece {i} ({piece.piece!r}) has unknown type {piece.type}")
+        types[i] = piece.type
     for i, text, special in _added_tokens(tc, tc_path):
         if i >= vocab_size:
             raise CheckpointError(f"{tc_path}: added token {text!r} has id {i}, beyond vocab_size {vocab_size}")
@@ -83,7 +93,7 @@ def _read_spm(folder: Path, family: Family, vocab_size: int) -> Vocab:
     if missing:
         raise CheckpointError(f"{model}: {family.display} token {missing[0]!r} is not in the vocabulary")
     return Vocab(tokens, types, [], ids, family.chat_template, bool(tc.get("add_bos_token", family.add_bos)),
-                 scores)
+                 scores, proto.normalizer_spec.add_dummy_prefix)
 
 
 def _read_bpe(folder: Path, family: Family, vocab_size: int) -> Vocab:
@@ -128,7 +138,8 @@ def write_vocab(w: gguf.GGUFWriter, v: Vocab, family: Family) -> None:
         w.add_token_scores(v.scores or [0.0] * len(v.tokens))
         w.add_token_types(v.types)
         w.add_unk_token_id(v.ids["<unk>"])
-        w.add_add_space_prefix(True)  # legacy mode: every text run gets SentencePiece's dummy prefix
+        # the model file's own normaliser flag (llama.cpp assumes true without the key; MiniCPM's file says false)
+        w.add_add_space_prefix(v.add_space_prefix)
     else:
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre(family.tokenizer_pre)

@@ -8,11 +8,11 @@ fields of a `Family` and calls its stages; nothing there asks which family it ho
 
 from __future__ import annotations
 
-from . import v2_0, v2_5, v2_6
+from . import v1_0, v2_0, v2_5, v2_6
 from .family import Family, Projector, UnsupportedVersionError
 from .presets import Preset
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (v2_6.FAMILY, v2_5.FAMILY, v2_0.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (v2_6.FAMILY, v2_5.FAMILY, v2_0.FAMILY, v1_0.FAMILY)}
 DEFAULT = v2_6.FAMILY.name  # what tools that need some family (`slice`, benchmarks) count in by default
 
 # mmproj files our encoder runs: each family's, and llama.cpp's resampler versions of models that have no family
@@ -37,14 +37,16 @@ def detect_hf(config: dict, where: str = "config.json") -> Family:
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
-        raise UnsupportedVersionError(f"{where}: matches {' and '.join(f.display for f in found)}")
+        raise UnsupportedVersionError(f"{where}: matches {' and '.join(f.display for f in found)} (name the family: "
+                                      "convert --family)")
     supported = ", ".join(sorted(FAMILIES))
     if "version" in config:
         raise UnsupportedVersionError(f"{where}: unknown MiniCPM-V version {config['version']!r} "
                                       f"(supported: {supported})")
     hints = "; ".join(f"{f.display}: {f.config_hint}" for f in FAMILIES.values() if f.hf_version is None)
     raise UnsupportedVersionError(f"{where}: no 'version' key and nothing else that names a family ({hints}): not a "
-                                  f"MiniCPM-V checkpoint this runtime knows (supported: {supported})")
+                                  f"MiniCPM-V checkpoint this runtime knows (supported: {supported}; or name the "
+                                  "family: convert --family)")
 
 
 def projector(projector_type: str, number: int | None, where: str = "mmproj") -> Projector:

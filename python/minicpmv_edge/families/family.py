@@ -36,14 +36,17 @@ class VisionBatch(Protocol):
 
 class AnswerDecode(Protocol):
     """A family whose original decodes the answer differently from the streamed text (SentencePiece's legacy
-    spacing): the final text of `tokens`, given the vocabulary's pieces and each token's kind."""
+    spacing): the final text of `tokens`, given the vocabulary's pieces, each token's kind and whether the
+    vocabulary's normaliser adds a dummy prefix (which its decoder then takes away)."""
 
-    def __call__(self, tokens: list[int], pieces: Sequence[str], kind: Callable[[int], str]) -> str: ...
+    def __call__(self, tokens: list[int], pieces: Sequence[str], kind: Callable[[int], str],
+                 dummy_prefix: bool) -> str: ...
 
 
 class Converter(Protocol):
-    """The family's part of the checkpoint converter: its tower's dimensions and tensor table, and language-model
-    keys beyond the architecture's own."""
+    """The family's part of the checkpoint converter: its tower's dimensions and tensor table, language-model keys
+    beyond the architecture's own, and resampler tensors derived from stored ones ((original name, GGUF name,
+    transform, GGUF shape, original shape), e.g. 1.0's key-position table)."""
 
     def vision_config(self, cfg: dict, where: str) -> dict: ...
 
@@ -53,6 +56,20 @@ class Converter(Protocol):
 
     def llm_kv(self, writer: Any, cfg: dict) -> None: ...
 
+    def resampler_table(self, cfg: dict) -> list[tuple[str, str, Any, tuple, tuple]]: ...
+
+
+@dataclass(frozen=True)
+class SpmSettings:
+    """What a real SentencePiece `tokenizer.model` holds beyond its learned merges, which the tiny ones copy: its
+    user-defined pieces (always whole tokens; ids from 3 on, in this order), the added tokens of
+    tokenizer_config.json that take the id of one of those pieces (2.0's `<slice>` on `<reserved_22>`), and its
+    normaliser's `add_dummy_prefix`."""
+
+    pieces: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...] = ()  # (added token, the piece whose id it takes)
+    dummy_prefix: bool = False
+
 
 class Recipe(Protocol):
     """The family's deterministic test checkpoints: their presets and the original files' configs and names."""
@@ -61,10 +78,23 @@ class Recipe(Protocol):
     tokenizer_corpus: tuple[str, ...]  # training text beyond the shared corpus (the family's own markup)
     ignore_merges: bool  # BPE: whole words looked up before merging, as the real tokenizer
     nfc: bool  # BPE: an NFC normaliser, as the real tokenizer
+    spm: SpmSettings | None  # SentencePiece: the real file's pieces and normaliser
 
     def configs(self, p: Any, f: Family, ids: dict[str, int], vocab_size: int) -> dict[str, dict[str, object]]: ...
 
     def vision_shapes(self, p: Any, f: Family) -> list[tuple[str, tuple[int, ...], str]]: ...
+
+
+@dataclass(frozen=True)
+class ChatDefaults:
+    """The original chat()'s generation defaults: the mode `sampling` picks when not given, `max_new_tokens`, and each
+    mode's settings; a keyword that is not in the active mode's settings is ignored, as the original drops it."""
+
+    max_new_tokens: int
+    sampling: bool = True
+    sample: tuple[tuple[str, float], ...] = (("temperature", 0.7), ("top_p", 0.8), ("top_k", 100),
+                                             ("repetition_penalty", 1.05))
+    beam: tuple[tuple[str, float], ...] = (("num_beams", 3), ("repetition_penalty", 1.2))
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,8 @@ class Family:
     vision_gelu: str  # "tanh" (SigLIP's gelu_pytorch_tanh) or "erf" (timm's nn.GELU)
     resampler_query_pos: bool  # the resampler adds a stored sin-cos table to its queries
     padded_vision_batch: bool  # the original runs the prompt's pieces as one zero-padded batch (vision_batch)
+    slicing: str  # "slices": an overview and a grid of slices; "square": the whole image squashed to one square
+    resampler_keys: str  # the resampler's key positions: "sincos" of the piece's grid, or "stored" (resized table)
     max_slice_nums: int
     scale_resolution: int
     patch_size: int
@@ -103,7 +135,7 @@ class Family:
     slice_close: str
     grid_open: str
     grid_close: str
-    max_new_tokens: int  # chat()'s default
+    chat: ChatDefaults  # chat()'s generation defaults
     clean_up_spaces: bool  # the tokenizer's clean_up_tokenization_spaces: decode drops the space before , . ? ! 's
     text_drops_pad: bool  # the original deletes generated pad ids from the answer (where pad is not a character)
     penalty_history: tuple[str, ...] = ()  # tokens the repetition penalty counts as generated before the answer

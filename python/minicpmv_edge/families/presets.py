@@ -13,7 +13,7 @@ class Preset:
     vision_layers: int
     vision_heads: int
     vision_ffn: int
-    llm_width: int  # multiple of 128: resampler heads = width / 128
+    llm_width: int  # at least 128: the resampler has width // 128 heads
     llm_layers: int
     llm_heads: int
     llm_kv_heads: int
@@ -23,6 +23,7 @@ class Preset:
     seed: int = 0
     query_num: int = 0  # resampler queries (tokens per piece); 0: the family's
     corpus: tuple[str, ...] = ()  # more tokenizer training text (the demo model's words become whole tokens)
+    image_size: int = 0  # config.json's image_size where a family reads it (1.0's square); 0: the family's
 
     def queries(self, f: Any) -> int:
         return self.query_num or f.query_num

@@ -50,6 +50,9 @@ class SiglipConverter:
         """Layers stored but never run (a dropped last layer)."""
         return [f"vpm.encoder.layers.{i}.{hf}" for i in range(n_layers, n_stored) for hf in LAYER]
 
+    def resampler_table(self, cfg: dict) -> list[tuple[str, str, Any, tuple, tuple]]:
+        return []  # every resampler tensor is stored as it is used
+
     def llm_kv(self, writer: Any, cfg: dict) -> None:
         pass
 

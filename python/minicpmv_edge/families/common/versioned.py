@@ -15,6 +15,7 @@ class VersionedRecipe:
     normaliser), which the tiny tokenizers copy."""
 
     tokenizer_corpus: tuple[str, ...] = ()
+    spm = None  # byte-level BPE
 
     def __init__(self, presets: dict[str, Any], llm_config: dict[str, object], ignore_merges: bool = False,
                  nfc: bool = False) -> None:

@@ -5,20 +5,23 @@ counting the BOS that transformers 4.36 put first. No video recipe, no system pr
 
 from __future__ import annotations
 
-from ..family import Family
+from ..family import ChatDefaults, Family
 from ..v2_6 import GROUNDING
 from .convert import TimmConverter, detects
 from .decode import sentencepiece_legacy_text
 from .recipe import Recipe
 
-# the original chat() builds its prompt in code: BOS, then `<用户>` + text for user turns and `<AI>` + text for
-# assistant turns, with nothing between them, then `<AI>`. There is no system prompt.
-MINICPM2_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ raise_exception('MiniCPM-V 2.0 has no system prompt') }}"
-    "{% elif message['role'] == 'user' %}{{ '<用户>' + message['content'] }}"
-    "{% else %}{{ '<AI>' + message['content'] }}{% endif %}{% endfor %}{{ '<AI>' }}"
-)
+
+def minicpm_template(display: str) -> str:
+    """The original chat() builds its prompt in code: BOS, then `<用户>` + text for user turns and `<AI>` + text for
+    assistant turns, with nothing between them, then `<AI>`. There is no system prompt."""
+    return ("{{ bos_token }}{% for message in messages %}"
+            f"{{% if message['role'] == 'system' %}}{{{{ raise_exception('{display} has no system prompt') }}}}"
+            "{% elif message['role'] == 'user' %}{{ '<用户>' + message['content'] }}"
+            "{% else %}{{ '<AI>' + message['content'] }}{% endif %}{% endfor %}{{ '<AI>' }}")
+
+
+MINICPM2_TEMPLATE = minicpm_template("MiniCPM-V 2.0")
 
 FAMILY = Family(
     name="2.0",
@@ -38,6 +41,8 @@ FAMILY = Family(
     vision_gelu="erf",
     resampler_query_pos=True,
     padded_vision_batch=False,
+    slicing="slices",
+    resampler_keys="sincos",
     max_slice_nums=9,
     scale_resolution=448,
     patch_size=14,
@@ -52,7 +57,7 @@ FAMILY = Family(
     slice_close="</image>",
     grid_open="<slice>",
     grid_close="</slice>",
-    max_new_tokens=1024,
+    chat=ChatDefaults(max_new_tokens=1024),
     clean_up_spaces=False,
     text_drops_pad=True,  # pad is <unk> (id 0): the original deletes it from the answer
     penalty_history=("<s>",),  # transformers 4.36 (the version 2.0 pins) starts input_ids at [BOS]

@@ -71,6 +71,9 @@ class TimmConverter:
     def stored_layer_names(self, n_layers: int, n_stored: int) -> list[str]:
         return []  # the dropped last block is not stored
 
+    def resampler_table(self, cfg: dict) -> list[tuple[str, str, Any, tuple, tuple]]:
+        return []  # every resampler tensor is stored as it is used
+
     def llm_kv(self, writer: Any, cfg: dict) -> None:
         """llama.cpp reads all three; MiniCPMConfig's defaults are 1."""
         writer.add_embedding_scale(float(cfg.get("scale_emb", 1)))
@@ -78,7 +81,13 @@ class TimmConverter:
         writer.add_logit_scale(float(cfg["hidden_size"]) / float(cfg.get("dim_model_base", 1)))
 
 
-def detects(cfg: dict) -> bool:
-    """No `version` key, and a timm SigLIP tower named in `vision_encoder`."""
+def timm_minicpmv(cfg: dict) -> bool:
+    """No `version` key, and a timm SigLIP tower named in `vision_encoder` (MiniCPM-V 1.0 and 2.0)."""
     tower = cfg.get("vision_encoder")
     return "version" not in cfg and isinstance(tower, str) and "siglip" in tower
+
+
+def detects(cfg: dict) -> bool:
+    """A timm SigLIP tower, no `version` key, and the slicing keys (`slice_mode` or `max_slice_nums`) that 1.0's
+    config lacks."""
+    return timm_minicpmv(cfg) and ("slice_mode" in cfg or "max_slice_nums" in cfg)

@@ -17,19 +17,20 @@ def _each_byte_replaced(e: UnicodeError) -> tuple[str, int]:
 codecs.register_error("minicpmv_edge.sentencepiece", _each_byte_replaced)
 
 
-def sentencepiece_legacy_text(tokens: list[int], pieces: Sequence[str], kind: Callable[[int], str]) -> str:
+def sentencepiece_legacy_text(tokens: list[int], pieces: Sequence[str], kind: Callable[[int], str],
+                              dummy_prefix: bool) -> str:
     """The text the slow Llama tokenizer in legacy mode decodes `tokens` to, from the vocabulary's `pieces` ("▁"
     for spaces, "<0xNN>" for byte fallback) and each token's `kind`: "added" (the tokenizer's added tokens, e.g.
     <image>, <ref>: their text, with the runs between them decoded apart and all joined by single spaces), "special"
     (BOS, EOS, UNK: a space goes before the text that precedes one inside a run), "byte" or "normal".
-    SentencePiece's decoder drops the dummy-prefix "▁" of each run's first piece; the tokenizer also strips the
-    first token's own "▁" beforehand, and a piece that is then no longer in the vocabulary is written as it is, "▁"
-    and all."""
+    SentencePiece's decoder drops the "▁" a normaliser with `dummy_prefix` put first (from each run's first piece;
+    MiniCPM's real file has none, so its runs keep a leading space); the tokenizer also strips the first token's
+    own "▁" beforehand, and a piece that is then no longer in the vocabulary is written as it is, "▁" and all."""
     known = set(pieces)
 
     def decode(run: list[str]) -> str:
         out = bytearray()
-        first = True  # the dummy prefix is looked for on the first non-empty piece
+        first = dummy_prefix  # the dummy prefix is looked for on the first non-empty piece
         for p in run:
             if p not in known:  # SentencePiece writes an unknown piece literally
                 out += p.encode()

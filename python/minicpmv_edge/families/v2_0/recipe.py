@@ -5,12 +5,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..family import SpmSettings
 from ..presets import Preset
 
 # MiniCPM-V 2.0's LLM scalings (config.json), its timm tower (vit_so400m_patch14_siglip_384: 27 x 27 positions)
 MINICPM_SCALES = {"scale_emb": 12, "scale_depth": 1.4, "dim_model_base": 64}  # 64: logits / 4 on the tiny widths
 TIMM_TOWER = "vit_so400m_patch14_siglip_384.webli"
 TIMM_GRID = 27
+# The user-defined pieces of the tokenizer.model that MiniCPM-V 1.0 and 2.0 share (ids 3-108 there, in this order;
+# sentencepiece always emits them whole), then the reserved pieces whose ids 2.0's tokenizer_config.json gives to
+# <point> </point> <slice> </slice> (1.0's config leaves them reserved, so there "<slice>" is plain text)
+_HTML = ("img", "h2", "td", "strong", "table", "tr", "li", "b", "h3", "br", "h4", "h5", "p", "h1", "tbody")
+_PUNCT = ("+", "-", "=", "，", "。", "！", "？", "、", "：", "￥", ".", "!", "?", "...", "。。。", "。。。。。。", "《",
+          "》", "【", "】", "『", "』", "```", "<!--", "-->", "---", "<!DOCTYPE>", "；", "．", "＝", "＜", "＞", "－",
+          "＋", "％", "‼", "㊣", "／", "｜")
+USER_PIECES = ("<SEP>", "<CLS>", "\n", "\t", *(t for x in _HTML for t in (f"<{x}>", f"<{x}/>", f"</{x}>")),
+               *"０１２３４５６７８９", *_PUNCT, "<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>",
+               "</quad>")
+RESERVED = ("<reserved_20>", "<reserved_21>", "<reserved_22>", "<reserved_23>")
+SPM = SpmSettings(pieces=(*USER_PIECES, *RESERVED),
+                  aliases=tuple(zip(("<point>", "</point>", "<slice>", "</slice>"), RESERVED, strict=True)),
+                  dummy_prefix=False)
 PRESETS = {
     # vision layers as config.json counts them: 2.0 drops (and does not store) the last one
     "tiny-2.0": Preset("2.0", 96, 3, 3, 384, 256, 2, 4, 2, 512, 600, "BF16"),
@@ -23,6 +38,7 @@ class Recipe:
     presets = PRESETS
     tokenizer_corpus = ("<用户>What is in the image?<AI>A red car. <用户>图片里有什么？<AI>一只小狗。",)  # turn tags
     ignore_merges = nfc = False
+    spm = SPM
 
     def configs(self, p: Any, f: Any, ids: dict[str, int], vocab_size: int) -> dict[str, dict[str, object]]:
         """`vision_config` is our addition: the original reads its tower from the timm name alone, which cannot say

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..common.siglip import SiglipConverter
 from ..common.versioned import VersionedRecipe, version_detector
-from ..family import Family
+from ..family import ChatDefaults, Family
 from ..presets import Preset
 from ..v2_6 import GROUNDING
 from ..v2_6.video import RECIPE
@@ -41,6 +41,8 @@ FAMILY = Family(
     vision_gelu="tanh",
     resampler_query_pos=False,
     padded_vision_batch=True,
+    slicing="slices",
+    resampler_keys="sincos",
     max_slice_nums=9,
     scale_resolution=448,
     patch_size=14,
@@ -60,7 +62,7 @@ FAMILY = Family(
     slice_close="</image>",
     grid_open="<slice>",
     grid_close="</slice>",
-    max_new_tokens=1024,
+    chat=ChatDefaults(max_new_tokens=1024),
     clean_up_spaces=True,
     text_drops_pad=False,  # pad is "!" (id 0): kept, as for 2.6
     hf_version="2.5",

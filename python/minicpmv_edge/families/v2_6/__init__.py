@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..common.siglip import SiglipConverter
 from ..common.versioned import VersionedRecipe, version_detector
-from ..family import Family
+from ..family import ChatDefaults, Family
 from ..presets import Preset
 from .video import RECIPE
 
@@ -56,6 +56,8 @@ FAMILY = Family(
     vision_gelu="tanh",
     resampler_query_pos=False,
     padded_vision_batch=False,
+    slicing="slices",
+    resampler_keys="sincos",
     max_slice_nums=9,
     scale_resolution=448,
     patch_size=14,
@@ -74,7 +76,7 @@ FAMILY = Family(
     slice_close="</slice>",
     grid_open="",
     grid_close="",
-    max_new_tokens=2048,
+    chat=ChatDefaults(max_new_tokens=2048),
     clean_up_spaces=False,
     text_drops_pad=False,  # pad is id 0, "!": deleting it would delete real exclamation marks
     hf_version=2.6,
