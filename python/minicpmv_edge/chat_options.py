@@ -10,14 +10,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .families.family import ChatDefaults
+from .families.family import BEAM_SETTINGS, SAMPLE_SETTINGS, ChatDefaults
 
 MAX_BEAMS = 8  # sequences a context is created for (twice this, plus the prompt's): see generate.py
 
 # Most originals' chat(): sampling=True uses the first set, sampling=False (beam search) the second; a keyword that
 # is not in the active set is ignored, as the original silently drops it. A family may say otherwise (ChatDefaults).
-SAMPLING_DEFAULTS = dict(ChatDefaults(max_new_tokens=1).sample)
-BEAM_DEFAULTS = dict(ChatDefaults(max_new_tokens=1).beam)
+SAMPLING_DEFAULTS = dict(SAMPLE_SETTINGS)
+BEAM_DEFAULTS = dict(BEAM_SETTINGS)
 
 
 def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:

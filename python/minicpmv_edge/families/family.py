@@ -85,6 +85,12 @@ class Recipe(Protocol):
     def vision_shapes(self, p: Any, f: Family) -> list[tuple[str, tuple[int, ...], str]]: ...
 
 
+# Most originals' chat() settings for each mode (sampling=True, sampling=False: beam search)
+SAMPLE_SETTINGS: tuple[tuple[str, float], ...] = (("temperature", 0.7), ("top_p", 0.8), ("top_k", 100),
+                                                  ("repetition_penalty", 1.05))
+BEAM_SETTINGS: tuple[tuple[str, float], ...] = (("num_beams", 3), ("repetition_penalty", 1.2))
+
+
 @dataclass(frozen=True)
 class ChatDefaults:
     """The original chat()'s generation defaults: the mode `sampling` picks when not given, `max_new_tokens`, and each
@@ -92,9 +98,8 @@ class ChatDefaults:
 
     max_new_tokens: int
     sampling: bool = True
-    sample: tuple[tuple[str, float], ...] = (("temperature", 0.7), ("top_p", 0.8), ("top_k", 100),
-                                             ("repetition_penalty", 1.05))
-    beam: tuple[tuple[str, float], ...] = (("num_beams", 3), ("repetition_penalty", 1.2))
+    sample: tuple[tuple[str, float], ...] = SAMPLE_SETTINGS
+    beam: tuple[tuple[str, float], ...] = BEAM_SETTINGS
 
 
 @dataclass(frozen=True)
