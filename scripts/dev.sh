@@ -63,6 +63,15 @@ if [ "$job" = "test" ]; then
       "transformers==4.36.0" "tokenizers==0.15.2" 2>&1 | grep -v '^WARNING: Location' || true
     rm -rf "$tf436" && mv "$tf436.tmp" "$tf436"
   fi
+  # MiniCPM-V 4.6 is native in transformers 5.23, which needs newer tokenizers and huggingface_hub than the test
+  # extra's 4.46: a folder of its own too (torch, numpy and the rest shared)
+  tf523=.venv/ref/transformers-5.23
+  if [ ! -d "$tf523/transformers" ]; then
+    "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$tf523.tmp" \
+      "transformers==5.23.0" "tokenizers==0.23.3" "huggingface-hub==1.33.0" "safetensors==0.8.0" \
+      "regex==2026.11.19" "typer==0.29.2" "httpx==0.29.0" 2>&1 | grep -v '^WARNING: Location' || true
+    rm -rf "$tf523" && mv "$tf523.tmp" "$tf523"
+  fi
   # the chat page's test drives a real browser: Debian's chromium, where apt can install it (else set CHROMIUM)
   if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
      && command -v apt-get >/dev/null; then

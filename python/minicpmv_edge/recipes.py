@@ -98,7 +98,11 @@ def _train_tokenizer(family: Family, bpe_vocab: int,
     if family.recipe.nfc:
         tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in family.special_tokens])
+    for t in family.special_tokens:  # one at a time, so ids follow the family's order; plain ones are not special
+        if t in family.plain_tokens:
+            tok.add_tokens([AddedToken(t, special=False, normalized=False)])
+        else:
+            tok.add_special_tokens([AddedToken(t, special=True, normalized=False)])
     ids = {t: tok.token_to_id(t) for t in family.special_tokens}
     if family.add_bos:
         bos = family.bos_token
@@ -111,6 +115,10 @@ def _train_tokenizer(family: Family, bpe_vocab: int,
 
 def _shapes(p: Preset, v: Family, vocab_size: int) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, init kind) of every tensor, in the original checkpoint's names."""
+    assert v.recipe is not None
+    model_shapes = getattr(v.recipe, "model_shapes", None)
+    if model_shapes is not None:  # a layout of its own (4.6): the recipe lists every tensor
+        return model_shapes(p, v, vocab_size)
     D, E = p.vision_width, p.llm_width
     head_dim = E // p.llm_heads
     kv = p.llm_kv_heads * head_dim
@@ -154,6 +162,10 @@ def _init(name: str, shape: tuple[int, ...], kind: str, seed: int) -> np.ndarray
         a = rng.standard_normal(shape, dtype=np.float32)
     elif kind == "norm":
         a = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+    elif kind == "zero_norm":  # a zero-centred RMSNorm's weight (the scale is 1 + w)
+        a = 0.1 * rng.standard_normal(shape, dtype=np.float32)
+    elif kind == "log_decay":  # GatedDeltaNet's A_log: decay rates between 1 and 16, as its initialisation
+        a = np.log(rng.uniform(1.0, 16.0, shape)).astype(np.float32)
     else:
         a = 0.1 * rng.standard_normal(shape, dtype=np.float32)
     return a.astype(np.float32)
@@ -181,6 +193,9 @@ def write_checkpoint(preset: str | Preset, out_dir: str | os.PathLike[str]) -> P
             configs = v.recipe.configs(p, v, ids, vocab_size)
         for fname, obj in configs.items():
             (tmp / fname).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text_files = getattr(v.recipe, "text_files", None)
+        for fname, text in (text_files(v) if text_files else {}).items():  # e.g. chat_template.jinja
+            (tmp / fname).write_text(text, encoding="utf-8")
         tensors = [(n, to_storage(_init(n, s, k, p.seed), p.dtype)) for n, s, k in _shapes(p, v, vocab_size)]
         write_safetensors(tmp / "model.safetensors", tensors, p.dtype)
         if out.exists():

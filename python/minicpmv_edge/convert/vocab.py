@@ -121,8 +121,12 @@ def _read_bpe(folder: Path, family: Family, vocab_size: int) -> Vocab:
         types[int(t["id"])] = _CONTROL if t["content"] in special else _USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     template = tc.get("chat_template")
+    jinja = folder / "chat_template.jinja"  # transformers 5 keeps the template in a file of its own
+    if not isinstance(template, str) and jinja.exists():
+        template = jinja.read_text(encoding="utf-8")
     if not isinstance(template, str):
-        raise CheckpointError(f"{folder / 'tokenizer_config.json'}: no 'chat_template' string")
+        raise CheckpointError(f"{folder / 'tokenizer_config.json'}: no 'chat_template' string (and no "
+                              "chat_template.jinja)")
     missing = [t for t in (family.bos_token, family.eos_token, *family.stop_tokens) if t not in vocab]
     if missing:
         raise CheckpointError(

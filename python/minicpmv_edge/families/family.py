@@ -43,6 +43,22 @@ class AnswerDecode(Protocol):
                  dummy_prefix: bool) -> str: ...
 
 
+class LayoutConverter(Protocol):
+    """A family whose checkpoint layout is not the resampler families' (`vpm.` / `resampler.` / `llm.` in one
+    config): the whole conversion's plans and keys. `config(cfg, where)` checks config.json and returns it with the
+    keys the rest of the converter reads (`vocab_size`, `_name_or_path`)."""
+
+    def config(self, cfg: dict, where: str) -> dict: ...
+
+    def plan_llm(self, src: Any, cfg: dict, outtype: Any) -> list: ...
+
+    def plan_mmproj(self, src: Any, cfg: dict, pre: dict, outtype: Any) -> list: ...
+
+    def write_llm_kv(self, writer: Any, cfg: dict, file_type: int, name: str, folder: Any) -> None: ...
+
+    def write_mmproj_kv(self, writer: Any, cfg: dict, pre: dict, file_type: int, name: str) -> None: ...
+
+
 class Converter(Protocol):
     """The family's part of the checkpoint converter: its tower's dimensions and tensor table, language-model keys
     beyond the architecture's own, and resampler tensors derived from stored ones ((original name, GGUF name,
@@ -144,6 +160,13 @@ class Family:
     clean_up_spaces: bool  # the tokenizer's clean_up_tokenization_spaces: decode drops the space before , . ? ! 's
     text_drops_pad: bool  # the original deletes generated pad ids from the answer (where pad is not a character)
     penalty_history: tuple[str, ...] = ()  # tokens the repetition penalty counts as generated before the answer
+    # how an image part enters the message text the chat template sees: the tag, what follows it, and what joins a
+    # message's parts (2.6's chat(): "(<image>./</image>)" parts joined by "\n"; 4.6's template: "<|image_pad|>\n"
+    # per image item, parts concatenated)
+    image_tag: str = "(<image>./</image>)"
+    image_after: str = ""
+    part_separator: str = "\n"
+    plain_tokens: tuple[str, ...] = ()  # added tokens that are not special: whole when encoding, kept by decode
     hf_version: float | str | None = None  # config.json's `version` as the original writes it (None: no key)
     vision_model_type: str = ""  # the tower's `vision_config.model_type` in the original config
     # the stages only some families have, and the family's converter and recipes
@@ -153,6 +176,7 @@ class Family:
     vision_batch: VisionBatch | None = field(default=None, repr=False, compare=False)
     answer_decode: AnswerDecode | None = field(default=None, repr=False, compare=False)
     converter: Converter | None = field(default=None, repr=False, compare=False)
+    layout_converter: LayoutConverter | None = field(default=None, repr=False, compare=False)
     recipe: Recipe | None = field(default=None, repr=False, compare=False)
 
     @property
