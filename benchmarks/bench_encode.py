@@ -2,7 +2,7 @@
 """Vision encoding on the real MiniCPM-V 2.6 dimensions (SigLIP 1152 x 27 layers, resampler 64 x 3584): our ggml
 encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file for both, in the same run.
 
-    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|2.0|1.0]
+    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|4.6|2.0|1.0]
 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
@@ -18,6 +18,9 @@ two cases (target <= 0.45).
 --version 2.0: MiniCPM-V 2.0's encoder (the real-2.0 preset: the so400m timm tower, 26 blocks, resampler 64 x 2304),
 which llama.cpp does not have: ours only, beside our 2.6 encoder on the same images in the same run, for scale.
 --version 1.0: the same for MiniCPM-V 1.0 (real-1.0: 2.0's tower and resampler; every image one 448 x 448 piece).
+--version 4.6: MiniCPM-V 4.6's encoder (the real-4.6 preset: SigLIP2 1152 x 27 layers, the window merger after layer
+6, the 2x2 merger to 1024) against libmtmd's own 4.6 graph on the same file, "16x" mode; the JSON keys get a "v46_"
+prefix ("v46_ratio_vs_mtmd", "v46_q8_ratio_vs_mtmd_f16": target <= 0.45).
 """
 
 from __future__ import annotations
@@ -58,6 +61,18 @@ def attention_flops(n: int, D: int = 1152, L: int = 27, E: int = 3584, Q: int = 
     return 2.0 * (L * 2 * n * n * D + 2 * Q * n * E)
 
 
+def v46_piece_flops(n: int, D: int = 1152, F: int = 4304, L: int = 27, insert: int = 6, E: int = 1024) -> float:
+    """Multiply-adds x 2 of one 4.6 piece of n patches ("16x"): layers 0..insert on n tokens, the window merger
+    (attention within windows of 4, the 4D -> 4F -> D MLP per window), the other layers on n/4 tokens, the merger
+    (4D -> 4D -> E per 2x2 block)."""
+    def layers(k: int, t: int) -> float:
+        return k * (4 * t * D * D + 2 * t * D * F + 2 * t * t * D)
+    q = n // 4
+    window = 4 * n * D * D + 2 * n * 4 * D + q * (4 * D * 4 * F + 4 * F * D)
+    merger = (q // 4) * (4 * D * 4 * D + 4 * D * E)
+    return 2.0 * (n * 588 * D + layers(insert + 1, n) + window + layers(L - insert - 1, q) + merger)
+
+
 # the encoder paths --profile breaks down: label -> (file type, VisionEncoder options, the unit its weight
 # products run on: "int8" the dot-product unit, "f32" the FMA unit sgemm measures)
 PATHS = {"f16-openblas": ("f16", {}, "f32"), "q8_0-vnni": ("q8_0", {"int8": "on"}, "int8"),
@@ -86,7 +101,9 @@ def child(engine: str, model: str, mmproj: str, threads: int, sides: list[int], 
         enc = VisionEncoder(mmproj, n_threads=threads, profile=profile, **(options or {}))
 
         def run(img: np.ndarray) -> int:
-            return int(enc.encode(enc.slice(img, n_threads=threads)).shape[0])
+            sliced = enc.slice(img, n_threads=threads)
+            enc.encode_rows(sliced)
+            return len(sliced.pieces_u8)
     else:
         from reference.mtmd import Mtmd
 
@@ -139,8 +156,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="repeats of the 448x448 case (best is kept)")
     ap.add_argument("--quick", action="store_true", help="448x448 only")
     ap.add_argument("--profile", action="store_true", help="also print our per-op profile (a separate run)")
-    ap.add_argument("--version", choices=["2.6", "2.0", "1.0"], default="2.6",
-                    help="2.6: ours vs libmtmd; 2.0 / 1.0: ours only (llama.cpp has neither), beside ours for 2.6")
+    ap.add_argument("--version", choices=["2.6", "4.6", "2.0", "1.0"], default="2.6",
+                    help="2.6, 4.6: ours vs libmtmd; 2.0 / 1.0: ours only (llama.cpp has neither), beside ours for 2.6")
     ap.add_argument("--child", nargs=4, metavar=("ENGINE", "MODEL", "MMPROJ", "SIDES"), help=argparse.SUPPRESS)
     ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -155,11 +172,13 @@ def main() -> None:
     from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
     from minicpmv_edge.demo import ensure_model
 
-    if args.version != "2.6":
+    if args.version not in ("2.6", "4.6"):
         bench_ours_only(args, ensure_model, run_measured)
         return
 
-    model, mmproj_f16 = ensure_model("real-2.6", "f16")
+    v46 = args.version == "4.6"
+    flops_of = v46_piece_flops if v46 else piece_flops
+    model, mmproj_f16 = ensure_model(f"real-{args.version}", "f16")
     mmproj_q8 = mmproj_f16.with_name("mmproj-model-q8_0-requant.gguf")
     if not mmproj_q8.exists():
         quantize_mmproj(mmproj_f16, mmproj_q8, "q8_0")
@@ -179,7 +198,7 @@ def main() -> None:
     ggml_peaks = {t: _core.ggml_matmul_gops(t, args.threads) for t in ("f32", "f16", "q8_0")}
     dot_peak = _core.int8_dot_peak_gops(args.threads)
     features = " ".join(n for n, v in _core.cpu_features() if v != "0")
-    print(f"real-dims MiniCPM-V 2.6 vision encoder, {args.threads} threads on {cpu_model()}")
+    print(f"real-dims MiniCPM-V {args.version} vision encoder, {args.threads} threads on {cpu_model()}")
     print(f"ggml CPU features: {features}")
     print(f"peaks measured here: OpenBLAS f32 sgemm {peak:.0f} GFLOP/s; int8 dot-product unit (VPDPBUSD chains) "
           f"{dot_peak:.0f} GOP/s; ggml matmul f32 {ggml_peaks['f32']:.0f}, f16 {ggml_peaks['f16']:.0f}, "
@@ -193,7 +212,7 @@ def main() -> None:
         for side in sides:
             o, m = results[("ours", ftype)][str(side)], results[("mtmd", ftype)][str(side)]
             n = o["pieces"]
-            flops = n * piece_flops((side if n == 1 else 448) ** 2 // 196)
+            flops = n * flops_of((side if n == 1 else 448) ** 2 // 196)
             ratio = o["seconds"] / m["seconds"]
             print(f"{ftype:5s} {side}x{side} ({n:2d} pieces): ours {o['seconds']:7.2f} s "
                   f"({flops / o['seconds'] / 1e9:5.0f} GFLOP/s)  libmtmd {m['seconds']:7.2f} s "
@@ -237,6 +256,10 @@ def main() -> None:
             summary[f"profile_{label}_ms"] = {k: round(v, 1) for k, v in groups.items()}
             summary[f"profile_{label}_matmul_gops"] = round(rate, 1)
     summary["ratio_vs_mtmd"] = summary.get("ratio_f16_1344", summary.get("ratio_f16_448"))
+    if v46:  # the 4.6 issue's names for the two ratios
+        summary["v46_ratio_vs_mtmd"] = summary.pop("ratio_vs_mtmd")
+        summary["v46_q8_ratio_vs_mtmd_f16"] = summary.pop("q8_ratio_vs_mtmd_f16")
+        summary["version"] = "4.6"
     print(json.dumps(summary))
 
 

@@ -72,6 +72,17 @@ if [ "$job" = "test" ]; then
       "regex==2026.11.19" "typer==0.29.2" "httpx==0.29.0" 2>&1 | grep -v '^WARNING: Location' || true
     rm -rf "$tf523" && mv "$tf523.tmp" "$tf523"
   fi
+  # llama.cpp's own converter (the "llama.cpp-made files" of the 4.6 tests): convert_hf_to_gguf.py, conversion/ and
+  # gguf-py/ of the llama.cpp that llama-cpp-python $LCP vendors, from its sdist
+  lcconv=.venv/ref/llama.cpp-$LCP
+  if [ ! -f "$lcconv/convert_hf_to_gguf.py" ]; then
+    sd=$(mktemp -d)
+    "$VPY" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: -d "$sd" \
+      "llama-cpp-python==$LCP" 2>&1 | grep -v '^WARNING: Location' || true
+    tar -xzf "$sd"/llama_cpp_python-$LCP.tar.gz -C "$sd" "llama_cpp_python-$LCP/vendor/llama.cpp/convert_hf_to_gguf.py" \
+      "llama_cpp_python-$LCP/vendor/llama.cpp/conversion" "llama_cpp_python-$LCP/vendor/llama.cpp/gguf-py"
+    rm -rf "$lcconv" && mv "$sd/llama_cpp_python-$LCP/vendor/llama.cpp" "$lcconv" && rm -rf "$sd"
+  fi
   # the chat page's test drives a real browser: Debian's chromium, where apt can install it (else set CHROMIUM)
   if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
      && command -v apt-get >/dev/null; then

@@ -162,6 +162,8 @@ def _init(name: str, shape: tuple[int, ...], kind: str, seed: int) -> np.ndarray
         a = rng.standard_normal(shape, dtype=np.float32)
     elif kind == "norm":
         a = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+    elif kind == "tied_embed":  # an embedding that is also the output head: small, so that what the layers add
+        a = 0.3 * rng.standard_normal(shape, dtype=np.float32)  # (not the token itself) decides the next token
     elif kind == "zero_norm":  # a zero-centred RMSNorm's weight (the scale is 1 + w)
         a = 0.1 * rng.standard_normal(shape, dtype=np.float32)
     elif kind == "log_decay":  # GatedDeltaNet's A_log: decay rates between 1 and 16, as its initialisation

@@ -143,7 +143,7 @@ class Recipe:
                 (f"{mm}linear_1.weight", (4 * D, 4 * D), "linear"), (f"{mm}linear_1.bias", (4 * D,), "bias"),
                 (f"{mm}linear_2.weight", (E, 4 * D), "linear"), (f"{mm}linear_2.bias", (E,), "bias")]
         lm = "model.language_model."
-        out += [(f"{lm}embed_tokens.weight", (vocab_size, E), "embed"), (f"{lm}norm.weight", (E,), "zero_norm")]
+        out += [(f"{lm}embed_tokens.weight", (vocab_size, E), "tied_embed"), (f"{lm}norm.weight", (E,), "zero_norm")]
         H, KV, hd = p.llm_heads, p.llm_kv_heads, p.head_dim
         nk, nv, dk = p.linear_key_heads, p.linear_value_heads, p.linear_head_dim
         for i, kind in enumerate(self.layer_types(p)):
