@@ -8,14 +8,15 @@
 #include <string>
 
 #include "preprocess/resize.h"
+#include "preprocess/resize_torch.h"
 
 namespace mcv {
 namespace {
 
-// max(round_half_even(length / patch) * patch, patch): Python's round() in the original
-int ensure_divide(double length, int patch) {
-    const double q = std::nearbyint(length / patch);  // default rounding mode: ties to even
-    return std::max(int(q) * patch, patch);
+// max(round_half_even(length / unit) * unit, unit): Python's round() in the original
+int ensure_divide(double length, int unit) {
+    const double q = std::nearbyint(length / unit);  // default rounding mode: ties to even
+    return std::max(int(q) * unit, unit);
 }
 
 Size best_resize(double w, double h, const SliceParams & p, bool allow_upscale) {
@@ -25,7 +26,7 @@ Size best_resize(double w, double h, const SliceParams & p, bool allow_upscale) 
         h = double(int64_t(s / std::sqrt(r)));  // int() truncation
         w = double(int64_t(h * r));
     }
-    return {ensure_divide(w, p.patch_size), ensure_divide(h, p.patch_size)};
+    return {ensure_divide(w, p.size_unit()), ensure_divide(h, p.size_unit())};
 }
 
 }  // namespace
@@ -41,16 +42,19 @@ SlicePlan plan_slices(int width, int height, const SliceParams & p) {
         throw std::invalid_argument("image size must be positive, got " + std::to_string(width) + "x" +
                                     std::to_string(height));
     }
-    if (p.max_slice_nums < 1 || p.scale_resolution < p.patch_size || p.patch_size < 1) {
+    if (p.max_slice_nums < 1 || p.scale_resolution < p.patch_size || p.patch_size < 1 || p.unit < 0 ||
+        p.size_unit() % p.patch_size) {
         throw std::invalid_argument("invalid slicing parameters (max_slice_nums " + std::to_string(p.max_slice_nums) +
                                     ", scale_resolution " + std::to_string(p.scale_resolution) + ", patch_size " +
-                                    std::to_string(p.patch_size) + ")");
+                                    std::to_string(p.patch_size) + ", unit " + std::to_string(p.unit) +
+                                    ": a multiple of patch_size, or 0)");
     }
     const double s2 = double(p.scale_resolution) * p.scale_resolution;
     const double log_ratio = std::log(double(width) / height);
     const int multiple = int(std::min<double>(std::ceil(double(width) * height / s2), p.max_slice_nums));
 
     SlicePlan plan;
+    plan.resize = p.resize;
     if (p.square) {
         plan.overview = {p.scale_resolution, p.scale_resolution};
         return plan;
@@ -60,7 +64,12 @@ SlicePlan plan_slices(int width, int height, const SliceParams & p) {
         return plan;
     }
     // candidate grids: slice counts multiple-1 .. multiple+1 (not 1, not above the limit), every factorisation
-    // cols x rows; the smallest |log aspect difference| wins, the first one on ties
+    // cols x rows; the smallest |log aspect difference| wins, the first one on ties. 4.6 (transformers 5.23.0
+    // image_processing_minicpmv4_6.py) walks rows upwards and lets an equal error with more rows win: the same
+    // choice. Within one count both keep the tied grid with the most rows; grids of two counts n1 != n2 tie only
+    // if W/H is the geometric mean of their aspects, irrational unless n1 * n2 is a square, which no two counts 1
+    // or 2 apart are (and for sides up to 65535, max_side, W/H stays ~1e-13 away from such a tie: far more than
+    // the logarithms' rounding).
     double best_err = std::numeric_limits<double>::infinity();
     int best_c = 1, best_r = 1;
     for (int n = multiple - 1; n <= multiple + 1; ++n) {
@@ -103,10 +112,11 @@ void check_patch_limit(const SlicePlan & plan, int width, int height, int patch_
 }
 
 std::vector<ImageU8> make_pieces(const ImageView & img, const SlicePlan & plan, int n_threads) {
+    const auto resize = plan.resize == ResizeKind::torch ? resize_bicubic_torch : resize_bicubic;
     std::vector<ImageU8> out;
-    out.push_back(resize_bicubic(img, plan.overview.width, plan.overview.height, n_threads));
+    out.push_back(resize(img, plan.overview.width, plan.overview.height, n_threads));
     if (!plan.sliced) return out;
-    const ImageU8 refine = resize_bicubic(img, plan.refine.width, plan.refine.height, n_threads);
+    const ImageU8 refine = resize(img, plan.refine.width, plan.refine.height, n_threads);
     for (int r = 0; r < plan.rows; ++r) {
         for (int c = 0; c < plan.cols; ++c) {
             out.push_back(
@@ -117,10 +127,18 @@ std::vector<ImageU8> make_pieces(const ImageView & img, const SlicePlan & plan, 
 }
 
 std::vector<float> normalize_chw(const ImageView & piece, const std::array<float, 3> & mean,
-                                 const std::array<float, 3> & std) {
+                                 const std::array<float, 3> & std, NormalizeKind kind) {
     float lut[3][256];
     for (int c = 0; c < 3; ++c) {
-        for (int v = 0; v < 256; ++v) lut[c][v] = (float(v * (1.0 / 255.0)) - mean[size_t(c)]) / std[size_t(c)];
+        if (kind == NormalizeKind::torch) {
+            // transformers 5.23.0 image_processing_backends.py fuses rescale into normalize: mean and std (float32)
+            // times 1 / rescale_factor (255, rounded to float32), then (x - mean') / std' in float32
+            const float scale = float(1.0 / (1.0 / 255.0));
+            const float m = mean[size_t(c)] * scale, s = std[size_t(c)] * scale;
+            for (int v = 0; v < 256; ++v) lut[c][v] = (float(v) - m) / s;
+        } else {
+            for (int v = 0; v < 256; ++v) lut[c][v] = (float(v * (1.0 / 255.0)) - mean[size_t(c)]) / std[size_t(c)];
+        }
     }
     const size_t plane = size_t(piece.width) * size_t(piece.height);
     std::vector<float> out(3 * plane);

@@ -1,7 +1,11 @@
 """Image input: whatever the user has (PIL image, numpy array, path, bytes) -> RGB uint8 [H, W, 3].
 
-Decoding is Pillow's, honouring the EXIF orientation tag; colour modes are converted exactly as
-`Image.convert("RGB")` does (alpha dropped, not composited), which is what the original processor does.
+Decoding is Pillow's, honouring the EXIF orientation tag. Transparency is handled one of two ways (`alpha`):
+"drop" (the default) converts colour modes exactly as `Image.convert("RGB")` does (alpha dropped, not composited),
+which is what the original processors of MiniCPM-V 2.6 and older do; "white" composites images with alpha (or a
+transparency key) onto white first, as MiniCPM-V 4.6's processor does (transformers 5.23.0 `convert_to_rgb`):
+PIL images and files with Pillow's `alpha_composite`, RGBA arrays with the float32 arithmetic of transformers'
+torchvision backend (which rounds differently from Pillow's by one step in about 30 % of (value, alpha) pairs).
 
 Every input is bounded before its pixels exist: the size in a file's header (both sides and their product) is
 checked before Pillow decodes it, and only the formats in ALLOWED_FORMATS are opened (Pillow's in-process decoders
@@ -10,6 +14,7 @@ for the formats cameras, phones and browsers write; none that runs an external p
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -26,6 +31,7 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's MAX_IMAGE_PIXELS (about 0.25 GB of R
 # beyond about 1000:1 a strip is sliced into pieces of a few patches: a 80,000,000 x 1 image, 10 kB as a PNG,
 # would cost gigabytes to turn into ten 14 x 14 pieces.
 DEFAULT_MAX_SIDE = 65_535
+ALPHA_MODES = ("drop", "white")
 ALLOWED_FORMATS = ("AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "QOI", "TGA", "TIFF", "WEBP")
 
 
@@ -108,9 +114,19 @@ def _decode(fp: io.BufferedIOBase | str | os.PathLike, name: str, max_pixels: in
             raise ImageError(f"{name}: cannot decode image (truncated or corrupt: {_reason(e)})") from e
 
 
-def _to_rgb(img: PILImage.Image, name: str) -> np.ndarray:
+def _has_alpha(img: PILImage.Image) -> bool:
+    """An alpha band or a transparency key: what transformers' convert_to_rgb composites onto white."""
+    return "A" in img.getbands() or img.info.get("transparency") is not None
+
+
+def _to_rgb(img: PILImage.Image, name: str, alpha: str = "drop") -> np.ndarray:
     try:
-        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        if alpha == "white" and _has_alpha(img):
+            rgba = img.convert("RGBA")  # a palette or a transparency key becomes an alpha band
+            white = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+            rgb = PILImage.alpha_composite(white, rgba).convert("RGB")
+        else:
+            rgb = img if img.mode == "RGB" else img.convert("RGB")
         return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # a lazily loaded PIL image may fail only here
         raise ImageError(f"{name}: cannot read mode {img.mode} pixels as RGB ({_reason(e)})") from e
@@ -163,23 +179,55 @@ def image_size(image: ImageInput | Image, max_pixels: int | None = DEFAULT_MAX_P
 
 
 def load_rgb(image: ImageInput | Image, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-             max_side: int | None = DEFAULT_MAX_SIDE) -> np.ndarray:
-    """RGB uint8 array [H, W, 3] (C-contiguous) of any supported input."""
+             max_side: int | None = DEFAULT_MAX_SIDE, alpha: str = "drop") -> np.ndarray:
+    """RGB uint8 array [H, W, 3] (C-contiguous) of any supported input. `alpha`: "drop" discards transparency
+    (`Image.convert("RGB")`, MiniCPM-V 2.6 and older), "white" composites it onto white (MiniCPM-V 4.6's processor)
+    for PIL images, files and RGBA arrays alike (see the module's notes)."""
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {', '.join(map(repr, ALPHA_MODES))}, not {alpha!r}")
     source, name = _source(image)
     if isinstance(source, PILImage.Image):
         check_size(*source.size, name, max_pixels, max_side)
-        return _to_rgb(source, name)
+        return _to_rgb(source, name, alpha)
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, name, max_pixels, max_side)
+        return _array_to_rgb(source, name, max_pixels, max_side, alpha)
     if isinstance(source, (bytes, bytearray)):
-        return _to_rgb(_decode(io.BytesIO(bytes(source)), name, max_pixels, max_side), name)
+        return _to_rgb(_decode(io.BytesIO(bytes(source)), name, max_pixels, max_side), name, alpha)
     if isinstance(source, (str, os.PathLike)):
-        return _to_rgb(_decode(_file(source, name), name, max_pixels, max_side), name)
+        return _to_rgb(_decode(_file(source, name), name, max_pixels, max_side), name, alpha)
     raise TypeError(f"unsupported image input of type {type(source).__name__} "
                     "(expected a PIL image, a numpy array, a path or bytes)")
 
 
-def _array_to_rgb(a: np.ndarray, name: str, max_pixels: int | None, max_side: int | None) -> np.ndarray:
+@functools.cache
+def _white_composite_lut() -> np.ndarray:
+    """[alpha, value] -> the composited uint8, as transformers 5.23.0's torchvision backend (convert_to_rgb in
+    image_processing_backends.py) computes it for an RGBA tensor, all in float32: x = v / 255 and a = alpha / 255
+    (each a multiplication by 1/255), x * a + (1 - a), then back to uint8 by torchvision's to_dtype, which
+    multiplies by 255.999 and truncates."""
+    f = np.float32
+    scaled = np.arange(256, dtype=f) * f(1 / 255)
+    a, x = scaled[:, None], scaled[None, :]
+    lut = ((x * a + (f(1) - a)) * f(255 + 1 - 1e-3)).astype(np.uint8)
+    lut.flags.writeable = False
+    return lut
+
+
+def _white_composite(rgba: np.ndarray) -> np.ndarray:
+    """[H, W, 4] uint8 -> [H, W, 3] composited onto white, a band of rows at a time (the table lookup's index
+    arrays are 8 bytes a value)."""
+    lut = _white_composite_lut()
+    h, w = rgba.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, (1 << 20) // w)
+    for y in range(0, h, step):
+        band = rgba[y: y + step]
+        out[y: y + step] = lut[band[:, :, 3:], band[:, :, :3]]
+    return out
+
+
+def _array_to_rgb(a: np.ndarray, name: str, max_pixels: int | None, max_side: int | None,
+                  alpha: str = "drop") -> np.ndarray:
     if a.dtype != np.uint8:
         raise ImageError(f"{name}: dtype {a.dtype} is not supported (expected uint8)")
     if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
@@ -188,6 +236,8 @@ def _array_to_rgb(a: np.ndarray, name: str, max_pixels: int | None, max_side: in
         if a.ndim == 3 and a.shape[2] == 3:
             return np.ascontiguousarray(a)
         if a.ndim == 3 and a.shape[2] == 4:
+            if alpha == "white":
+                return _white_composite(a)
             return np.ascontiguousarray(a[:, :, :3])  # RGBA -> RGB drops alpha, as Image.convert does
         gray = a if a.ndim == 2 else a[:, :, 0]
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))

@@ -1,0 +1,49 @@
+#include "preprocess/resize_torch.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace mcv {
+namespace {
+
+constexpr int kMaxPrecision = 22;        // torch's cap on the fraction bits
+constexpr double kInt16Limit = 1 << 15;  // every quantised weight must fit an int16
+
+}  // namespace
+
+FilterTaps torch_taps(int in_size, int out_size) {
+    CubicWeights cw = cubic_weights(in_size, out_size);
+    double w_max = 0.0;
+    for (double w : cw.w) w_max = std::max(w_max, w);
+    // the most fraction bits that keep the largest weight below 2^15 once rounded
+    int p = 0;
+    while (p < kMaxPrecision && int64_t(0.5 + w_max * double(int64_t(1) << (p + 1))) < kInt16Limit) ++p;
+    FilterTaps t;
+    t.ksize = cw.ksize;
+    t.precision = p;
+    t.first = std::move(cw.first);
+    t.count = std::move(cw.count);
+    t.k.resize(cw.w.size());
+    for (size_t i = 0; i < cw.w.size(); ++i) {
+        const double f = cw.w[i] * double(int64_t(1) << p);
+        t.k[i] = int32_t(cw.w[i] < 0 ? f - 0.5 : f + 0.5);  // round half away from zero, then truncate
+    }
+    return t;
+}
+
+ImageU8 resize_bicubic_torch(const ImageView & src, int out_w, int out_h, int n_threads) {
+    if (src.width <= 0 || src.height <= 0 || out_w <= 0 || out_h <= 0) {
+        throw std::invalid_argument("resize: sizes must be positive (got " + std::to_string(src.width) + "x" +
+                                    std::to_string(src.height) + " -> " + std::to_string(out_w) + "x" +
+                                    std::to_string(out_h) + ")");
+    }
+    // torch filters only the axes whose size changes, horizontal first, and returns the input for the same size
+    FilterTaps th, tv;
+    if (out_w != src.width) th = torch_taps(src.width, out_w);
+    if (out_h != src.height) tv = torch_taps(src.height, out_h);
+    return resample(src, out_w != src.width ? &th : nullptr, out_h != src.height ? &tv : nullptr, n_threads);
+}
+
+}  // namespace mcv
