@@ -13,6 +13,7 @@
 #include "ggml.h"
 #include "kernels/int8_gemm.h"
 #include "preprocess/resize.h"
+#include "preprocess/resize_torch.h"
 #include "preprocess/slicing.h"
 #include "runtime/backends.h"
 #include "runtime/cpu_threads.h"
@@ -51,6 +52,24 @@ U8Array to_array(const mcv::ImageU8 & img) {
 }
 
 py::tuple size_tuple(const mcv::Size & s) { return py::make_tuple(s.width, s.height); }
+
+// "pil" | "torch": Pillow's bicubic or torch's uint8 one (MiniCPM-V 4.6's torchvision processor)
+mcv::ResizeKind resize_kind(const std::string & s) {
+    if (s == "pil") return mcv::ResizeKind::pil;
+    if (s == "torch") return mcv::ResizeKind::torch;
+    throw std::invalid_argument("the resize kind must be 'pil' or 'torch', got '" + s + "'");
+}
+
+mcv::NormalizeKind normalize_kind(const std::string & s) {
+    if (s == "pil") return mcv::NormalizeKind::pil;
+    if (s == "torch") return mcv::NormalizeKind::torch;
+    throw std::invalid_argument("the normalisation kind must be 'pil' or 'torch', got '" + s + "'");
+}
+
+mcv::SliceParams slice_params(int max_slice_nums, int scale_resolution, int patch_size, bool square, int unit,
+                              const std::string & resize) {
+    return {max_slice_nums, scale_resolution, patch_size, square, unit, resize_kind(resize)};
+}
 
 }  // namespace
 
@@ -112,37 +131,45 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "plan_slices",
-        [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size, bool square) {
-            return mcv::plan_slices(width, height, {max_slice_nums, scale_resolution, patch_size, square});
+        [](int width, int height, int max_slice_nums, int scale_resolution, int patch_size, bool square, int unit,
+           const std::string & resize) {
+            return mcv::plan_slices(width, height,
+                                    slice_params(max_slice_nums, scale_resolution, patch_size, square, unit, resize));
         },
         py::arg("width"), py::arg("height"), py::arg("max_slice_nums"), py::arg("scale_resolution"),
-        py::arg("patch_size"), py::arg("square") = false,
-        "the slicing plan of a width x height image (sizes only; square: one scale_resolution square)");
+        py::arg("patch_size"), py::arg("square") = false, py::arg("unit") = 0, py::arg("resize") = "pil",
+        "the slicing plan of a width x height image (sizes only; square: one scale_resolution square; unit: piece "
+        "sides are multiples of it, 0: patch_size; resize: 'pil' or 'torch', recorded in the plan)");
 
     m.def(
         "resize_bicubic",
-        [](const U8Array & img, int width, int height, int n_threads) {
+        [](const U8Array & img, int width, int height, int n_threads, const std::string & kind) {
             const mcv::ImageView v = rgb_view(img);
+            const auto resize =
+                resize_kind(kind) == mcv::ResizeKind::torch ? mcv::resize_bicubic_torch : mcv::resize_bicubic;
             mcv::ImageU8 out;
             {
                 py::gil_scoped_release nogil;
-                out = mcv::resize_bicubic(v, width, height, n_threads);
+                out = resize(v, width, height, n_threads);
             }
             return to_array(out);
         },
-        py::arg("image"), py::arg("width"), py::arg("height"), py::arg("n_threads") = 1,
-        "Pillow-exact bicubic resize of an [H, W, 3] uint8 image");
+        py::arg("image"), py::arg("width"), py::arg("height"), py::arg("n_threads") = 1, py::arg("kind") = "pil",
+        "bicubic resize of an [H, W, 3] uint8 image, bit-exact with Pillow (kind 'pil') or with torch's uint8 "
+        "antialiased bicubic (kind 'torch')");
 
     m.def(
         "slice_pieces",
         [](const U8Array & img, int max_slice_nums, int scale_resolution, int patch_size, int n_threads,
-           int64_t max_patches, bool square) {
+           int64_t max_patches, bool square, int unit, const std::string & resize) {
             const mcv::ImageView v = rgb_view(img);
+            const mcv::SliceParams params =
+                slice_params(max_slice_nums, scale_resolution, patch_size, square, unit, resize);
             mcv::SlicePlan plan;
             std::vector<mcv::ImageU8> pieces;
             {
                 py::gil_scoped_release nogil;
-                plan = mcv::plan_slices(v.width, v.height, {max_slice_nums, scale_resolution, patch_size, square});
+                plan = mcv::plan_slices(v.width, v.height, params);
                 mcv::check_patch_limit(plan, v.width, v.height, patch_size,
                                        max_patches);  // before any pixel is resized
                 try {
@@ -157,23 +184,28 @@ PYBIND11_MODULE(_core, m) {
             return py::make_tuple(plan, arrays);
         },
         py::arg("image"), py::arg("max_slice_nums"), py::arg("scale_resolution"), py::arg("patch_size"),
-        py::arg("n_threads") = 1, py::arg("max_patches") = 0, py::arg("square") = false,
+        py::arg("n_threads") = 1, py::arg("max_patches") = 0, py::arg("square") = false, py::arg("unit") = 0,
+        py::arg("resize") = "pil",
         "(plan, [uint8 pieces]) of an [H, W, 3] uint8 image: overview, then slices (ValueError for a piece of more "
-        "than max_patches patches, 0: no limit; square: one scale_resolution square)");
+        "than max_patches patches, 0: no limit; square: one scale_resolution square; unit: piece sides are "
+        "multiples of it, 0: patch_size; resize: 'pil' (Pillow's bicubic) or 'torch' (torch's uint8 bicubic))");
 
     m.def(
         "normalize_chw",
-        [](const U8Array & piece, std::array<float, 3> mean, std::array<float, 3> std) {
+        [](const U8Array & piece, std::array<float, 3> mean, std::array<float, 3> std, const std::string & kind) {
             const mcv::ImageView v = rgb_view(piece);
-            const std::vector<float> out = mcv::normalize_chw(v, mean, std);
+            const std::vector<float> out = mcv::normalize_chw(v, mean, std, normalize_kind(kind));
             return to_array(out, {py::ssize_t(3), py::ssize_t(v.height), py::ssize_t(v.width)});
         },
-        py::arg("piece"), py::arg("mean"), py::arg("std"), "float32 [3, H, W] normalised pixels");
+        py::arg("piece"), py::arg("mean"), py::arg("std"), py::arg("kind") = "pil",
+        "float32 [3, H, W] normalised pixels (kind 'pil': (x / 255 - mean) / std, the rescale in float64; 'torch': "
+        "(x - mean * 255) / (std * 255) in float32, as transformers' torchvision backend)");
 
     py::enum_<mcv::PosRule>(m, "PosRule")
         .value("navit_2d", mcv::PosRule::navit_2d)
         .value("flat_1d", mcv::PosRule::flat_1d)
-        .value("floor_2d", mcv::PosRule::floor_2d);
+        .value("floor_2d", mcv::PosRule::floor_2d)
+        .value("nearest_2d", mcv::PosRule::nearest_2d);
 
     m.def(
         "position_ids",
@@ -218,25 +250,35 @@ PYBIND11_MODULE(_core, m) {
         .def(
             "encode",
             [](mcv::VisionEncoder & enc,
-               const std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> & arrays, int pad_to) {
+               const std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> & arrays, int pad_to,
+               int downsample) {
                 std::vector<mcv::Piece> pieces;
                 for (size_t i = 0; i < arrays.size(); ++i) {
                     const auto & a = arrays[i];
-                    if (a.ndim() != 3 || a.shape(0) != 3) {
+                    if (a.ndim() != 3 || a.shape(0) != 3 || a.shape(1) > INT32_MAX || a.shape(2) > INT32_MAX) {
                         throw std::invalid_argument("piece " + std::to_string(i) + ": expected float32 [3, H, W]");
                     }
-                    pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1)), pad_to});
+                    pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1)), pad_to, downsample});
                 }
                 std::vector<float> out;
                 {
                     py::gil_scoped_release nogil;
                     out = enc.encode(pieces);
                 }
-                const auto & hp = enc.hparams();
-                return to_array(out, {py::ssize_t(pieces.size()), py::ssize_t(hp.n_query), py::ssize_t(hp.n_out)});
+                const py::ssize_t width = enc.hparams().n_out;
+                return to_array(out, {py::ssize_t(out.size()) / width, width});
             },
-            py::arg("pieces"), py::arg("pad_to") = 0,
-            "float32 [n, Q, E] embeddings of float32 [3, H, W] pieces; pad_to > 0: a padded batch of that length")
+            py::arg("pieces"), py::arg("pad_to") = 0, py::arg("downsample") = 0,
+            "float32 [rows, E] embeddings of float32 [3, H, W] pieces, each piece's rows in order; pad_to > 0: a "
+            "padded batch of that length; downsample (MiniCPM-V 4.6): 4 = 16x, 2 = 4x, 0 = the file's default")
+        .def(
+            "tokens",
+            [](const mcv::VisionEncoder & enc, int h_patches, int w_patches, int downsample) {
+                return enc.tokens(h_patches, w_patches, downsample);
+            },
+            py::arg("h_patches"), py::arg("w_patches"), py::arg("downsample") = 0,
+            "rows a piece of h x w patches gives (ValueError for a mode the file cannot run or a grid it cannot "
+            "divide)")
         .def_property_readonly("hparams",
                                [](const mcv::VisionEncoder & enc) {
                                    const auto & h = enc.hparams();
@@ -256,7 +298,19 @@ PYBIND11_MODULE(_core, m) {
                                    d["minicpmv_version"] = h.minicpmv_version;
                                    d["position_ids"] = h.pos_rule == mcv::PosRule::navit_2d ? "navit_2d"
                                        : h.pos_rule == mcv::PosRule::flat_1d                ? "flat_1d"
+                                       : h.pos_rule == mcv::PosRule::nearest_2d             ? "nearest_2d"
                                                                                             : "floor_2d";
+                                   const bool v46 = h.merger == mcv::Merger::minicpmv4_6;
+                                   d["merger"] = v46 ? "minicpmv4_6" : "resampler";
+                                   d["position_grid"] = h.pos_side;
+                                   d["insert_layer"] = h.insert_layer;
+                                   py::list modes;  // MiniCPM-V 4.6's modes this file runs (none: resampler)
+                                   if (v46 && h.has_insert_merger) modes.append("16x");
+                                   if (v46) modes.append("4x");
+                                   d["downsample_modes"] = modes;
+                                   py::object mode = py::none();
+                                   if (v46) mode = py::str(h.default_downsample == mcv::kDownsample16x ? "16x" : "4x");
+                                   d["default_downsample"] = mode;
                                    d["padded_batch"] = h.padded_batch;
                                    d["square"] = h.square;
                                    d["stored_key_positions"] = h.key_positions == mcv::KeyPositions::stored;

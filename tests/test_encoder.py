@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from helpers import FAMILY_NAMES, cli, smooth_image
+from helpers import RESAMPLER_FAMILIES, cli, smooth_image
 
 from minicpmv_edge import UnsupportedVersionError
 from minicpmv_edge._native import _core
@@ -20,7 +20,7 @@ from minicpmv_edge.encoder import VisionEncoder
 from reference.mtmd import Mtmd
 from reference.vision import position_ids_hf, reference_vision
 
-VERSIONS = FAMILY_NAMES
+VERSIONS = RESAMPLER_FAMILIES  # 4.6: test_v4_6_encoder.py
 RULE = {"2.6": "hf", "2.5": "flat", "2.0": None, "1.0": None}  # each version's original position ids (None: a
 # resized grid)
 # piece patch grids (h, w): square, the 25- and 50-patch sides where float32 buckets differ from floor,

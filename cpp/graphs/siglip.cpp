@@ -66,17 +66,6 @@ std::vector<int32_t> buckets(int n, const std::vector<float> & boundaries) {
     return out;
 }
 
-// GELU: SigLIP's tanh approximation (gelu_pytorch_tanh) or timm's exact erf form. ggml_gelu reads a table indexed
-// by the f16-rounded input on the CPU (about 1e-3 relative error); f32 weights ask for fidelity, so the tanh form
-// is then the formula itself: x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3)). ggml_gelu_erf is exact in f32.
-ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact) {
-    if (kind == Gelu::erf) return ggml_gelu_erf(ctx, x);
-    if (!exact) return ggml_gelu(ctx, x);
-    ggml_tensor * t = ggml_scale_bias(ctx, ggml_sqr(ctx, x), 0.044715f, 1.0f);  // 1 + 0.044715 x^2
-    t = ggml_scale(ctx, ggml_mul(ctx, t, x), 1.5957691216057308f);              // 2 sqrt(2/pi) (x + 0.044715 x^3)
-    return ggml_mul(ctx, x, ggml_sigmoid(ctx, t));
-}
-
 // [n_out, n_in] row-normalised weights of resizing n_in samples to n_out: support 2 * max(scale, 1) around the
 // centre scale * (i + 0.5), each tap weighted k((j - centre + 0.5) / max(scale, 1)) (float32, as torch)
 std::vector<float> aa_bicubic_weights(int n_in, int n_out) {
@@ -95,7 +84,30 @@ std::vector<float> aa_bicubic_weights(int n_in, int n_out) {
     return w;
 }
 
+// bucketize(float32(i) / float32(n), boundaries, right=True) for i < n: transformers 5.x
+// get_vision_nearest_position_ids (arange(n) / n, an int tensor divided in float32)
+std::vector<int32_t> ratio_buckets(int n, const std::vector<float> & boundaries) {
+    std::vector<int32_t> out(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        const float frac = float(i) / float(n);
+        out[size_t(i)] = int32_t(std::upper_bound(boundaries.begin(), boundaries.end(), frac) - boundaries.begin());
+    }
+    return out;
+}
+
 }  // namespace
+
+// SigLIP's tanh approximation (gelu_pytorch_tanh) or timm's exact erf form. ggml_gelu reads a table indexed
+// by the f16-rounded input on the CPU (about 1e-3 relative error); f32 weights ask for fidelity, so the tanh form
+// is then the formula itself: x * sigmoid(2 * sqrt(2 / pi) * (x + 0.044715 x^3)). ggml_gelu_erf is exact in f32.
+ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact) {
+    if (kind == Gelu::erf) return ggml_gelu_erf(ctx, x);
+    if (!exact) return ggml_gelu(ctx, x);
+    const float c = 1.5957691216057308f;                                         // 2 sqrt(2/pi)
+    ggml_tensor * t = ggml_scale_bias(ctx, ggml_sqr(ctx, x), 0.044715f * c, c);  // c (1 + 0.044715 x^2)
+    t = ggml_mul(ctx, t, x);                                                     // c (x + 0.044715 x^3)
+    return ggml_mul(ctx, x, ggml_sigmoid(ctx, t));
+}
 
 std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule) {
     if (h <= 0 || w <= 0 || side <= 0) throw std::invalid_argument("position_ids: sizes must be positive");
@@ -108,6 +120,9 @@ std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule) {
         if (rule == PosRule::navit_2d) {
             bh = buckets(h, boundaries);
             bw = buckets(w, boundaries);
+        } else if (rule == PosRule::nearest_2d) {
+            bh = ratio_buckets(h, boundaries);
+            bw = ratio_buckets(w, boundaries);
         } else {  // flat_1d: one row of h * w patches
             const int64_t n = int64_t(h) * w;
             if (n > INT32_MAX) throw std::invalid_argument("position_ids: piece of " + std::to_string(n) + " patches");
@@ -182,6 +197,33 @@ void patchify(const float * chw, int h, int w, int patch, float * out) {
     }
 }
 
+ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggml_tensor * patches, ggml_tensor * pos,
+                              MatmulHook mm) {
+    const int64_t D = model.hp.n_embd, P = model.hp.patch_size;
+    // the stride-P, kernel-P conv is a matmul over non-overlapping patches
+    ggml_tensor * kernel = ggml_reshape_2d(ctx, model.patch_w, P * P * 3, D);                 // [P*P*3, D]
+    ggml_tensor * x = cb(linear(ctx, patches, kernel, model.patch_b, mm), "patch_embd", -1);  // [D, N, B]
+    return cb(ggml_add(ctx, x, pos), "pos_embd", -1);                                         // + [D, N]
+}
+
+ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                           bool exact_gelu, int il, MatmulHook mm) {
+    const int64_t N = x->ne[1], B = x->ne[2], d_head = hp.n_embd / hp.n_head;
+    ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
+    ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, cur, L.q_w, L.q_b, mm), d_head, hp.n_head, N, B);
+    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, cur, L.k_w, L.k_b, mm), d_head, hp.n_head, N, B);
+    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, cur, L.v_w, L.v_b, mm), d_head, hp.n_head, N, B);
+    cur = attend(ctx, q, k, v, L.q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16, il, mm);  // [D, N, B]
+    cur = cb(linear(ctx, cur, L.o_w, L.o_b, mm), "attn_out", il);
+    x = cb(ggml_add(ctx, x, cur), "attn_residual", il);
+
+    cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
+    cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b, mm), "ffn_up", il);  // [F, N, B]
+    cur = cb(gelu(ctx, cur, hp.gelu, exact_gelu), "ffn_gelu", il);
+    cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm), "ffn_down", il);  // [D, N, B]
+    return cb(ggml_add(ctx, x, cur), "ffn_residual", il);
+}
+
 SiglipGraph::SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm)
     : model(model), hp(model.hp), ph(ph), pw(pw), n_patch(ph * pw), n_batch(n_batch),
       d_head(model.hp.n_embd / model.hp.n_head), mm(mm), ctx(ctx) {}
@@ -205,26 +247,10 @@ ggml_tensor * SiglipGraph::build() {
         pos = ggml_get_rows(ctx, model.pos_embd, inp_pos);
     }
 
-    // patch embedding: the stride-P, kernel-P conv is a matmul over non-overlapping patches
-    ggml_tensor * kernel = ggml_reshape_2d(ctx, model.patch_w, P * P * 3, D);                     // [P*P*3, D]
-    ggml_tensor * x = cb(linear(ctx, inp_patches, kernel, model.patch_b, mm), "patch_embd", -1);  // [D, N, B]
-    x = cb(ggml_add(ctx, x, pos), "pos_embd", -1);                                                // + [D, N]
-
+    ggml_tensor * x = patch_embedding(ctx, model, inp_patches, pos, mm);  // [D, N, B]
     for (int il = 0; il < hp.n_layer; ++il) {
         const VisionLayer & L = model.layers[size_t(il)];
-        ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
-        ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, cur, L.q_w, L.q_b, mm), d_head, hp.n_head, N, B);
-        ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, cur, L.k_w, L.k_b, mm), d_head, hp.n_head, N, B);
-        ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, cur, L.v_w, L.v_b, mm), d_head, hp.n_head, N, B);
-        cur = attend(ctx, q, k, v, L.q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16, il, mm);  // [D, N, B]
-        cur = cb(linear(ctx, cur, L.o_w, L.o_b, mm), "attn_out", il);
-        x = cb(ggml_add(ctx, x, cur), "attn_residual", il);
-
-        cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
-        cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b, mm), "ffn_up", il);  // [F, N, B]
-        cur = cb(gelu(ctx, cur, hp.gelu, /*exact =*/L.fc1_w->type == GGML_TYPE_F32), "ffn_gelu", il);
-        cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm), "ffn_down", il);  // [D, N, B]
-        x = cb(ggml_add(ctx, x, cur), "ffn_residual", il);
+        x = siglip_block(ctx, x, L, hp, /*exact_gelu =*/L.fc1_w->type == GGML_TYPE_F32, il, mm);
     }
     return cb(layer_norm(ctx, x, model.post_ln_w, model.post_ln_b, hp.eps), "post_ln", -1);  // [D, N, B]
 }

@@ -14,6 +14,19 @@ namespace mcv {
 // ids[i * w + j] for a piece of h x w patches
 std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule);
 
+// GELU of `kind`; `exact`: the tanh form as its formula in f32 (else ggml_gelu, whose CPU table reads the
+// f16-rounded input: about 1e-3 relative error)
+ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact);
+
+// the patch embedding (the stride-P conv as a matmul over patches) plus `pos` [D, N]:
+// patches [P*P*3, N, B] -> [D, N, B]
+ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggml_tensor * patches, ggml_tensor * pos,
+                              MatmulHook mm);
+
+// one pre-LN SigLIP block, full attention over the N tokens of each piece: x [D, N, B] -> [D, N, B]
+ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                           bool exact_gelu, int il, MatmulHook mm);
+
 // host-side patchify: CHW pixels [3, h*P, w*P] -> [P*P*3, h*w] in the conv kernel's (kx, ky, c) order
 void patchify(const float * chw, int h, int w, int patch, float * out);
 

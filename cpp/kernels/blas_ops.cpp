@@ -28,14 +28,17 @@ void single_threaded_blas() {
     std::call_once(once, [] { scipy_openblas_set_num_threads(1); });  // ggml's threads do the splitting
 }
 
-constexpr int64_t kRowAlign = 16;
+// Output features are computed in blocks of this many rows, one sgemm call each, whatever the thread count: OpenBLAS
+// picks its kernel by the call's dimensions (small products, under about 100^3 multiply-adds, go to other kernels
+// whose sums differ in the last bit), so calls whose shapes followed the thread count would make results follow it.
+constexpr int64_t kRowAlign = 64;
 constexpr size_t kScoreFloats = size_t(1) << 20;  // one thread's attention score tile: 4 MiB
 
-// rows [lo, hi) of the output features that thread ith of nth computes: blocks of about m / nth, 16-aligned
+// rows [lo, hi) of the output features that thread ith of nth computes: about m / nth, whole row blocks
 void row_range(int64_t m, int ith, int nth, int64_t & lo, int64_t & hi) {
-    const int64_t per = (m + nth - 1) / nth;
-    lo = std::min(m, (per * ith + kRowAlign - 1) / kRowAlign * kRowAlign);
-    hi = std::min(m, (per * (ith + 1) + kRowAlign - 1) / kRowAlign * kRowAlign);
+    const int64_t blocks = (m + kRowAlign - 1) / kRowAlign;
+    lo = std::min(m, blocks * ith / nth * kRowAlign);
+    hi = std::min(m, blocks * (ith + 1) / nth * kRowAlign);
 }
 
 // query rows per attention tile, so that a tile of scores stays within kScoreFloats
@@ -61,8 +64,11 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         for (int64_t r = 0; r < hi - lo; ++r) traits->to_float(src + r * w->nb[1], buf + r * k, k);
         wf = buf;
     }
-    sgemm(true, int(n), int(hi - lo), int(k), 1.0f, static_cast<const float *>(x->data), int(k), wf, int(k),
-          static_cast<float *>(dst->data) + lo, int(m));
+    for (int64_t r = lo; r < hi; r += kRowAlign) {  // one call per row block (see kRowAlign)
+        const int64_t rows = std::min(kRowAlign, hi - r);
+        sgemm(true, int(n), int(rows), int(k), 1.0f, static_cast<const float *>(x->data), int(k), wf + (r - lo) * k,
+              int(k), static_cast<float *>(dst->data) + r, int(m));
+    }
 }
 
 // e^x for x <= 0 (softmax after subtracting the row max), about 1 ulp, written so the compiler vectorises it:

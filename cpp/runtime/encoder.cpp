@@ -4,6 +4,8 @@
 #include <array>
 #include <map>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "kernels/blas_ops.h"
 #include "runtime/backends.h"
@@ -13,6 +15,10 @@ namespace mcv {
 namespace {
 
 constexpr size_t kGraphNodes = 8192;
+
+std::string mode_name(int downsample) {
+    return downsample == kDownsample16x ? "16x" : downsample == kDownsample4x ? "4x" : std::to_string(downsample);
+}
 
 ggml_backend_dev_t pick_device(const std::string & name) {
     if (name == "cpu") return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
@@ -77,12 +83,64 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     if (opt_.profile) ggml_backend_sched_set_eval_callback(sched_.get(), &VisionEncoder::on_node, this);
 
     // worst case of an ordinary piece: a square of the slicing resolution plus the rounding margin (a square-only
-    // file's pieces are that square exactly)
-    const int side = model_.hp.image_size / model_.hp.patch_size + (model_.hp.square ? 0 : 2);
-    const EncoderGraph g = build_graph(side, side, 1, side, side);
-    if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
-        throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
+    // file's pieces are that square exactly; 4.6's have sides in whole 4-patch blocks, and both of its modes are
+    // reserved, the buffers growing to the larger)
+    const VisionHParams & hp = model_.hp;
+    std::vector<std::array<int, 2>> reserve;  // (side, downsample)
+    if (hp.merger == Merger::minicpmv4_6) {
+        const int side = (hp.image_size / hp.patch_size + 3) / 4 * 4 + 4;
+        reserve.push_back({side, kDownsample4x});
+        if (hp.has_insert_merger) reserve.push_back({side, kDownsample16x});
+    } else {
+        reserve.push_back({hp.image_size / hp.patch_size + (hp.square ? 0 : 2), 0});
     }
+    for (const auto & [side, mode] : reserve) {
+        const EncoderGraph g = build_graph(side, side, 1, side, side, mode);
+        if (!ggml_backend_sched_reserve(sched_.get(), g.graph)) {
+            throw OutOfMemory(path + ": cannot allocate the vision encoder's compute buffers");
+        }
+    }
+}
+
+int VisionEncoder::resolve_downsample(int downsample) const {
+    const VisionHParams & hp = model_.hp;
+    if (hp.merger == Merger::resampler) {
+        if (downsample != 0) {
+            throw std::invalid_argument(model_.path + ": downsample mode " + mode_name(downsample) +
+                                        " asked of a resampler file (each piece gives its " +
+                                        std::to_string(hp.n_query) + " query rows; the modes are MiniCPM-V 4.6's)");
+        }
+        return 0;
+    }
+    if (downsample == 0) return hp.default_downsample;
+    if (downsample != kDownsample16x && downsample != kDownsample4x) {
+        throw std::invalid_argument("unknown downsample mode " + std::to_string(downsample) + " (" +
+                                    std::to_string(kDownsample16x) + ": 16x, " + std::to_string(kDownsample4x) +
+                                    ": 4x, 0: the file's default)");
+    }
+    if (downsample == kDownsample16x && !hp.has_insert_merger) {
+        throw std::invalid_argument(model_.path +
+                                    ": 16x mode needs the insert merger (v.vit_merger.*), which this file does not "
+                                    "have (clip.vision.projector.scale_factor 2: a 4x-only file)");
+    }
+    return downsample;
+}
+
+int64_t VisionEncoder::tokens(int h_patches, int w_patches, int downsample) const {
+    const VisionHParams & hp = model_.hp;
+    if (h_patches <= 0 || w_patches <= 0) {
+        throw std::invalid_argument("a piece of " + std::to_string(w_patches) + "x" + std::to_string(h_patches) +
+                                    " patches: sides must be positive");
+    }
+    const int mode = resolve_downsample(downsample);
+    if (hp.merger == Merger::resampler) return hp.n_query;
+    if (h_patches % mode || w_patches % mode) {
+        throw std::invalid_argument("a piece of " + std::to_string(w_patches) + "x" + std::to_string(h_patches) +
+                                    " patches: in " + mode_name(mode) + " mode its sides must be multiples of " +
+                                    std::to_string(mode) + " patches (" + std::to_string(mode * hp.patch_size) +
+                                    " pixels)");
+    }
+    return Minicpmv46Graph::tokens(h_patches, w_patches, mode);
 }
 
 // The matrices of a block-quantized file, repacked for our int8 kernel. Those the file keeps in f16 / bf16 / f32
@@ -106,12 +164,21 @@ void VisionEncoder::pack_int8_weights() {
     mm_.packed = &packed_;
 }
 
-EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw) {
+EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample) {
     EncoderGraph g;
     ggml_init_params ip{meta_.size(), meta_.data(), /*no_alloc =*/true};
     g.ctx.reset(ggml_init(ip));
     if (!g.ctx) throw std::runtime_error("ggml_init failed");
     ggml_context * ctx = g.ctx.get();
+    if (model_.hp.merger == Merger::minicpmv4_6) {
+        g.v46 = std::make_unique<Minicpmv46Graph>(ctx, model_, ph, pw, n_batch, downsample, mm_);
+        g.out = g.v46->build();
+        ggml_set_name(g.out, "embeddings");
+        ggml_set_output(g.out);
+        g.graph = ggml_new_graph_custom(g.ctx.get(), kGraphNodes, false);
+        ggml_build_forward_expand(g.graph, g.out);
+        return g;
+    }
     g.siglip = std::make_unique<SiglipGraph>(ctx, model_, ph, pw, n_batch, mm_);
     g.resampler = std::make_unique<ResamplerGraph>(ctx, model_, rh, rw, n_batch, mm_);
     ggml_tensor * x = g.siglip->build();         // [D, ph * pw, B]
@@ -129,23 +196,25 @@ EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int
 std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
     const std::lock_guard<std::mutex> lock(mu_);
     const VisionHParams & hp = model_.hp;
+    std::vector<int> modes(pieces.size());
+    std::vector<size_t> offset(pieces.size());  // each piece's first row
+    size_t rows = 0;
     for (size_t i = 0; i < pieces.size(); ++i) {
         const Piece & p = pieces[i];
+        const std::string what =
+            "piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" + std::to_string(p.height);
         if (!p.chw || p.width <= 0 || p.height <= 0 || p.width % hp.patch_size || p.height % hp.patch_size) {
-            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
-                                        std::to_string(p.height) + "; sides must be positive multiples of " +
+            throw std::invalid_argument(what + "; sides must be positive multiples of " +
                                         std::to_string(hp.patch_size));
         }
         if (hp.square && (p.width != hp.image_size || p.height != hp.image_size)) {
-            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
-                                        std::to_string(p.height) + "; this model's pieces are " +
-                                        std::to_string(hp.image_size) + "x" + std::to_string(hp.image_size));
+            throw std::invalid_argument(what + "; this model's pieces are " + std::to_string(hp.image_size) + "x" +
+                                        std::to_string(hp.image_size));
         }
         const int64_t patches = int64_t(p.width / hp.patch_size) * int64_t(p.height / hp.patch_size);
         if (opt_.max_patches > 0 && patches > opt_.max_patches) {
-            throw std::invalid_argument("piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" +
-                                        std::to_string(p.height) + " = " + std::to_string(patches) +
-                                        " patches, more than max_patches " + std::to_string(opt_.max_patches));
+            throw std::invalid_argument(what + " = " + std::to_string(patches) + " patches, more than max_patches " +
+                                        std::to_string(opt_.max_patches));
         }
         if (p.pad_to != 0) {
             if (p.pad_to < patches || (opt_.max_patches > 0 && p.pad_to > opt_.max_patches)) {
@@ -153,46 +222,60 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
                                             " must be between its " + std::to_string(patches) +
                                             " patches and max_patches " + std::to_string(opt_.max_patches));
             }
-            if (model_.hp.pos_rule != PosRule::flat_1d || model_.hp.pos_embedding != PosEmbedding::buckets) {
+            if (hp.merger != Merger::resampler || model_.hp.pos_rule != PosRule::flat_1d ||
+                model_.hp.pos_embedding != PosEmbedding::buckets) {
                 throw std::invalid_argument("padded pieces need the 1-D position rule (a padded-batch file)");
             }
         }
+        modes[i] = resolve_downsample(p.downsample);
+        int64_t n = 0;
+        try {
+            n = tokens(p.height / hp.patch_size, p.width / hp.patch_size, modes[i]);
+        } catch (const std::invalid_argument & e) {
+            throw std::invalid_argument("piece " + std::to_string(i) + " (" + std::to_string(p.width) + "x" +
+                                        std::to_string(p.height) + " pixels): " + e.what());
+        }
+        offset[i] = rows;
+        rows += size_t(n);
     }
     std::vector<float> out;
     try {
-        out.resize(floats_per_piece() * pieces.size());
+        out.resize(rows * size_t(hp.n_out));
     } catch (const std::bad_alloc &) {
         throw OutOfMemory("cannot allocate the embeddings of " + std::to_string(pieces.size()) + " pieces");
     }
 
-    // pieces of one tower grid and one own grid share a graph (a padded piece's tower grid is 1 x pad_to);
-    // batches are capped by the size of their attention scores
-    std::map<std::array<int, 4>, std::vector<size_t>> groups;
+    // pieces of one tower grid, one own grid and one mode share a graph (a padded piece's tower grid is
+    // 1 x pad_to); batches are capped by the size of their attention scores
+    std::map<std::array<int, 5>, std::vector<size_t>> groups;
     for (size_t i = 0; i < pieces.size(); ++i) {
         const int rh = pieces[i].height / hp.patch_size, rw = pieces[i].width / hp.patch_size;
         const int pad = pieces[i].pad_to;
-        groups[pad ? std::array<int, 4>{1, pad, rh, rw} : std::array<int, 4>{rh, rw, rh, rw}].push_back(i);
+        groups[pad ? std::array<int, 5>{1, pad, rh, rw, modes[i]} : std::array<int, 5>{rh, rw, rh, rw, modes[i]}]
+            .push_back(i);
     }
     for (const auto & [grid, index] : groups) {
-        const auto [ph, pw, rh, rw] = grid;
+        const auto [ph, pw, rh, rw, mode] = grid;
         const size_t n = size_t(ph) * size_t(pw);
         const size_t scores = n * n * size_t(hp.n_head) * sizeof(float);
         const size_t max_b = std::max<size_t>(1, opt_.max_batch_bytes / std::max<size_t>(scores, 1));
         for (size_t start = 0; start < index.size(); start += max_b) {
             const std::vector<size_t> batch(index.begin() + long(start),
                                             index.begin() + long(std::min(index.size(), start + max_b)));
-            run_batch(pieces, batch, ph, pw, rh, rw, out.data());
+            run_batch(pieces, batch, offset, ph, pw, rh, rw, mode, out.data());
         }
     }
     return out;
 }
 
-void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw,
-                              int rh, int rw, float * out) {
+void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index,
+                              const std::vector<size_t> & offset, int ph, int pw, int rh, int rw, int downsample,
+                              float * out) {
     const std::string what = std::to_string(index.size()) + " piece(s) of " + std::to_string(rw) + "x" +
         std::to_string(rh) + " patches" +
-        (rh * rw != ph * pw ? " padded to " + std::to_string(ph * pw) : std::string());
-    const EncoderGraph g = build_graph(ph, pw, int(index.size()), rh, rw);
+        (rh * rw != ph * pw ? " padded to " + std::to_string(ph * pw) : std::string()) +
+        (downsample ? " in " + mode_name(downsample) + " mode" : std::string());
+    const EncoderGraph g = build_graph(ph, pw, int(index.size()), rh, rw, downsample);
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
         throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
@@ -207,8 +290,12 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     last_node_ = std::chrono::steady_clock::now();
     std::vector<const float *> pixels;
     for (size_t i : index) pixels.push_back(pieces[i].chw);
-    g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
-    g.resampler->set_inputs();
+    if (g.v46) {
+        g.v46->set_inputs(pixels, model_.hp.pos_rule);
+    } else {
+        g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
+        g.resampler->set_inputs();
+    }
     const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
     if (scratch_ && scratch_->take_failure()) {
         throw std::runtime_error("the vision graph ran a BLAS op without its scratch memory (" + what + ")");
@@ -216,9 +303,9 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     if (status == GGML_STATUS_ALLOC_FAILED) throw OutOfMemory("the vision graph ran out of memory (" + what + ")");
     if (status != GGML_STATUS_SUCCESS) throw std::runtime_error("the vision graph failed to compute (" + what + ")");
     ++n_evals_;
-    const size_t per_piece = floats_per_piece();
+    const size_t per_piece = size_t(g.out->ne[0]) * size_t(g.out->ne[1]);  // E x rows
     for (size_t b = 0; b < index.size(); ++b) {  // straight into the caller's rows (pieces keep their order)
-        ggml_backend_tensor_get(g.out, out + index[b] * per_piece, b * per_piece * sizeof(float),
+        ggml_backend_tensor_get(g.out, out + offset[index[b]] * size_t(g.out->ne[0]), b * per_piece * sizeof(float),
                                 per_piece * sizeof(float));
     }
 }
@@ -299,8 +386,11 @@ bool VisionEncoder::quantized_file() const {
 std::vector<const ggml_tensor *> VisionEncoder::matrices() const {
     std::vector<const ggml_tensor *> all;
     for (const VisionLayer & L : model_.layers) all.insert(all.end(), {L.q_w, L.k_w, L.v_w, L.o_w, L.fc1_w, L.fc2_w});
+    const VisionModel & m = model_;
+    all.insert(all.end(), {m.kv_w, m.attn_q_w, m.attn_k_w, m.attn_v_w, m.attn_o_w, m.proj_w});  // resampler
     all.insert(all.end(),
-               {model_.kv_w, model_.attn_q_w, model_.attn_k_w, model_.attn_v_w, model_.attn_o_w, model_.proj_w});
+               {m.wm_q_w, m.wm_k_w, m.wm_v_w, m.wm_o_w, m.wm_ds_up_w, m.wm_ds_down_w, m.mg_up_w,
+                m.mg_down_w});  // 4.6's insert merger and final merger
     all.erase(std::remove(all.begin(), all.end(), nullptr), all.end());
     return all;
 }

@@ -12,6 +12,7 @@
 
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
+#include "graphs/minicpmv4_6.h"
 #include "graphs/resampler.h"
 #include "graphs/siglip.h"
 #include "kernels/blas_ops.h"
@@ -37,13 +38,15 @@ struct EncoderOptions {
     std::string int8 = "auto";
 };
 
-// One graph evaluation: B pieces of one patch grid through SigLIP and the resampler.
+// One graph evaluation: B pieces of one patch grid through SigLIP and the resampler, or through MiniCPM-V 4.6's
+// tower and mergers.
 struct EncoderGraph {
     ggml_context_ptr ctx;  // metadata only; memory is the owner's reusable buffer
     std::unique_ptr<SiglipGraph> siglip;
     std::unique_ptr<ResamplerGraph> resampler;
+    std::unique_ptr<Minicpmv46Graph> v46;
     ggml_cgraph * graph = nullptr;
-    ggml_tensor * out = nullptr;  // [E, Q, B]
+    ggml_tensor * out = nullptr;  // [E, rows per piece, B]
 };
 
 struct Piece {
@@ -55,6 +58,10 @@ struct Piece {
     // pixels, every position a key; positions are the 1-D rule over pad_to; the resampler then reads the piece's own
     // patches only. 0: the piece alone.
     int pad_to = 0;
+    // MiniCPM-V 4.6's token reduction (hparams().merger minicpmv4_6): kDownsample16x (4: h/4 x w/4 rows),
+    // kDownsample4x (2: h/2 x w/2 rows), or 0: the file's default (hparams().default_downsample). Resampler files
+    // take 0 only.
+    int downsample = 0;
 };
 
 // Thread safety: encode() may be called from several threads on one object; calls are serialised.
@@ -63,11 +70,18 @@ class VisionEncoder {
 public:
     VisionEncoder(const std::string & path, const EncoderOptions & opt);
 
-    // [n_pieces, Q, E] row-major float32, pieces in the given order
+    // [total rows, E] row-major float32: every piece's rows (tokens()), pieces in the given order
     std::vector<float> encode(const std::vector<Piece> & pieces);
 
+    // the rows a piece of h x w patches gives in `downsample` mode (see Piece::downsample): Q for a resampler file,
+    // (h / 4) * (w / 4) or (h / 2) * (w / 2) for minicpmv4_6; std::invalid_argument for a mode the file cannot run
+    // or a grid the mode cannot divide
+    int64_t tokens(int h_patches, int w_patches, int downsample = 0) const;
+    // the mode a Piece::downsample of `downsample` runs in (0 for resampler files); std::invalid_argument for a mode
+    // the file cannot run
+    int resolve_downsample(int downsample) const;
+
     const VisionHParams & hparams() const { return model_.hp; }
-    size_t floats_per_piece() const { return size_t(model_.hp.n_query) * size_t(model_.hp.n_out); }  // Q x E
     std::string device_name() const;
     size_t weights_bytes() const;
     size_t compute_bytes() const;
@@ -89,10 +103,11 @@ public:
     std::map<std::string, double> profile() const;
 
 private:
-    // a batch of pieces whose tower grid is ph x pw and whose own patch grid is rh x rw (equal unless padded)
-    void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index, int ph, int pw, int rh, int rw,
-                   float * out);
-    EncoderGraph build_graph(int ph, int pw, int n_batch, int rh, int rw);
+    // a batch of pieces whose tower grid is ph x pw and whose own patch grid is rh x rw (equal unless padded);
+    // piece index[b]'s rows start at row offset[index[b]] of `out`
+    void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index,
+                   const std::vector<size_t> & offset, int ph, int pw, int rh, int rw, int downsample, float * out);
+    EncoderGraph build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample);
 
     EncoderOptions opt_;
     std::unique_ptr<CpuThreadPool> pool_;  // the CPU's worker threads, started once (outlives the backends)
@@ -106,7 +121,7 @@ private:
     std::unique_ptr<BlasScratch> scratch_;  // the BLAS ops' per-thread memory (null on the pure ggml path)
     PackedWeights packed_;                  // matrices repacked for the int8 kernel (empty when it is not used)
     void pack_int8_weights();
-    std::vector<const ggml_tensor *> matrices() const;  // every layer's and the resampler's weight matrices
+    std::vector<const ggml_tensor *> matrices() const;  // every layer's and the projector's weight matrices
     bool quantized_file() const;                        // some of them are block-quantized
     MatmulHook mm_;
     mutable std::mutex mu_;  // one evaluation at a time: the scheduler, buffers and scratch are shared

@@ -1,6 +1,8 @@
 #include "runtime/mmproj.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "gguf.h"
 #include "runtime/gguf_info.h"
@@ -126,6 +129,54 @@ public:
         return fallback;
     }
 
+    // An integer key from the file, else `defaults` (decimal text), else `fallback`; checked against [lo, hi].
+    int64_t integer_or(const char * key, int64_t fallback, int64_t lo, int64_t hi, const KeyValues & defaults) const {
+        if (has(key)) return integer(key, lo, hi);
+        auto d = defaults.find(key);
+        if (d == defaults.end()) return fallback;
+        size_t used = 0;
+        int64_t v = 0;
+        try {
+            v = std::stoll(d->second, &used);
+        } catch (const std::exception &) {
+            used = 0;
+        }
+        if (used == 0 || used != d->second.size()) {
+            fail(std::string("the default of key '") + key + "' is '" + d->second + "', not an integer");
+        }
+        if (v < lo || v > hi) {
+            fail(std::string("the default of key '") + key + "' = " + std::to_string(v) + " is outside [" +
+                 std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        }
+        return v;
+    }
+
+    // An array key of integers (any integer type)
+    std::vector<int64_t> int_array(const char * key) const {
+        const int64_t id = key_id(key, GGUF_TYPE_ARRAY);
+        const gguf_type t = gguf_get_arr_type(gguf_.get(), id);
+        const size_t n = gguf_get_arr_n(gguf_.get(), id);
+        std::vector<int64_t> out(n);
+        if (n == 0) return out;
+        const void * d = gguf_get_arr_data(gguf_.get(), id);
+        for (size_t i = 0; i < n; ++i) {
+            switch (t) {
+                case GGUF_TYPE_UINT8: out[i] = static_cast<const uint8_t *>(d)[i]; break;
+                case GGUF_TYPE_INT8: out[i] = static_cast<const int8_t *>(d)[i]; break;
+                case GGUF_TYPE_UINT16: out[i] = static_cast<const uint16_t *>(d)[i]; break;
+                case GGUF_TYPE_INT16: out[i] = static_cast<const int16_t *>(d)[i]; break;
+                case GGUF_TYPE_UINT32: out[i] = static_cast<const uint32_t *>(d)[i]; break;
+                case GGUF_TYPE_INT32: out[i] = static_cast<const int32_t *>(d)[i]; break;
+                case GGUF_TYPE_UINT64:
+                    out[i] = int64_t(std::min<uint64_t>(static_cast<const uint64_t *>(d)[i], INT64_MAX));
+                    break;
+                case GGUF_TYPE_INT64: out[i] = static_cast<const int64_t *>(d)[i]; break;
+                default: fail(std::string("key '") + key + "' must be an array of integers");
+            }
+        }
+        return out;
+    }
+
     std::array<float, 3> rgb(const char * key) const {
         const int64_t id = key_id(key, GGUF_TYPE_ARRAY);
         if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_FLOAT32 || gguf_get_arr_n(gguf_.get(), id) != 3) {
@@ -191,7 +242,10 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     if (r.str("general.architecture") != "clip") r.fail("general.architecture is not 'clip' (not an mmproj file)");
     if (!r.has("clip.has_vision_encoder") || !r.boolean("clip.has_vision_encoder")) r.fail("has no vision encoder");
     // which projectors are accepted is the caller's (the model families' registry); the tensors below must be a
-    // SigLIP tower and a resampler
+    // SigLIP tower and a resampler, or a SigLIP tower and MiniCPM-V 4.6's mergers ("minicpmv4_6", llama.cpp's type)
+    hp.merger = r.has("clip.projector_type") && r.str("clip.projector_type") == "minicpmv4_6" ? Merger::minicpmv4_6
+                                                                                              : Merger::resampler;
+    const bool v46 = hp.merger == Merger::minicpmv4_6;
     hp.minicpmv_version = r.has("clip.minicpmv_version") ? int(r.integer("clip.minicpmv_version", 0, INT32_MAX)) : 0;
     if (r.has("clip.use_gelu") && !r.boolean("clip.use_gelu")) r.fail("clip.use_gelu is false (SigLIP uses GELU)");
     // the graph's variants, explicit in our files; llama.cpp's lack them and get their family's defaults
@@ -200,10 +254,14 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
                                 defaults, overrides);
     hp.gelu = r.choice("minicpmv_edge.vision.gelu", Gelu::tanh, {{"tanh", Gelu::tanh}, {"erf", Gelu::erf}}, defaults,
                        overrides);
-    const std::initializer_list<std::pair<const char *, PosRule>> rules = {
-        {"navit_2d", PosRule::navit_2d}, {"flat_1d", PosRule::flat_1d}, {"floor_2d", PosRule::floor_2d}};
-    const PosRule file_rule = r.choice("minicpmv_edge.vision.position_ids", PosRule::navit_2d, rules, defaults, {});
-    hp.pos_rule = r.choice("minicpmv_edge.vision.position_ids", PosRule::navit_2d, rules, defaults, overrides);
+    const std::initializer_list<std::pair<const char *, PosRule>> rules = {{"navit_2d", PosRule::navit_2d},
+                                                                           {"flat_1d", PosRule::flat_1d},
+                                                                           {"floor_2d", PosRule::floor_2d},
+                                                                           {"nearest_2d", PosRule::nearest_2d}};
+    // (4.6's original rule is transformers' get_vision_nearest_position_ids, whatever a family default forgets)
+    const PosRule fallback_rule = v46 ? PosRule::nearest_2d : PosRule::navit_2d;
+    const PosRule file_rule = r.choice("minicpmv_edge.vision.position_ids", fallback_rule, rules, defaults, {});
+    hp.pos_rule = r.choice("minicpmv_edge.vision.position_ids", fallback_rule, rules, defaults, overrides);
     hp.padded_batch = r.flag("minicpmv_edge.vision.padded_batch", false, defaults, overrides);
     if (hp.padded_batch && (file_rule != PosRule::flat_1d || hp.pos_embedding != PosEmbedding::buckets)) {
         r.fail("minicpmv_edge.vision.padded_batch is true, but a padded vision batch goes with 1-D position ids only");
@@ -212,6 +270,14 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     hp.square = r.choice("minicpmv_edge.vision.slicing", false, {{"slices", false}, {"square", true}}, defaults, {});
     hp.key_positions = r.choice("minicpmv_edge.resampler.key_positions", KeyPositions::sincos,
                                 {{"sincos", KeyPositions::sincos}, {"stored", KeyPositions::stored}}, defaults, {});
+    if (v46) {  // the resampler families' variants have no meaning here: refuse rather than ignore them
+        if (hp.pos_embedding != PosEmbedding::buckets)
+            r.fail("minicpmv_edge.vision.position_embedding must be 'buckets' in a minicpmv4_6 file");
+        if (hp.padded_batch) r.fail("minicpmv_edge.vision.padded_batch must be false in a minicpmv4_6 file");
+        if (hp.square) r.fail("minicpmv_edge.vision.slicing must be 'slices' in a minicpmv4_6 file");
+        if (hp.key_positions != KeyPositions::sincos)
+            r.fail("minicpmv_edge.resampler.key_positions does not apply to a minicpmv4_6 file (no resampler)");
+    }
     if (hp.key_positions == KeyPositions::stored && (!hp.square || hp.padded_batch)) {
         r.fail("minicpmv_edge.resampler.key_positions is 'stored', which needs one square piece per image "
                "(minicpmv_edge.vision.slicing 'square', no padded batch)");
@@ -234,24 +300,22 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     }
 
     const int64_t D = hp.n_embd, F = hp.n_ff, P = hp.patch_size;
-    const ggml_tensor * query = r.find("resampler.query");
-    if (!query) r.fail("missing tensor 'resampler.query'");
-    hp.n_out = int(query->ne[0]);
-    hp.n_query = int(query->ne[1]);
-    if (ggml_n_dims(query) != 2 || hp.n_out < 128 || hp.n_out % hp.resampler_heads() || hp.n_query <= 0 ||
-        hp.n_query > 4096) {
-        r.fail("tensor 'resampler.query' has shape " + shape_str(query->ne, ggml_n_dims(query)) +
-               ", expected [E, Q] with E at least 128 and a multiple of E // 128 (the resampler's heads)");
-    }
-    if (r.has("clip.minicpmv_query_num") && r.integer("clip.minicpmv_query_num", 0, INT32_MAX) != hp.n_query) {
-        r.fail("clip.minicpmv_query_num does not match resampler.query");
-    }
-    const int64_t E = hp.n_out, Q = hp.n_query;
-
     const ggml_tensor * pos = r.find("v.position_embd.weight");
     if (!pos) r.fail("missing tensor 'v.position_embd.weight'");
-    hp.pos_side = int(std::lround(std::sqrt(double(pos->ne[1]))));
-    if (int64_t(hp.pos_side) * hp.pos_side != pos->ne[1]) r.fail("v.position_embd.weight is not a square table");
+    // the table's side: our key (4.6 files; llama.cpp's assume 70 and get it as the family default), else the
+    // square table's own
+    const int64_t grid = r.integer_or("minicpmv_edge.vision.position_grid", 0, 1, 4096, defaults);
+    if (grid > 0) {
+        if (grid * grid != pos->ne[1]) {
+            r.fail("tensor 'v.position_embd.weight' has " + std::to_string(pos->ne[1]) +
+                   " rows, but minicpmv_edge.vision.position_grid (or its family default) is " + std::to_string(grid) +
+                   " (" + std::to_string(grid * grid) + " rows)");
+        }
+        hp.pos_side = int(grid);
+    } else {
+        hp.pos_side = int(std::lround(std::sqrt(double(pos->ne[1]))));
+        if (int64_t(hp.pos_side) * hp.pos_side != pos->ne[1]) r.fail("v.position_embd.weight is not a square table");
+    }
 
     // every tensor we use: (destination, file tensor), checked by name, shape and type
     std::vector<std::pair<ggml_tensor **, const ggml_tensor *>> use;
@@ -289,28 +353,114 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
         take(&L.fc2_w, b + fc2 + ".weight", {F, D}, Kind::matrix);
         take(&L.fc2_b, b + fc2 + ".bias", {D}, Kind::vector);
     }
-    take(&m.query, "resampler.query", {E, Q}, Kind::embedding);
-    if (r.find("resampler.pos_embed_q")) take(&m.query_pos, "resampler.pos_embed_q", {E, Q}, Kind::embedding);
-    if (hp.key_positions == KeyPositions::stored) {
-        if (hp.image_size % hp.patch_size) r.fail("clip.vision.image_size is not a multiple of the patch size");
-        const int64_t side = hp.image_size / hp.patch_size;
-        take(&m.key_pos, "resampler.pos_embed_k", {E, side * side}, Kind::embedding);
+
+    if (v46) {
+        // llama.cpp's 4.6 keys (llama.cpp tools/mtmd/clip.cpp): the merge factor per side (4: the insert merger is
+        // in the file; 2: a "4x" file without it), the insert layer in the window-attention layer list
+        const int64_t scale = r.has("clip.vision.projector.scale_factor")
+            ? r.integer("clip.vision.projector.scale_factor", 0, INT32_MAX)
+            : int64_t(kDownsample16x);
+        if (scale != kDownsample16x && scale != kDownsample4x) {
+            r.fail("clip.vision.projector.scale_factor = " + std::to_string(scale) +
+                   ": a minicpmv4_6 file has 4 (with the insert merger: 16x and 4x) or 2 (without it: 4x only)");
+        }
+        hp.has_insert_merger = scale == kDownsample16x;
+        if (r.has("clip.vision.wa_layer_indexes")) {
+            const std::vector<int64_t> ids = r.int_array("clip.vision.wa_layer_indexes");
+            if (ids.size() != 1) {
+                r.fail("clip.vision.wa_layer_indexes has " + std::to_string(ids.size()) +
+                       " values; a minicpmv4_6 file has one, the insert merger's layer");
+            }
+            if (ids[0] < 0 || ids[0] >= hp.n_layer) {
+                r.fail("clip.vision.wa_layer_indexes = [" + std::to_string(ids[0]) +
+                       "]: the insert layer is outside the tower's layers 0 .. " + std::to_string(hp.n_layer - 1));
+            }
+            hp.insert_layer = int(ids[0]);
+        } else if (hp.has_insert_merger) {
+            r.fail("missing key 'clip.vision.wa_layer_indexes' (the insert merger's layer)");
+        }
+        // our default mode (the checkpoint's preprocessor_config.json); the family's default is not used here, since
+        // a 4x-only file can only default to 4x
+        hp.default_downsample =
+            r.choice("minicpmv_edge.vision.downsample_mode", hp.has_insert_merger ? kDownsample16x : kDownsample4x,
+                     {{"16x", kDownsample16x}, {"4x", kDownsample4x}}, {}, {});
+        if (hp.default_downsample == kDownsample16x && !hp.has_insert_merger) {
+            r.fail("minicpmv_edge.vision.downsample_mode is '16x', but the file has no insert merger "
+                   "(clip.vision.projector.scale_factor 2: 4x only)");
+        }
+
+        const ggml_tensor * out = r.find("mm.down.weight");
+        if (!out) r.fail("missing tensor 'mm.down.weight'");
+        if (ggml_n_dims(out) != 2 || out->ne[0] != 4 * D || out->ne[1] > 65536) {
+            r.fail("tensor 'mm.down.weight' has shape " + shape_str(out->ne, ggml_n_dims(out)) + ", expected [" +
+                   std::to_string(4 * D) + ", E] (E: the language model's width)");
+        }
+        hp.n_out = int(out->ne[1]);
+        if (r.has("clip.vision.projection_dim") && r.integer("clip.vision.projection_dim", 0, INT32_MAX) != hp.n_out) {
+            r.fail("clip.vision.projection_dim does not match mm.down.weight (" + std::to_string(hp.n_out) + ")");
+        }
+        const int64_t E = hp.n_out;
+        if (hp.has_insert_merger) {
+            const std::string b = "v.vit_merger.";
+            take(&m.wm_ln_w, b + "ln1.weight", {D}, Kind::vector);
+            take(&m.wm_ln_b, b + "ln1.bias", {D}, Kind::vector);
+            const char * attn[4] = {"attn_q", "attn_k", "attn_v", "attn_out"};
+            ggml_tensor ** wm_w[4] = {&m.wm_q_w, &m.wm_k_w, &m.wm_v_w, &m.wm_o_w};
+            ggml_tensor ** wm_b[4] = {&m.wm_q_b, &m.wm_k_b, &m.wm_v_b, &m.wm_o_b};
+            for (int i = 0; i < 4; ++i) {
+                take(wm_w[i], b + attn[i] + ".weight", {D, D}, Kind::matrix);
+                take(wm_b[i], b + attn[i] + ".bias", {D}, Kind::vector);
+            }
+            take(&m.wm_ds_ln_w, b + "ds_ln.weight", {4 * D}, Kind::vector);
+            take(&m.wm_ds_ln_b, b + "ds_ln.bias", {4 * D}, Kind::vector);
+            take(&m.wm_ds_up_w, b + "ds_ffn_up.weight", {4 * D, 4 * F}, Kind::matrix);
+            take(&m.wm_ds_up_b, b + "ds_ffn_up.bias", {4 * F}, Kind::vector);
+            take(&m.wm_ds_down_w, b + "ds_ffn_down.weight", {4 * F, D}, Kind::matrix);
+            take(&m.wm_ds_down_b, b + "ds_ffn_down.bias", {D}, Kind::vector);
+        }
+        take(&m.mg_ln_w, "mm.input_norm.weight", {4 * D}, Kind::vector);
+        take(&m.mg_ln_b, "mm.input_norm.bias", {4 * D}, Kind::vector);
+        take(&m.mg_up_w, "mm.up.weight", {4 * D, 4 * D}, Kind::matrix);
+        take(&m.mg_up_b, "mm.up.bias", {4 * D}, Kind::vector);
+        take(&m.mg_down_w, "mm.down.weight", {4 * D, E}, Kind::matrix);
+        take(&m.mg_down_b, "mm.down.bias", {E}, Kind::vector);
+    } else {
+        const ggml_tensor * query = r.find("resampler.query");
+        if (!query) r.fail("missing tensor 'resampler.query'");
+        hp.n_out = int(query->ne[0]);
+        hp.n_query = int(query->ne[1]);
+        if (ggml_n_dims(query) != 2 || hp.n_out < 128 || hp.n_out % hp.resampler_heads() || hp.n_query <= 0 ||
+            hp.n_query > 4096) {
+            r.fail("tensor 'resampler.query' has shape " + shape_str(query->ne, ggml_n_dims(query)) +
+                   ", expected [E, Q] with E at least 128 and a multiple of E // 128 (the resampler's heads)");
+        }
+        if (r.has("clip.minicpmv_query_num") && r.integer("clip.minicpmv_query_num", 0, INT32_MAX) != hp.n_query) {
+            r.fail("clip.minicpmv_query_num does not match resampler.query");
+        }
+        const int64_t E = hp.n_out, Q = hp.n_query;
+        take(&m.query, "resampler.query", {E, Q}, Kind::embedding);
+        if (r.find("resampler.pos_embed_q")) take(&m.query_pos, "resampler.pos_embed_q", {E, Q}, Kind::embedding);
+        if (hp.key_positions == KeyPositions::stored) {
+            if (hp.image_size % hp.patch_size) r.fail("clip.vision.image_size is not a multiple of the patch size");
+            const int64_t side = hp.image_size / hp.patch_size;
+            take(&m.key_pos, "resampler.pos_embed_k", {E, side * side}, Kind::embedding);
+        }
+        take(&m.kv_w, "resampler.kv.weight", {D, E}, Kind::matrix);
+        const char * attn[4] = {"q", "k", "v", "out"};
+        ggml_tensor ** attn_w[4] = {&m.attn_q_w, &m.attn_k_w, &m.attn_v_w, &m.attn_o_w};
+        ggml_tensor ** attn_b[4] = {&m.attn_q_b, &m.attn_k_b, &m.attn_v_b, &m.attn_o_b};
+        for (int i = 0; i < 4; ++i) {
+            take(attn_w[i], std::string("resampler.attn.") + attn[i] + ".weight", {E, E}, Kind::matrix);
+            take(attn_b[i], std::string("resampler.attn.") + attn[i] + ".bias", {E}, Kind::vector);
+        }
+        take(&m.ln_q_w, "resampler.ln_q.weight", {E}, Kind::vector);
+        take(&m.ln_q_b, "resampler.ln_q.bias", {E}, Kind::vector);
+        take(&m.ln_kv_w, "resampler.ln_kv.weight", {E}, Kind::vector);
+        take(&m.ln_kv_b, "resampler.ln_kv.bias", {E}, Kind::vector);
+        take(&m.ln_post_w, "resampler.ln_post.weight", {E}, Kind::vector);
+        take(&m.ln_post_b, "resampler.ln_post.bias", {E}, Kind::vector);
+        take(&m.proj_w, "resampler.proj.weight", {E, E}, Kind::matrix);
     }
-    take(&m.kv_w, "resampler.kv.weight", {D, E}, Kind::matrix);
-    const char * attn[4] = {"q", "k", "v", "out"};
-    ggml_tensor ** attn_w[4] = {&m.attn_q_w, &m.attn_k_w, &m.attn_v_w, &m.attn_o_w};
-    ggml_tensor ** attn_b[4] = {&m.attn_q_b, &m.attn_k_b, &m.attn_v_b, &m.attn_o_b};
-    for (int i = 0; i < 4; ++i) {
-        take(attn_w[i], std::string("resampler.attn.") + attn[i] + ".weight", {E, E}, Kind::matrix);
-        take(attn_b[i], std::string("resampler.attn.") + attn[i] + ".bias", {E}, Kind::vector);
-    }
-    take(&m.ln_q_w, "resampler.ln_q.weight", {E}, Kind::vector);
-    take(&m.ln_q_b, "resampler.ln_q.bias", {E}, Kind::vector);
-    take(&m.ln_kv_w, "resampler.ln_kv.weight", {E}, Kind::vector);
-    take(&m.ln_kv_b, "resampler.ln_kv.bias", {E}, Kind::vector);
-    take(&m.ln_post_w, "resampler.ln_post.weight", {E}, Kind::vector);
-    take(&m.ln_post_b, "resampler.ln_post.bias", {E}, Kind::vector);
-    take(&m.proj_w, "resampler.proj.weight", {E, E}, Kind::matrix);
 
     // every byte must be inside the file before anything is read
     for (const auto & [dst, t] : use) {

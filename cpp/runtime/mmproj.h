@@ -1,5 +1,7 @@
-// A MiniCPM-V vision encoder + resampler ("mmproj") GGUF, as llama.cpp and our converter write it
+// A MiniCPM-V vision encoder + projector ("mmproj") GGUF, as llama.cpp and our converter write it
 // (llama.cpp's `clip-impl.h` names): hyper-parameters and weight tensors, validated by name, type and shape.
+// Two projectors: the perceiver resampler (MiniCPM-V 1.0 ... 4.5) and MiniCPM-V 4.6's mergers
+// (`clip.projector_type` "minicpmv4_6": an insert merger inside the tower and a 2x2 merger after it).
 #pragma once
 
 #include <array>
@@ -25,7 +27,21 @@ enum class PosRule {
     navit_2d,  // 2-D buckets, the original float32 torch.bucketize results (not exact floor: docs/sources.md)
     flat_1d,   // the original's mask-shape quirk: 1-D buckets over the flattened piece, first table row
     floor_2d,  // llama.cpp's rule: floor(side * i / n) in both directions
+    // transformers 5.x `get_vision_nearest_position_ids` (MiniCPM-V 4.6): 2-D buckets of float32 i / n against
+    // the float32 boundaries arange(1 / side, 1, 1 / side)
+    nearest_2d,
 };
+
+// What turns the tower's features into the language model's rows (`clip.projector_type`).
+enum class Merger {
+    resampler,    // Q learned queries cross-attend to the piece: Q rows per piece
+    minicpmv4_6,  // MiniCPM-V 4.6: insert merger after layer insert_layer (16x), then a 2x2 merger MLP
+};
+
+// MiniCPM-V 4.6's token reduction per piece, as the merge factor per side (llama.cpp's n_merge): 16x runs the
+// insert merger and the final 2x2 merger (h/4 x w/4 rows), 4x the final merger only (h/2 x w/2 rows).
+constexpr int kDownsample16x = 4;
+constexpr int kDownsample4x = 2;
 
 // The resampler's key positions (minicpmv_edge.resampler.key_positions).
 enum class KeyPositions {
@@ -62,9 +78,9 @@ struct VisionHParams {
     int n_ff = 0;        // F: vision MLP width (4304)
     int n_head = 0;      // vision attention heads (16)
     int n_layer = 0;     // vision blocks, all run (27)
-    float eps = 1e-6f;   // every LayerNorm, the resampler's included
+    float eps = 1e-6f;   // every LayerNorm, the resampler's included (4.6's final merger: 1e-6 always)
     int pos_side = 0;    // the learned position table is pos_side x pos_side (70)
-    int n_query = 0;     // Q: resampler queries = output tokens per piece (64 or 96)
+    int n_query = 0;     // Q: resampler queries = output tokens per piece (64 or 96); 0 for minicpmv4_6
     int n_out = 0;       // E: output width = the language model's width (3584)
     std::array<float, 3> mean{};
     std::array<float, 3> std{};
@@ -78,6 +94,16 @@ struct VisionHParams {
     // every image is one image_size x image_size piece (minicpmv_edge.vision.slicing "square")
     bool square = false;
     KeyPositions key_positions = KeyPositions::sincos;
+    Merger merger = Merger::resampler;
+    // minicpmv4_6: the insert merger runs after this tower layer (clip.vision.wa_layer_indexes[0]; -1: unknown,
+    // a 4x-only file without the key)
+    int insert_layer = -1;
+    // minicpmv4_6: the file has the insert merger's tensors (clip.vision.projector.scale_factor 4), so it runs
+    // 16x and 4x; without them (scale_factor 2) 4x only
+    bool has_insert_merger = false;
+    // minicpmv4_6: the mode a piece without its own gets (minicpmv_edge.vision.downsample_mode "16x" / "4x";
+    // absent: 16x when the file has the insert merger, else 4x); 0 for resampler files
+    int default_downsample = 0;
     // the original resampler's torch MultiheadAttention: E // 128 heads of E / heads channels each
     int resampler_heads() const { return n_out / 128; }
 };
@@ -101,7 +127,7 @@ struct VisionModel {
     ggml_tensor * pos_embd = nullptr;  // [D, pos_side^2]
     std::vector<VisionLayer> layers;
     ggml_tensor *post_ln_w = nullptr, *post_ln_b = nullptr;  // [D]
-    // resampler (one cross-attention layer, E // 128 heads)
+    // resampler (one cross-attention layer, E // 128 heads; absent in minicpmv4_6 files)
     ggml_tensor * query = nullptr;                         // [E, Q]
     ggml_tensor * query_pos = nullptr;                     // [E, Q] added to LN_q(query), optional
     ggml_tensor * key_pos = nullptr;                       // [E, N] added to the keys (KeyPositions::stored)
@@ -114,8 +140,21 @@ struct VisionModel {
     ggml_tensor *ln_kv_w = nullptr, *ln_kv_b = nullptr;
     ggml_tensor *ln_post_w = nullptr, *ln_post_b = nullptr;
     ggml_tensor * proj_w = nullptr;  // [E, E]: out = proj_w x (stored transposed)
-    bool legacy_ffn_names = false;   // fc1/fc2 stored as ffn_down/ffn_up (llama.cpp's legacy converter)
-    std::vector<float> pos_table;    // [pos_side^2, D] f32 host copy, for PosEmbedding::resampled_grid
+    // MiniCPM-V 4.6's insert merger (v.vit_merger.*): window attention, then a 2x2 merge MLP plus the window mean
+    ggml_tensor *wm_ln_w = nullptr, *wm_ln_b = nullptr;  // [D]
+    ggml_tensor *wm_q_w = nullptr, *wm_q_b = nullptr;    // [D, D], [D]
+    ggml_tensor *wm_k_w = nullptr, *wm_k_b = nullptr;
+    ggml_tensor *wm_v_w = nullptr, *wm_v_b = nullptr;
+    ggml_tensor *wm_o_w = nullptr, *wm_o_b = nullptr;
+    ggml_tensor *wm_ds_ln_w = nullptr, *wm_ds_ln_b = nullptr;      // [4D]
+    ggml_tensor *wm_ds_up_w = nullptr, *wm_ds_up_b = nullptr;      // [4D, 4F], [4F]
+    ggml_tensor *wm_ds_down_w = nullptr, *wm_ds_down_b = nullptr;  // [4F, D], [D]
+    // MiniCPM-V 4.6's final 2x2 merger (mm.*): LayerNorm(4D) -> linear -> GELU (erf) -> linear
+    ggml_tensor *mg_ln_w = nullptr, *mg_ln_b = nullptr;      // [4D]
+    ggml_tensor *mg_up_w = nullptr, *mg_up_b = nullptr;      // [4D, 4D], [4D]
+    ggml_tensor *mg_down_w = nullptr, *mg_down_b = nullptr;  // [4D, E], [E]
+    bool legacy_ffn_names = false;  // fc1/fc2 stored as ffn_down/ffn_up (llama.cpp's legacy converter)
+    std::vector<float> pos_table;   // [pos_side^2, D] f32 host copy, for PosEmbedding::resampled_grid
 
     std::unique_ptr<MappedFile> mapping;  // the file, when the CPU weights point into it (outlives `weights`)
     ggml_context_ptr ctx;                 // tensor metadata

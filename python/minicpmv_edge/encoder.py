@@ -1,6 +1,10 @@
-"""The vision encoder: SigLIP-NaViT + resampler on ggml (cpp/graphs/siglip.cpp, resampler.cpp; cpp/runtime/encoder.cpp).
+"""The vision encoder on ggml: SigLIP-NaViT + resampler (cpp/graphs/siglip.cpp, resampler.cpp), or MiniCPM-V 4.6's
+SigLIP2 tower with its insert merger and 2x2 merger (cpp/graphs/minicpmv4_6.cpp); cpp/runtime/encoder.cpp runs them.
 
-Loads llama.cpp-made mmproj files and ours alike; pieces in, [n_pieces, query_num, hidden] float32 out.
+Loads llama.cpp-made mmproj files and ours alike; pieces in, float32 rows out: `encode_rows` gives every piece's rows
+in order ([total rows, hidden]). A resampler file gives `query_num` rows per piece; a 4.6 file (`merger`
+"minicpmv4_6") gives rows that follow the piece's size and the `downsample` mode ("16x": (h/4)(w/4) per h x w
+patches, "4x": (h/2)(w/2)), so `query_num` is 0 there and `piece_tokens` tells the count.
 One encoder may be shared by threads: calls are serialised in the native object. Pieces larger than
 `max_patches` are refused before anything is allocated; allocation failures are MemoryError.
 """
@@ -22,7 +26,9 @@ from .families import Projector, detect_mmproj
 from .image import ImageError
 from .slicer import SliceConfig, SlicedImage, slice_image
 
-POSITION_RULES = ("navit_2d", "flat_1d", "floor_2d")
+POSITION_RULES = ("navit_2d", "flat_1d", "floor_2d", "nearest_2d")
+# MiniCPM-V 4.6's downsample modes -> the native merge factor per side (0: the file's default)
+DOWNSAMPLE = {"16x": 4, "4x": 2}
 
 
 def _positive(v: object) -> int | None:
@@ -39,8 +45,9 @@ class VisionEncoder:
                  max_batch_bytes: int = 256 << 20, position_ids: str | None = None, blas: bool = True,
                  profile: bool = False, max_patches: int | None = None, use_mmap: bool = True,
                  int8: str = "auto") -> None:
-        """`position_ids` overrides the file's rule ("navit_2d", "flat_1d", or llama.cpp's "floor_2d");
-        `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph node;
+        """`position_ids` overrides the file's rule ("navit_2d", "flat_1d", "nearest_2d" (4.6's), or llama.cpp's
+        "floor_2d"); `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph
+        node;
         `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece); `use_mmap`: CPU
         weights are the memory-mapped file (loading copies nothing; False reads them into memory); `int8`: block-
         quantized files (q8_0, q4_0) on integer dot products: "auto" runs our AVX512-VNNI kernel where the CPU has
@@ -60,9 +67,11 @@ class VisionEncoder:
         defaults = {"minicpmv_edge.vision.position_ids": self.projector.position_ids or "navit_2d",
                     "minicpmv_edge.vision.padded_batch": "true" if self.projector.padded_batch else "false"}
         family = self.projector.family
-        if family is not None:  # (our files carry these two keys; a file without them gets its family's)
+        if family is not None:  # (our files carry these keys; a file without them gets its family's)
             defaults["minicpmv_edge.vision.slicing"] = family.slicing
             defaults["minicpmv_edge.resampler.key_positions"] = family.resampler_keys
+            # (the position table's side of llama.cpp's 4.6 files, which lack the key, is the table's own: the
+            # square root of its rows)
         overrides = {"minicpmv_edge.vision.position_ids": position_ids} if position_ids else {}
         logs.install()
         enc = _core.VisionEncoder(str(self.path), threads, device, defaults, overrides, max_batch_bytes, profile,
@@ -72,11 +81,21 @@ class VisionEncoder:
         use_image_id = kv.get("minicpmv_edge.use_image_id")
         self.use_image_id: bool | None = use_image_id if isinstance(use_image_id, bool) else None
         hp = enc.hparams
+        # the pixel rules: our files name them; llama.cpp's get their family's ("pil" without one)
+        preprocess = kv.get("minicpmv_edge.vision.preprocess")
+        if not isinstance(preprocess, str):
+            preprocess = family.preprocess if family is not None else "pil"
         self.slice_config = SliceConfig(scale_resolution=hp["image_size"], patch_size=hp["patch_size"],
                                         mean=tuple(hp["mean"]), std=tuple(hp["std"]), max_patches=max_patches,
-                                        square=hp["square"])
+                                        square=hp["square"], preprocess=preprocess)
         enc.max_patches = self.slice_config.patch_limit  # the native check uses the slicer's limit
         self._enc = enc
+        # "resampler" or "minicpmv4_6"; the latter's downsample modes this file runs ("16x" needs the insert
+        # merger's tensors) and the one a call without `downsample` gets
+        self.merger: str = hp["merger"]
+        self.downsample_modes: tuple[str, ...] = tuple(hp["downsample_modes"])
+        self.default_downsample: str | None = hp["default_downsample"]
+        # rows per piece of a resampler file; 0 for a 4.6 file, whose rows follow each piece's size (piece_tokens)
         self.query_num: int = hp["n_query"]
         self.hidden: int = hp["n_out"]
         # the prompt's pieces as one zero-padded batch (media.py passes pad_to)
@@ -93,34 +112,93 @@ class VisionEncoder:
     def hparams(self) -> dict:
         return self.native.hparams
 
-    def encode(self, pieces: list[np.ndarray] | SlicedImage, pad_to: int = 0) -> np.ndarray:
-        """float32 [n_pieces, query_num, hidden] for float32 [3, H, W] pieces (or a SlicedImage). `pad_to` > 0:
-        each piece as a member of a padded batch of that many patches (a family's vision_batch)."""
-        arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
-        return self.native.encode(arrays, check_int("pad_to", pad_to, 0))
+    def _mode(self, downsample: str | None) -> int:
+        """The native downsample argument of "16x" / "4x" / None (the file's default)."""
+        if downsample is None:
+            return 0
+        if not isinstance(downsample, str) or downsample not in DOWNSAMPLE:
+            raise ValueError(f"downsample must be '16x', '4x' or None (the file's default), not {downsample!r}")
+        return DOWNSAMPLE[downsample]
 
-    def encode_image(self, rgb: np.ndarray, max_slice_nums: int, pad_to: int = 0, n_threads: int | None = None
-                     ) -> tuple[tuple[int, int] | None, int, np.ndarray]:
-        """(slicing grid, pieces, embeddings [pieces * query_num, hidden]) of an RGB uint8 [H, W, 3] image, sliced
-        with this file's resolution, patch size and normalisation (a piece over the patch limit is refused from the
-        plan, before any pixel is resized)."""
-        c = self.slice_config_for(max_slice_nums, n_threads)
+    def encode_rows(self, pieces: list[np.ndarray] | SlicedImage, pad_to: int = 0, downsample: str | None = None
+                    ) -> np.ndarray:
+        """float32 [total rows, hidden]: every piece's rows (piece_tokens each), pieces in order, for float32
+        [3, H, W] pieces (or a SlicedImage). `pad_to` > 0: each piece as a member of a padded batch of that many
+        patches (a family's vision_batch). `downsample`: MiniCPM-V 4.6's "16x" or "4x" (None: the file's default;
+        a resampler file takes None only)."""
+        arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
+        return self.native.encode(arrays, check_int("pad_to", pad_to, 0), self._mode(downsample))
+
+    def encode(self, pieces: list[np.ndarray] | SlicedImage, pad_to: int = 0, downsample: str | None = None
+               ) -> np.ndarray:
+        """float32 [n_pieces, rows per piece, hidden] for pieces that give the same number of rows (a resampler
+        file's query_num, or 4.6 pieces of one size); pieces whose counts differ are refused: encode_rows returns
+        those. Arguments as encode_rows."""
+        arrays = pieces.pieces() if isinstance(pieces, SlicedImage) else list(pieces)
+        counts = self._counts(arrays, downsample)
+        if counts is not None and len(set(counts)) > 1:
+            raise ValueError(f"the pieces give different numbers of rows ({', '.join(map(str, counts))}): "
+                             "encode_rows returns them one after the other")
+        rows = self.encode_rows(arrays, pad_to, downsample)
+        per_piece = counts[0] if counts else self.query_num
+        return rows.reshape(len(arrays), per_piece, self.hidden)
+
+    def _counts(self, arrays: list, downsample: str | None) -> list[int] | None:
+        """Each piece's rows, or None when some piece is malformed (the native encode then says how)."""
+        ps = self.slice_config.patch_size
+        shapes = [np.shape(a) for a in arrays]
+        if any(len(s) != 3 or s[1] <= 0 or s[2] <= 0 or s[1] % ps or s[2] % ps for s in shapes):
+            return None
+        mode = self._mode(downsample)
+        try:
+            return [self.native.tokens(s[1] // ps, s[2] // ps, mode) for s in shapes]
+        except ValueError:
+            return None
+
+    def piece_tokens(self, width_px: int, height_px: int, downsample: str | None = None) -> int:
+        """The rows a width_px x height_px piece gives: query_num for a resampler file; for a 4.6 file (h/4)(w/4)
+        of its h x w patches in 16x mode, (h/2)(w/2) in 4x (ValueError for a size or mode the file cannot encode)."""
+        ps = self.slice_config.patch_size
+        width_px, height_px = check_int("width_px", width_px, 1), check_int("height_px", height_px, 1)
+        if width_px % ps or height_px % ps:
+            raise ValueError(f"a {width_px}x{height_px} piece: sides must be multiples of the patch size {ps}")
+        return self.native.tokens(height_px // ps, width_px // ps, self._mode(downsample))
+
+    def encode_image(self, rgb: np.ndarray, max_slice_nums: int, pad_to: int = 0, n_threads: int | None = None,
+                     downsample: str | None = None) -> tuple[tuple[int, int] | None, int, np.ndarray]:
+        """(slicing grid, pieces, embeddings [total rows, hidden]) of an RGB uint8 [H, W, 3] image, sliced with
+        this file's resolution, patch size, pixel rules and normalisation (4.6: piece sides in the `downsample`
+        mode's unit); a piece over the patch limit is refused from the plan, before any pixel is resized."""
+        c = self.slice_config_for(max_slice_nums, n_threads, downsample)
         try:
             plan, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads,
-                                              c.patch_limit, c.square)
+                                              c.patch_limit, c.square, unit=c.size_unit, resize=c.resize_kind)
         except ValueError as e:
             raise ImageError(str(e)) from None
-        chw = [_core.normalize_chw(p, list(c.mean), list(c.std)) for p in pieces]
-        return plan.grid, len(pieces), self.encode(chw, pad_to).reshape(-1, self.hidden)
+        chw = [_core.normalize_chw(p, list(c.mean), list(c.std), kind=c.resize_kind) for p in pieces]
+        return plan.grid, len(pieces), self.encode_rows(chw, pad_to, downsample)
 
-    def slice_config_for(self, max_slice_nums: int, n_threads: int | None = None) -> SliceConfig:
-        """This file's slicing (resolution, patch size, normalisation, patch limit) with `max_slice_nums`."""
-        return replace(self.slice_config, max_slice_nums=max_slice_nums,
+    def slice_config_for(self, max_slice_nums: int, n_threads: int | None = None, downsample: str | None = None
+                         ) -> SliceConfig:
+        """This file's slicing (resolution, patch size, pixel rules, normalisation, patch limit) with
+        `max_slice_nums`; for a 4.6 file, piece sides in multiples of the `downsample` mode's unit (patch x 4 in
+        16x, x 2 in 4x; None: the file's default mode)."""
+        mode = self._mode(downsample)
+        if self.merger == "minicpmv4_6":
+            mode = mode or DOWNSAMPLE[self.default_downsample or "16x"]
+            self.native.tokens(mode, mode, mode)  # a mode the file cannot run: the native error names it
+            unit = self.slice_config.patch_size * mode
+        else:
+            self.native.tokens(1, 1, mode)  # a resampler file takes no mode: the native error says so
+            unit = 0
+        return replace(self.slice_config, max_slice_nums=max_slice_nums, size_unit=unit,
                        **({"n_threads": n_threads} if n_threads else {}))
 
-    def slice(self, image, max_slice_nums: int = 9, n_threads: int | None = None) -> SlicedImage:
-        """Slice an image with this file's resolution, patch size and normalisation."""
-        return slice_image(image, self.slice_config_for(max_slice_nums, n_threads))
+    def slice(self, image, max_slice_nums: int = 9, n_threads: int | None = None, downsample: str | None = None
+              ) -> SlicedImage:
+        """Slice an image with this file's resolution, patch size, pixel rules and normalisation (4.6: piece sides
+        in the `downsample` mode's unit)."""
+        return slice_image(image, self.slice_config_for(max_slice_nums, n_threads, downsample))
 
     def close(self) -> None:
         """Free the weights and buffers now (garbage collection does it otherwise)."""

@@ -20,7 +20,8 @@ from .gguf_out import GGUFFile, PlannedTensor, check_in_out, matrix_type
 TYPES = {"q8_0": (QT.Q8_0, 7), "q4_0": (QT.Q4_0, 2)}
 _QUANTIZABLE = re.compile(
     r"^(v\.blk\.\d+\.(attn_[qkv]|attn_out|ffn_up|ffn_down)\.weight"
-    r"|resampler\.(kv|proj|attn\.[qkv]|attn\.out)\.weight)$")
+    r"|resampler\.(kv|proj|attn\.[qkv]|attn\.out)\.weight"
+    r"|v\.vit_merger\.(attn_[qkv]|attn_out|ds_ffn_up|ds_ffn_down)\.weight|mm\.(up|down)\.weight)$")  # 4.6
 _FLOAT = (QT.F32, QT.F16, QT.BF16)
 _SKIP_FIELDS = ("GGUF.version", "GGUF.tensor_count", "GGUF.kv_count", "general.architecture")
 
