@@ -14,6 +14,9 @@ from minicpmv_edge.families import FAMILIES
 
 FAMILY_NAMES = list(FAMILIES)  # parity and system tests run for every registered family
 BPE_FAMILIES = [n for n, f in FAMILIES.items() if f.tokenizer == "bpe"]
+# the families of the resampler layout, whose originals the shared references (reference/llm.py, vision.py,
+# pipeline.py: remote code under transformers 4.46 / 4.36) reproduce; 4.6 has its own (test_v4_6*.py)
+RESAMPLER_FAMILIES = [n for n, f in FAMILIES.items() if f.layout_converter is None]
 
 
 def cli() -> str:

@@ -15,7 +15,7 @@ import gguf
 import llama_cpp
 import numpy as np
 import pytest
-from helpers import FAMILY_NAMES, cli, smooth_image
+from helpers import RESAMPLER_FAMILIES, cli, smooth_image
 
 from minicpmv_edge import CheckpointError, UnsupportedVersionError, convert_checkpoint, recipes
 from minicpmv_edge.convert.quantize import quantize_model
@@ -24,7 +24,7 @@ from reference.llm import load_llm, load_tokenizer, logits
 from reference.mtmd import Mtmd
 from reference.vision import ReferenceVision
 
-VERSIONS = FAMILY_NAMES
+VERSIONS = RESAMPLER_FAMILIES  # 4.6: test_v4_6*.py
 ARCH = {"2.6": "qwen2", "2.5": "llama", "2.0": "minicpm", "1.0": "minicpm"}
 TEXTS = [
     "Hello world",

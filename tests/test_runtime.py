@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FAMILY_NAMES
+from helpers import RESAMPLER_FAMILIES
 from PIL import Image
 
 from minicpmv_edge import BusyError, ClosedError, EmbeddingCache, MiniCPMV
@@ -20,7 +20,7 @@ from minicpmv_edge.encoder import VisionEncoder
 from minicpmv_edge.families import FAMILIES
 from reference.pipeline import ReferencePipeline, reference_pipeline
 
-VERSIONS = FAMILY_NAMES
+VERSIONS = RESAMPLER_FAMILIES  # 4.6: test_v4_6*.py
 
 
 def _img(seed: int, w: int = 160, h: int = 120) -> Image.Image:
@@ -232,7 +232,7 @@ def test_encoder_shared_by_threads(converted) -> None:
     ({"sampling": False, "num_beams": 9}, ValueError, "num_beams must be between 1 and 8"),
     ({"sampling": False, "stream": True}, ValueError, "stream=True needs sampling=True"),
     ({"stream": "yes"}, TypeError, "stream must be True or False"),
-    ({"skip_special_tokens": None}, TypeError, "skip_special_tokens must be True or False"),
+    ({"skip_special_tokens": "yes"}, TypeError, "skip_special_tokens must be True or False"),
     ({"progress": 3}, TypeError, "progress must be callable"),
 ])
 def test_parameters_are_checked(rt, kw: dict, error: type, message: str) -> None:

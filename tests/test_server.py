@@ -273,6 +273,8 @@ def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(server: Se
         ({**good, "temperature": "hot"}, {}, 400, "'temperature' must be a number"),
         ({**good, "max_tokens": 0}, {}, 400, "'max_tokens' must be between"),
         ({**good, "n": 2}, {}, 400, "'n' > 1 is not supported"),
+        ({**good, "downsample_mode": "4x"}, {}, 400, "has no downsample mode"),  # a resampler model
+        ({**good, "chat_template_kwargs": {"enable_thinking": "no"}}, {}, 400, "must be true or false"),
         ({"messages": [{"role": "robot", "content": "x"}]}, {}, 400, "unknown role"),
         (with_part({"type": "image_url", "image_url": {"url": data_url(b"not an image at all")}}), {}, 400,
          "messages[0].content[0]: not an image this runtime reads"),

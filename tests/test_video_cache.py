@@ -232,14 +232,14 @@ def test_disk_cache_is_reused_by_a_later_process(converted, tmp_path: Path) -> N
 
 def test_cache_is_bounded_lru() -> None:
     c = EmbeddingCache(max_bytes=3 * 400)
-    items = [Encoded(f"k{i}", None, 1, np.zeros((10, 10), np.float32)) for i in range(5)]  # 400 bytes each
+    items = [Encoded(f"k{i}", None, 1, np.zeros((10, 10), np.float32), (10,)) for i in range(5)]  # 400 bytes each
     for it in items[:3]:
         c.put(it)
     assert c.get("k0") is not None  # k0 is now the most recent
     c.put(items[3])  # evicts k1, the least recently used
     assert c.get("k1") is None and c.get("k0") is not None and c.get("k3") is not None
     assert len(c) == 3 and c.nbytes == 1200
-    c.put(Encoded("huge", None, 1, np.zeros((100, 100), np.float32)))  # larger than the bound: not kept
+    c.put(Encoded("huge", None, 1, np.zeros((100, 100), np.float32), (100,)))  # larger than the bound: not kept
     assert c.get("huge") is None and len(c) == 3
 
 

@@ -1,8 +1,8 @@
 """Image embeddings kept for reuse: a second question about the same picture skips the vision encoder.
 
-Keyed by the decoded pixels, the slicing parameters and the mmproj file's identity; bounded in bytes with
-least-recently-used eviction; optionally mirrored to a directory so that a later process finds them too. One cache
-may be shared by threads (a server's conversation slots): lookups and insertions hold its lock.
+Keyed by the decoded pixels, the slicing parameters, the downsample mode and the mmproj file's identity; bounded in
+bytes with least-recently-used eviction; optionally mirrored to a directory so that a later process finds them too.
+One cache may be shared by threads (a server's conversation slots): lookups and insertions hold its lock.
 """
 
 from __future__ import annotations
@@ -20,17 +20,35 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Encoded:
-    """One image, encoded: its slicing grid, piece count and embeddings [n_pieces * Q, E]."""
+    """One image, encoded: its slicing grid, piece count, embedding rows of each piece (overview first, then the
+    slices row by row: a resampler's query_num each, a 4.6 merger's the piece's patches / 16 or / 4) and the
+    embeddings [sum(tokens), E], piece after piece."""
 
     key: str
     grid: tuple[int, int] | None
     n_pieces: int
     emb: np.ndarray
+    tokens: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != self.n_pieces or sum(self.tokens) != len(self.emb):
+            raise ValueError(f"internal: {self.n_pieces} pieces of {list(self.tokens)} rows do not describe "
+                             f"{len(self.emb)} embedding rows")
 
 
-def pixels_key(rgb: np.ndarray, max_slice_nums: int, model_id: str) -> str:
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A video's sampled frames, encoded, in order: how media.py hands a video to the prompt (prompt.py lays it out
+    as its family's VideoLayout says)."""
+
+    frames: tuple[Encoded, ...]
+
+
+def pixels_key(rgb: np.ndarray, max_slice_nums: int, model_id: str, downsample: str | None = None) -> str:
+    """The cache key of an image's encoding: its pixels, how it is sliced and reduced (`downsample`: the merger's
+    mode, None where the encoder has none) and which mmproj encodes it."""
     h = hashlib.sha256()
-    h.update(f"{rgb.shape}|{max_slice_nums}|{model_id}|".encode())
+    h.update(f"{rgb.shape}|{max_slice_nums}|{model_id}|{downsample or ''}|".encode())
     h.update(np.ascontiguousarray(rgb).data)
     return h.hexdigest()
 
@@ -112,7 +130,8 @@ class EmbeddingCache:
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".partial")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, emb=item.emb, grid=np.array(item.grid or (0, 0)), n_pieces=np.array(item.n_pieces))
+                np.savez(f, emb=item.emb, grid=np.array(item.grid or (0, 0)), n_pieces=np.array(item.n_pieces),
+                         tokens=np.array(item.tokens, dtype=np.int64))
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -125,7 +144,8 @@ class EmbeddingCache:
         try:
             with np.load(path) as z:
                 grid = tuple(int(v) for v in z["grid"])
-                return Encoded(key, None if grid == (0, 0) else grid, int(z["n_pieces"]), z["emb"].copy())
+                return Encoded(key, None if grid == (0, 0) else grid, int(z["n_pieces"]), z["emb"].copy(),
+                               tuple(int(v) for v in z["tokens"]))
         except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # a damaged entry is dropped, then recomputed
+            path.unlink(missing_ok=True)  # a damaged entry (or one without its piece rows) is dropped, then recomputed
             return None

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from .cache import EmbeddingCache
-from .chat_options import chat_params
+from .chat_options import PromptParams, chat_params
 from .encoder import VisionEncoder
 from .errors import ClosedError
 from .families import Family
@@ -85,33 +85,51 @@ class MiniCPMV:
              min_new_tokens: int = 0, sampling: bool | None = None, temperature: float | None = None,
              top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
              num_beams: int | None = None, seed: int | None = None, system_prompt: str = "",
-             max_slice_nums: int | None = None, use_image_id: bool | None = None, skip_special_tokens: bool = False,
-             parse_special: bool = False, stop: Sequence[str] | str = (),
-             progress: Callable[[int], None] | None = None) -> str | ChatStream:
+             max_slice_nums: int | None = None, use_image_id: bool | None = None,
+             skip_special_tokens: bool | None = None, parse_special: bool = False, stop: Sequence[str] | str = (),
+             progress: Callable[[int], None] | None = None, downsample_mode: str | None = None,
+             enable_thinking: bool | None = None) -> str | ChatStream:
         """Answer the conversation `msgs` with the original `model.chat()` keywords and defaults.
 
-        `sampling=True` samples (temperature 0 = greedy; top_p, top_k, repetition_penalty, seed); `sampling=False`
-        is the original's beam search (num_beams 3, repetition_penalty 1.2), not streamable; a keyword the mode's
-        original settings lack is ignored, as the original ignores it. Not given: the family's original default
-        (sampling, but beam search for 1.0), and sampling for a stream. Generation ends at a stop token, a `stop`
-        string (the text ends before it), `max_new_tokens` (the family's default, e.g. 2048 or 1024) or the end of the
-        context (`last.finish_reason`). Special tokens the model writes (`<ref>`, `<box>`, ...) are in the text unless
-        `skip_special_tokens`. Text typed in messages is plain text; `parse_special=True` turns special-token strings
-        in it into control tokens, as the original tokenizer does. Returns the text (stripped, as the original), or
-        with stream=True a ChatStream of text pieces."""
+        `sampling=True` samples (temperature 0 = greedy; top_p, top_k (0: off), repetition_penalty, seed);
+        `sampling=False` is the original's beam search (num_beams 3, repetition_penalty 1.2), not streamable, or for a
+        family without an original chat() (4.6: transformers' generate()) greedy decoding; a keyword the mode's
+        original settings lack is ignored, as the original ignores it. Not given: the model's defaults (the
+        checkpoint's generation_config.json where the GGUF carries it, else the family's original chat(): sampling,
+        but beam search for 1.0), and sampling for a stream. Generation ends at a stop token, a `stop` string (the
+        text ends before it), `max_new_tokens` (the family's default, e.g. 2048 or 1024) or the end of the context
+        (`last.finish_reason`). Special tokens the model writes (`<ref>`, `<box>`, ...) are in the text unless
+        `skip_special_tokens` (None: as the family's original decodes: 4.6 skips them, keeping its plain `<think>`
+        tokens). Text typed in messages is plain text; `parse_special=True` turns special-token strings in it into
+        control tokens, as the original tokenizer does. `downsample_mode` "16x" or "4x": image tokens per piece for
+        an encoder that has the choice (4.6; None: the mmproj's default), a ValueError for the others.
+        `enable_thinking`: passed to the chat template when given (4.6's thinks only when it is True). Returns the
+        text (stripped, as the original), or with stream=True a ChatStream of text pieces."""
         if not isinstance(stream, bool):
             raise TypeError(f"stream must be True or False, not {type(stream).__name__}")
         session = self._session
-        gp, pp = chat_params(self._weights.family.chat, max_new_tokens=max_new_tokens,
+        gp, pp = chat_params(self._weights.chat_defaults, max_new_tokens=max_new_tokens,
                              min_new_tokens=min_new_tokens, sampling=sampling, stream=stream,
                              temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, num_beams=num_beams, seed=seed,
                              system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
-                             skip_special_tokens=skip_special_tokens, parse_special=parse_special, stop=stop)
+                             skip_special_tokens=skip_special_tokens, parse_special=parse_special, stop=stop,
+                             downsample_mode=downsample_mode, enable_thinking=enable_thinking)
         if isinstance(msgs, (list, tuple)) and len(msgs) > session.n_ctx:
             raise MessageError(f"{len(msgs)} messages cannot fit in n_ctx {session.n_ctx} tokens")
         turns = normalize(msgs, pp.system_prompt)
         return session.chat(turns, gp, pp, stream, progress)
+
+    def prompt_ids(self, msgs: list[dict], *, system_prompt: str = "", max_slice_nums: int | None = None,
+                   use_image_id: bool | None = None, parse_special: bool = False, downsample_mode: str | None = None,
+                   enable_thinking: bool | None = None) -> list[int]:
+        """The token ids of the prompt chat() would build for `msgs` with these keywords, each image row as the
+        placeholder token the original processor writes (2.6: `<unk>`, 4.6: `<|image_pad|>`): what the original's
+        input_ids hold. Images are encoded (through the cache); nothing is decoded."""
+        pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
+                          parse_special=parse_special, downsample_mode=downsample_mode,
+                          enable_thinking=enable_thinking)
+        return self._session.prompt_ids(normalize(msgs, pp.system_prompt), pp)
 
     # ---- the parts, for callers that need them ----
 

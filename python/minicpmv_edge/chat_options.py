@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 import numbers
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from .families.family import BEAM_SETTINGS, SAMPLE_SETTINGS, ChatDefaults
 
 MAX_BEAMS = 8  # sequences a context is created for (twice this, plus the prompt's): see generate.py
+DOWNSAMPLE_MODES = ("16x", "4x")  # MiniCPM-V 4.6's merger: tokens per piece are its patches / 16 or / 4
 
 # Most originals' chat(): sampling=True uses the first set, sampling=False (beam search) the second; a keyword that
 # is not in the active set is ignored, as the original silently drops it. A family may say otherwise (ChatDefaults).
@@ -49,8 +50,8 @@ def check_bool(name: str, value: object) -> bool:
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """How tokens are chosen. `sampling=False` is the original's beam search (num_beams, repetition_penalty);
-    otherwise temperature (0 = greedy), top-k (0 = off), top-p, repetition penalty and seed."""
+    """How tokens are chosen. `sampling=False` is the original's beam search (num_beams, repetition_penalty; one
+    beam: greedy); otherwise temperature (0 = greedy), top-k (0 = off), top-p, repetition penalty and seed."""
 
     max_new_tokens: int
     min_new_tokens: int = 0
@@ -81,12 +82,16 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class PromptParams:
-    """How the conversation becomes a prompt: system prompt, slicing, image ids, special strings in text."""
+    """How the conversation becomes a prompt: system prompt, slicing, image ids, special strings in text, the image
+    tokens per piece (`downsample_mode`, encoders with a choice: MiniCPM-V 4.6) and the chat template's
+    `enable_thinking` (passed to the template only when given)."""
 
     system_prompt: str = ""
     max_slice_nums: int | None = None  # None: the model's default (9)
     use_image_id: bool | None = None  # None: the model's default (its family's; off for a video recipe)
     parse_special: bool = False  # True: special-token strings typed in messages become control tokens
+    downsample_mode: str | None = None  # "16x" or "4x"; None: the mmproj's default (media.Media.downsample_mode)
+    enable_thinking: bool | None = None  # None: the template's own default
 
     def __post_init__(self) -> None:
         if not isinstance(self.system_prompt, str):
@@ -96,19 +101,51 @@ class PromptParams:
         if self.use_image_id is not None:
             check_bool("use_image_id", self.use_image_id)
         check_bool("parse_special", self.parse_special)
+        if self.downsample_mode is not None and (not isinstance(self.downsample_mode, str)
+                                                 or self.downsample_mode not in DOWNSAMPLE_MODES):
+            raise ValueError(f"downsample_mode must be one of {', '.join(map(repr, DOWNSAMPLE_MODES))} (or None: the "
+                             f"model's default), not {self.downsample_mode!r}")
+        if self.enable_thinking is not None:
+            check_bool("enable_thinking", self.enable_thinking)
+
+    @property
+    def template_kwargs(self) -> dict[str, object]:
+        """What the chat template gets beyond the messages: only what the caller gave."""
+        return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+
+
+def with_generation_config(defaults: ChatDefaults, generation: Mapping[str, float | bool]) -> ChatDefaults:
+    """The family's chat() defaults with a checkpoint's generation_config.json settings (llm_file.LlmFile.generation)
+    in their place: `do_sample` picks the default mode; temperature, top_p, top_k and repetition_penalty replace the
+    sampling mode's, and repetition_penalty the other mode's where that mode is greedy decoding (one beam: what
+    transformers' generate() runs with do_sample=False, penalty included); a beam search keeps its own settings (an
+    original chat()'s, which override generation_config)."""
+    if not generation:
+        return defaults
+    sample = dict(defaults.sample)
+    sample.update({k: v for k, v in generation.items() if k in ("temperature", "top_p", "top_k", "repetition_penalty")})
+    beam = dict(defaults.beam)
+    if beam.get("num_beams", 1) == 1 and "repetition_penalty" in beam and "repetition_penalty" in generation:
+        beam["repetition_penalty"] = generation["repetition_penalty"]
+    sampling = generation.get("do_sample", defaults.sampling)
+    return replace(defaults, sampling=bool(sampling), sample=tuple(sample.items()),  # type: ignore[arg-type]
+                   beam=tuple(beam.items()))  # type: ignore[arg-type]
 
 
 def chat_params(defaults: ChatDefaults, *, max_new_tokens: int | None = None, min_new_tokens: int = 0,
                 sampling: bool | None = None, stream: bool = False, temperature: float | None = None,
                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
                 num_beams: int | None = None, seed: int | None = None, system_prompt: str = "",
-                max_slice_nums: int | None = None, use_image_id: bool | None = None, skip_special_tokens: bool = False,
-                parse_special: bool = False, stop: Sequence[str] | str = ()) -> tuple[GenerationParams, PromptParams]:
-    """chat()'s keywords, checked, with the family's original defaults for the mode (`sampling`; None: the
-    family's default mode, or sampling for a `stream`, since beam search cannot stream); a keyword that the mode's
-    settings do not have is ignored, as the original ignores it. `seed` None: a random one."""
+                max_slice_nums: int | None = None, use_image_id: bool | None = None,
+                skip_special_tokens: bool | None = None, parse_special: bool = False, stop: Sequence[str] | str = (),
+                downsample_mode: str | None = None, enable_thinking: bool | None = None
+                ) -> tuple[GenerationParams, PromptParams]:
+    """chat()'s keywords, checked, with the model's defaults for the mode (`sampling`; None: the model's default
+    mode, or sampling for a `stream` where sampling=False is beam search, which cannot stream); a keyword that the
+    mode's settings do not have is ignored, as the original ignores it. `seed` None: a random one;
+    `skip_special_tokens` None: as the family's original decodes its answer."""
     if sampling is None:
-        sampling = True if stream else defaults.sampling
+        sampling = True if stream and dict(defaults.beam).get("num_beams", 1) != 1 else defaults.sampling
     check_bool("sampling", sampling)
     mode = dict(defaults.sample if sampling else defaults.beam)
 
@@ -126,8 +163,9 @@ def chat_params(defaults: ChatDefaults, *, max_new_tokens: int | None = None, mi
         top_p=pick("top_p", top_p, 1.0), top_k=pick("top_k", top_k, 0),  # type: ignore[arg-type]
         repetition_penalty=pick("repetition_penalty", repetition_penalty, 1.0),
         num_beams=pick("num_beams", num_beams, 1),  # type: ignore[arg-type]
-        seed=secrets.randbits(32) if seed is None else seed, skip_special_tokens=skip_special_tokens,
+        seed=secrets.randbits(32) if seed is None else seed,
+        skip_special_tokens=defaults.skip_special_tokens if skip_special_tokens is None else skip_special_tokens,
         stop=tuple(stop))
     pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
-                      parse_special=parse_special)
+                      parse_special=parse_special, downsample_mode=downsample_mode, enable_thinking=enable_thinking)
     return gp, pp

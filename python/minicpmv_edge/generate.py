@@ -77,7 +77,9 @@ def sample(kv: KVState, model: LlamaModel, p: GenerationParams, stop_ids: set[in
                 session.suppress(stop_ids)
             tok = sampler.sample(session.ptr)
             out.token_times.append(time.perf_counter())
-            if tok in stop_ids or (step >= p.min_new_tokens and model.is_eog(tok)):
+            # the original stops on its generation_config's eos ids only (Family.stop_tokens); llama.cpp's own
+            # end-of-generation set can be larger (Qwen3.5's vocabulary adds <|fim_pad|>, <|repo_name|>, ...)
+            if tok in stop_ids:
                 out.finish_reason = "stop"
                 return
             out.tokens.append(tok)

@@ -1,6 +1,11 @@
 """What sequence 0 of the context holds, position by position, and how a new prompt reuses it: only what comes
 after the longest common prefix of consecutive prompts (tokens, and image rows identified by their image's cache
-key) is prefilled again, so a multi-turn chat pays only for its new turn."""
+key) is prefilled again, so a multi-turn chat pays only for its new turn.
+
+A model with a recurrent state (llama_adapter: GatedDeltaNet layers) cannot drop the tail of what it decoded: there,
+a prefix is reused only when the new prompt extends everything decoded so far, and otherwise (a chat template that
+renders an earlier answer differently from how it was generated, say without its think block) the prompt is decoded
+again from the start."""
 
 from __future__ import annotations
 
@@ -38,9 +43,8 @@ class KVState:
             limit = min(len(old), len(items) - 1)  # the last position is decoded again, for its logits
             while keep < limit and old[keep] == items[keep]:
                 keep += 1
-        if keep:
-            self.session.truncate(keep)
-        else:
+        if not keep or not self.session.truncate(keep):  # refused: a recurrent state cannot be cut back
+            keep = 0
             self.session.clear()
         self.items = items[:keep]
         pos, n = prompt.positions, len(prompt.positions)

@@ -4,6 +4,13 @@ It owns the model, the context and the sampler, builds `llama_batch`es of tokens
 n_batch pieces with contiguous positions), runs several sequences of one context side by side (beam search), and
 keeps `n_past` of sequence 0. Nothing else in the package touches llama_cpp. Every owner frees its native memory
 when closed or dropped; a model outlives the contexts made from it.
+
+Two things follow from the model, never from its family's name. Its rope type: llama.cpp reads 4 positions per row
+of an embedding batch for M-RoPE models (Qwen3.5's interleaved IMROPE, `qwen35`), section-major
+[t0..tn-1 | h.. | w.. | e..], and one per token of a token batch; the families here use 1-D positions (MiniCPM-V
+4.6's generate() feeds every section the token's index), so every section gets the same position. And its memory: a
+recurrent or hybrid model (GatedDeltaNet layers) keeps a state that cannot be rolled back, so llama.cpp refuses to
+remove the tail of a sequence; truncate() says so and the caller decodes the prompt again from the start.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from .cpus import available_cpus
 from .llm_file import LlmFile
 
 N_SEQ = 2 * MAX_BEAMS + 1  # sequence 0 holds the prompt; beams alternate between two sets of MAX_BEAMS
+# llama.cpp's rope types whose embedding batches carry 4 positions per row (llama_hparams::n_pos_per_embd: M-RoPE and
+# IMROPE; the vision type too, to be safe: a reader of one position per row sees section 0, which is that position)
+MULTI_POSITION_ROPES = (L.LLAMA_ROPE_TYPE_MROPE, L.LLAMA_ROPE_TYPE_IMROPE, L.LLAMA_ROPE_TYPE_VISION)
+ROPE_SECTIONS = 4  # GGML_MROPE_SECTIONS
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,9 @@ class ContextParams:
 
     def __post_init__(self) -> None:
         check_int("n_ctx", self.n_ctx, 16)
-        check_int("n_batch", self.n_batch, 1)
+        # llama.cpp keeps room for at least one output per sequence in a batch and aborts (GGML_ASSERT) at context
+        # creation when n_batch is smaller than the sequences it holds
+        check_int("n_batch", self.n_batch, N_SEQ)
         check_int("n_threads", self.n_threads, 0)
         if self.kv_type not in ("f32", "f16", "q8_0"):
             raise ValueError(f"kv_type must be 'f32', 'f16' or 'q8_0', got {self.kv_type!r}")
@@ -86,6 +99,11 @@ class LlamaModel:
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self.ptr))
         self.specials = file.specials
         self.bos = int(L.llama_vocab_bos(self.vocab))
+        self.rope_type = int(L.llama_model_rope_type(self.ptr))
+        # positions per row of an embedding batch
+        self.pos_per_embd = ROPE_SECTIONS if self.rope_type in MULTI_POSITION_ROPES else 1
+        # a recurrent state (Mamba-like or GatedDeltaNet layers): a sequence's tail cannot be removed
+        self.recurrent = bool(L.llama_model_is_recurrent(self.ptr) or L.llama_model_is_hybrid(self.ptr))
 
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -233,7 +251,9 @@ class LlamaSession:
         self.n_batch = p.n_batch
         self.n_past = 0
         self._tok = L.llama_batch_init(self.n_batch, 0, 1)
-        self._emb = L.llama_batch_init(self.n_batch, model.n_embd, 1)
+        # room for pos_per_embd positions per row (llama_batch_init sizes `pos` by its first argument, and llama.cpp
+        # reads pos[j * n_tokens + i] for section j of row i); n_tokens never exceeds n_batch
+        self._emb = L.llama_batch_init(self.n_batch * model.pos_per_embd, model.n_embd, 1)
         self._mem = L.llama_get_memory(self.ptr)
 
     # ---- the KV cache ----
@@ -242,26 +262,45 @@ class LlamaSession:
         L.llama_memory_clear(self._mem, True)
         self.n_past = 0
 
-    def truncate(self, n_keep: int) -> None:
-        """Forget sequence 0 from position n_keep on (the KV cache keeps the prefix)."""
-        if n_keep < self.n_past:
-            L.llama_memory_seq_rm(self._mem, 0, n_keep, -1)
-            self.n_past = n_keep
+    def truncate(self, n_keep: int) -> bool:
+        """Forget sequence 0 from position n_keep on (the KV cache keeps the prefix). False, with nothing changed,
+        where llama.cpp refuses: a recurrent state cannot be rolled back to an earlier position (the caller must
+        clear and decode from the start). Keeping every position always succeeds."""
+        if n_keep >= self.n_past:
+            return True
+        if not L.llama_memory_seq_rm(self._mem, 0, n_keep, -1):
+            return False
+        # what is left must end where we think: a memory that accepted the removal but dropped more (a recurrent
+        # state cleared as a whole) is cleared for good, and the caller decodes from the start
+        if int(L.llama_memory_seq_pos_max(self._mem, 0)) != n_keep - 1:
+            self.clear()
+            return False
+        self.n_past = n_keep
+        return True
 
     def seq_copy(self, src: int, dst: int) -> None:
-        """Sequence dst becomes a copy of src (their cells are shared, nothing is recomputed)."""
-        L.llama_memory_seq_rm(self._mem, dst, -1, -1)
+        """Sequence dst becomes a copy of src (their cells are shared, nothing is recomputed; a recurrent state is
+        copied when one of them is next decoded)."""
+        self.seq_drop(dst)
         L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        have, want = (int(L.llama_memory_seq_pos_max(self._mem, s)) for s in (dst, src))
+        if have != want:
+            raise RuntimeError(f"llama.cpp copied sequence {src} (up to position {want}) to {dst} only up to {have}")
 
     def seq_drop(self, seq: int) -> None:
-        L.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        if not L.llama_memory_seq_rm(self._mem, seq, -1, -1):  # removing a whole sequence never fails in llama.cpp
+            raise RuntimeError(f"llama.cpp could not drop sequence {seq}")
 
     # ---- decoding ----
 
-    def _run(self, batch: L.llama_batch, n: int, positions: list[int], seqs: list[int], logits: list[bool]) -> None:
+    def _run(self, batch: L.llama_batch, n: int, positions: list[int], seqs: list[int], logits: list[bool],
+             sections: int = 1) -> None:
+        """Decode the first n entries of `batch` at `positions`; `sections`: positions per entry (the same 1-D
+        position in each section, section-major)."""
         batch.n_tokens = n
+        pos = np.ctypeslib.as_array(batch.pos, shape=(sections * n,))
+        pos[:] = np.tile(np.asarray(positions[:n], dtype=pos.dtype), sections)
         for i in range(n):
-            batch.pos[i] = positions[i]
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seqs[i]
             batch.logits[i] = 1 if logits[i] else 0
@@ -295,7 +334,7 @@ class LlamaSession:
             n = chunk.shape[0]
             last = logits_last and start + n == embd.shape[0]
             self._run(self._emb, n, list(range(self.n_past, self.n_past + n)), [0] * n,
-                      [last and i == n - 1 for i in range(n)])
+                      [last and i == n - 1 for i in range(n)], self.model.pos_per_embd)
             self.n_past += n
 
     def decode_side_by_side(self, tokens: list[int], seqs: list[int], pos: int) -> np.ndarray:

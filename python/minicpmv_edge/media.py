@@ -4,7 +4,12 @@
 pieces the encoder will get, so a prompt that cannot fit the context is refused before any pixel is decoded. Then
 each video becomes the frames its family's recipe samples, in place, and each image and frame is decoded, sliced,
 encoded and dropped before the next is decoded. In the turns returned, every image is replaced by its `Encoded`
-entry (grid, pieces, embedding rows), which is all the prompt layout needs.
+entry (grid, pieces, each piece's embedding rows) and every video by an `EncodedVideo` of its frames' entries, which
+is all the prompt layout needs.
+
+Tokens per piece are the encoder's: a resampler's fixed query_num, or for MiniCPM-V 4.6's merger the piece's patches
+/ 16 or / 4, its `downsample_mode` chosen per call (the mmproj's default otherwise); the mode is part of the slicing
+(piece sides in multiples of 56 or 28) and of the cache key.
 
 A family with a padded vision batch (`Family.vision_batch`, where the mmproj runs one: encoder.padded_batch) has
 every piece of the call encoded as a member of one batch padded to a length the family derives from all pieces'
@@ -19,12 +24,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from .cache import EmbeddingCache, Encoded, pixels_key
+import numpy as np
+
+from .cache import EmbeddingCache, Encoded, EncodedVideo, pixels_key
+from .chat_options import DOWNSAMPLE_MODES
 from .encoder import VisionEncoder
 from .families import Family
 from .image import Image, image_size, load_rgb
 from .messages import Turn
-from .slicer import plan
+from .slicer import SliceConfig, plan
 from .stats import ChatStats
 from .video import Video, frames_at, probe
 
@@ -43,13 +51,37 @@ class Media:
         self.family = family
         self.batch = family.vision_batch if encoder.padded_batch else None
 
+    def downsample_mode(self, requested: str | None) -> str | None:
+        """The merger mode of this call's images: `requested` ("16x" or "4x"), else the mmproj's default
+        (`minicpmv_edge.vision.downsample_mode`, else 16x); None for an encoder without the choice (a resampler gives
+        every piece its query_num rows), which refuses a requested one (ValueError)."""
+        modes = self.encoder.downsample_modes
+        if requested is None:
+            return (self.encoder.default_downsample or DOWNSAMPLE_MODES[0]) if modes else None
+        if requested in modes:
+            return requested
+        if not modes:
+            raise ValueError(f"downsample_mode {requested!r}: {self.family.display}'s encoder gives every image piece "
+                             f"a fixed {self.encoder.query_num} tokens (a resampler) and has no downsample mode; leave "
+                             "downsample_mode unset")
+        raise ValueError(f"downsample_mode {requested!r}: this mmproj runs {', '.join(map(repr, modes))} only")
+
+    def _config(self, max_slice_nums: int, downsample: str | None) -> SliceConfig:
+        return self.encoder.slice_config_for(max_slice_nums, downsample=downsample)
+
+    def _tokens(self, pieces: list[tuple[int, int]], downsample: str | None) -> tuple[int, ...]:
+        """Embedding rows of each planned piece ((width, height) in pixels)."""
+        return tuple(self.encoder.piece_tokens(w, h, downsample) for w, h in pieces)
+
     def encode_turns(self, turns: list[Turn], max_slices: int, stats: ChatStats, n_ctx: int | None = None,
-                     text_tokens: int = 0, progress: Callable[[int], None] | None = None) -> list[Turn]:
+                     text_tokens: int = 0, progress: Callable[[int], None] | None = None,
+                     downsample: str | None = None) -> list[Turn]:
         """The turns with each image part replaced by its encoding (a video by its frames'); `stats` gets what it
         cost. A prompt whose image rows and `text_tokens` (a lower bound of its text) exceed `n_ctx` is refused
-        (ValueError) before any image is decoded."""
+        (ValueError) before any image is decoded. `downsample`: the merger mode (downsample_mode(); None for a
+        resampler)."""
         t0 = time.perf_counter()
-        enc, recipe, limits = self.encoder, self.family.video, self.encoder.slice_config
+        recipe, limits = self.family.video, self._config(max_slices, downsample)
         media = [p for t in turns for p in t.parts if not isinstance(p, str)]
         videos = {k: probe(p, limits.max_pixels, limits.max_side)  # each video once, however often it appears
                   for k, p in {id(p): p for p in media if isinstance(p, Video)}.items()}
@@ -63,8 +95,8 @@ class Media:
         for k in videos:
             sizes[k][2] = recipe.max_slices(sizes[k][3])  # type: ignore[union-attr]
         for attempt in (1, 2):  # again, once, if a decoded size differs from its header's in a padded batch
-            plans = {k: plan(w, h, enc.slice_config_for(n))[1] for k, (w, h, n, _) in sizes.items()}
-            rows = enc.query_num * sum(len(plans[id(p)]) * sizes[id(p)][3] for p in media)
+            plans = {k: plan(w, h, self._config(n, downsample))[1] for k, (w, h, n, _) in sizes.items()}
+            rows = sum(sum(self._tokens(plans[id(p)], downsample)) * sizes[id(p)][3] for p in media)
             if n_ctx is not None and rows + text_tokens > n_ctx:
                 raise ValueError(f"the prompt is at least {rows + text_tokens} tokens ({rows} of them image rows), "
                                  f"more than n_ctx {n_ctx}")
@@ -86,30 +118,44 @@ class Media:
                             items = (Image(f, name=f"{p.name}: frame") for f in
                                      frames_at(p, frames[id(p)], limits.max_pixels, limits.max_side))
                         w, h, n_slices, _ = sizes[id(p)]
+                        encoded: list[Encoded] = []
                         for item in items:
-                            rgb = load_rgb(item, limits.max_pixels, limits.max_side)
+                            rgb = load_rgb(item, limits.max_pixels, limits.max_side, alpha=limits.alpha)
                             if self.batch and attempt == 1 and (rgb.shape[1], rgb.shape[0]) != (w, h):
                                 sizes[id(p)][:2] = rgb.shape[1], rgb.shape[0]
                                 raise _SizeChanged
-                            key = pixels_key(rgb, n_slices, self.model_id + suffix)
-                            hit = self.cache.get(key)
-                            if hit is None:
-                                try:
-                                    grid, n, emb = enc.encode_image(rgb, n_slices, pad_to, self.n_threads)
-                                except MemoryError as e:
-                                    raise MemoryError(f"out of memory while slicing and encoding a {rgb.shape[1]}x"
-                                                      f"{rgb.shape[0]} image" + (f": {e}" if str(e) else "")) from e
-                                hit = Encoded(key, grid, n, emb)
-                                self.cache.put(hit)
-                                stats.pieces_encoded += hit.n_pieces
+                            hit = self._encode(rgb, n_slices, pad_to, suffix, downsample, stats)
                             stats.images += 1
                             stats.pieces += hit.n_pieces
                             if progress:
                                 progress(hit.n_pieces)
-                            parts.append(hit)
+                            encoded.append(hit)
+                        parts.append(EncodedVideo(tuple(encoded)) if isinstance(p, Video) else encoded[0])
                     out.append(Turn(t.role, parts))
             except _SizeChanged:
                 continue
             break
         stats.encode_ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    def _encode(self, rgb: np.ndarray, n_slices: int, pad_to: int, suffix: str, downsample: str | None,
+                stats: ChatStats) -> Encoded:
+        """One image's encoding, from the cache or the encoder (then cached), with each piece's rows."""
+        key = pixels_key(rgb, n_slices, self.model_id + suffix, downsample)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        try:
+            grid, n, emb = self.encoder.encode_image(rgb, n_slices, pad_to, self.n_threads, downsample=downsample)
+        except MemoryError as e:
+            raise MemoryError(f"out of memory while slicing and encoding a {rgb.shape[1]}x{rgb.shape[0]} image"
+                              + (f": {e}" if str(e) else "")) from e
+        tokens = self._tokens(plan(rgb.shape[1], rgb.shape[0], self._config(n_slices, downsample))[1], downsample)
+        if len(tokens) != n or sum(tokens) != len(emb):
+            raise RuntimeError(f"internal: the encoder gave {n} pieces of {len(emb)} rows in all for a "
+                               f"{rgb.shape[1]}x{rgb.shape[0]} image whose plan has {len(tokens)} pieces of "
+                               f"{sum(tokens)} rows")
+        hit = Encoded(key, grid, n, emb, tokens)
+        self.cache.put(hit)
+        stats.pieces_encoded += hit.n_pieces
+        return hit

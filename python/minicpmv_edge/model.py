@@ -8,7 +8,7 @@ import os
 
 from . import logs
 from .cache import EmbeddingCache, file_identity
-from .chat_options import check_bool, check_int
+from .chat_options import check_bool, check_int, with_generation_config
 from .cpus import available_cpus
 from .encoder import VisionEncoder
 from .errors import ClosedError
@@ -52,6 +52,8 @@ class Model:
             except MessageError as e:
                 raise ModelFileError(f"{model_path}: tokenizer.chat_template does not render: {e}") from e
             self.llm = LlamaModel(file, n_gpu_layers=n_gpu_layers)
+            # chat()'s defaults: the checkpoint's generation_config.json where the GGUF carries it
+            self.chat_defaults = with_generation_config(self.family.chat, file.generation)
             self.stop_ids = {self.llm.token_id(t) for t in self.family.stop_tokens}
             self.penalty_prefix = tuple(self.llm.token_id(t) for t in self.family.penalty_history)
         except BaseException:

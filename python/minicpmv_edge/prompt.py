@@ -1,9 +1,11 @@
 """Conversation turns -> the exact prompt the original processors build (`processing_minicpmv.py`), as
 positions: token ids, and (image, row) pairs where image embedding rows go.
 
-Messages are rendered with the model's own Jinja chat template, each image written as the tag `(<image>./</image>)`
-and the parts of a message joined by "\\n" (as `chat()` does). Every image then gets the version's layout
-(`<image_id>k</image_id>`, overview, slice grid), whose query_num rows per piece receive the image embeddings.
+Messages are rendered with the model's own Jinja chat template, each image written as its family's tag and the parts
+of a message joined as the family's original does (2.6's chat(): `(<image>./</image>)`, parts joined by "\\n"; 4.6's
+template: `<|image_pad|>` + "\\n" per image, parts concatenated), a video as its frames or as a tag of its own
+(Family.video_layout). Every image then gets the family's layout (`<image_id>k</image_id>`, overview, slice grid),
+each piece's rows (a resampler's query_num, a 4.6 merger's count for that piece) receiving its embeddings.
 
 Tokenization follows the original tokenizer (special tokens split the text; the runs between them are BPE-encoded
 whole), with one deliberate difference: text that comes from a message is plain text, so a user who types
@@ -13,17 +15,17 @@ whole), with one deliberate difference: text that comes from a message is plain 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .cache import EncodedVideo
 from .families import Family
 from .messages import MessageError, Turn
 
-IMAGE_TAG = "(<image>./</image>)"
 _SENTINEL = "\ue000{}\ue001"  # private-use characters: where each message's content goes in the template
 
 Position = int | tuple[int, int]  # a token id, or (image index, embedding row)
@@ -39,6 +41,8 @@ class Vocabulary(Protocol):
 class Prompt:
     positions: list[Position]
     images: list[Any] = field(default_factory=list)  # the encodings (cache.Encoded) that (image, row) refer to
+    # per image: the placeholder token the original processor writes for its rows (<unk>, <|image_pad|>, ...)
+    row_tokens: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -48,8 +52,10 @@ class Prompt:
         return sum(1 for p in self.positions if isinstance(p, tuple))
 
 
-def render_template(template: str, messages: list[dict[str, str]], bos_token: str, eos_token: str) -> str:
-    """The chat template applied as `apply_chat_template(..., add_generation_prompt=True)` does."""
+def render_template(template: str, messages: list[dict[str, str]], bos_token: str, eos_token: str,
+                    extra: Mapping[str, object] | None = None) -> str:
+    """The chat template applied as `apply_chat_template(..., add_generation_prompt=True, **extra)` does (`extra`:
+    the template's own switches the caller gave, such as `enable_thinking`; nothing the caller did not give)."""
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
 
     def raise_exception(message: str) -> None:
@@ -57,7 +63,7 @@ def render_template(template: str, messages: list[dict[str, str]], bos_token: st
 
     env.globals["raise_exception"] = raise_exception
     try:
-        return env.from_string(template).render(messages=messages, add_generation_prompt=True,
+        return env.from_string(template).render(**(extra or {}), messages=messages, add_generation_prompt=True,
                                                 bos_token=bos_token, eos_token=eos_token)
     except jinja2.TemplateError as e:
         raise MessageError(f"chat template: {e}") from e
@@ -113,116 +119,218 @@ class _Emitter:
             self.out.extend(self.vocab.tokenize(text, add_special=False, parse_special=False))
 
 
-def _emit_image(em: _Emitter, v: Family, query_num: int, grid: tuple[int, int] | None, index: int,
-                use_image_id: bool) -> None:
-    """One image as the original processor's get_slice_image_placeholder writes it for this version."""
-    if use_image_id:
-        em.special("<image_id>")
-        em.text(str(index))
-        em.special("</image_id>")
+def _piece_rows(image: Any, query_num: int) -> tuple[int, ...]:
+    """The embedding rows of each piece of an encoded image (overview, then slices): its own `tokens`, else
+    query_num each (a resampler's)."""
+    grid = image.grid
+    n = 1 + (grid[0] * grid[1] if grid else 0)
+    tokens = tuple(getattr(image, "tokens", ()) or ())
+    if not tokens:
+        if query_num <= 0:
+            raise ValueError("internal: an image without its pieces' token counts, and no query_num")
+        tokens = (query_num,) * n
+    if len(tokens) != n:
+        raise ValueError(f"internal: an image sliced {grid} has {n} pieces, not {len(tokens)}")
+    return tokens
+
+
+def _emit_units(em: _Emitter, v: Family, image: int, grid: tuple[int, int] | None, rows: Sequence[int]) -> None:
+    """One image's pieces as the original processor's get_slice_image_placeholder writes them for this family, after
+    any image id: the overview, then the slice grid (its rows joined by "\\n"); `rows`: each piece's rows."""
+    at = 0
+
+    def piece(k: int) -> None:
+        nonlocal at
+        em.rows(image, at, rows[k])
+        at += rows[k]
+
     em.special("<image>")
-    em.rows(index, 0, query_num)
+    piece(0)
     em.special("</image>")
     if grid is None:
         return
-    cols, rows = grid
+    cols, n_rows = grid
     if v.grid_open:
         em.special(v.grid_open)
-    for r in range(rows):
+    for r in range(n_rows):
         if r:
             em.text("\n")
         for c in range(cols):
             em.special(v.slice_open)
-            em.rows(index, (1 + r * cols + c) * query_num, query_num)
+            piece(1 + r * cols + c)
             em.special(v.slice_close)
     if v.grid_close:
         em.special(v.grid_close)
 
 
-def _contents(turns: Sequence[Turn]) -> list[tuple[str, list[tuple[int, int, bool]]]]:
-    """Per turn: the content string the template sees, and each part's (start, end, is_image) in it."""
-    out = []
-    for t in turns:
-        spans, text, at = [], [], 0
-        for i, p in enumerate(t.parts):
-            if i:
-                text.append("\n")
-                spans.append((at, at + 1, False))
-                at += 1
-            s = p if isinstance(p, str) else IMAGE_TAG
-            text.append(s)
-            spans.append((at, at + len(s), not isinstance(p, str)))
+def _emit_id(em: _Emitter, index: int) -> None:
+    em.special("<image_id>")
+    em.text(str(index))
+    em.special("</image_id>")
+
+
+class _Layout:
+    """Writes media into the emitter in prompt order: images numbered among the conversation's images, tagged videos
+    among its videos; collects the encodings that (image, row) positions refer to."""
+
+    def __init__(self, em: _Emitter, v: Family, query_num: int, use_image_id: bool) -> None:
+        self.em, self.v, self.query_num, self.use_image_id = em, v, query_num, use_image_id
+        self.images: list[Any] = []
+        self.row_tokens: list[str] = []
+        self.n_images = self.n_videos = 0
+
+    def _units(self, image: Any, row_token: str) -> None:
+        self.images.append(image)
+        self.row_tokens.append(row_token)
+        _emit_units(self.em, self.v, len(self.images) - 1, image.grid, _piece_rows(image, self.query_num))
+
+    def image(self, image: Any) -> None:
+        if self.use_image_id:
+            _emit_id(self.em, self.n_images)
+        self.n_images += 1
+        self._units(image, self.v.row_token)
+
+    def video(self, video: EncodedVideo) -> None:
+        """A video under one tag: one id, then its frames' units with the family's separator between."""
+        layout = self.v.video_layout
+        if self.use_image_id:
+            _emit_id(self.em, self.n_videos)
+        self.n_videos += 1
+        for i, frame in enumerate(video.frames):
+            if i and layout.frame_separator:
+                self.em.text(layout.frame_separator)
+            self._units(frame, layout.row_token or self.v.row_token)
+
+
+Span = tuple[int, int, Any]  # (start, end) of a part in its message's content, and its medium (None: text)
+
+
+def _content(parts: Sequence[Any], v: Family) -> tuple[str, list[Span]]:
+    """One message's content string and its parts' spans: text as it is, an image as the family's tag then what
+    follows it, a video as its tag then what follows, parts joined by the family's separator."""
+    pieces: list[tuple[str, Any]] = []
+    for i, p in enumerate(parts):
+        if i:
+            pieces.append((v.part_separator, None))
+        if isinstance(p, str):
+            pieces.append((p, None))
+        elif isinstance(p, EncodedVideo):
+            pieces += [(v.video_layout.tag or "", p), (v.video_layout.after, None)]
+        else:
+            pieces += [(v.image_tag, p), (v.image_after, None)]
+    spans: list[Span] = []
+    at = 0
+    for s, medium in pieces:
+        if s or medium is not None:
+            spans.append((at, at + len(s), medium))
             at += len(s)
-        out.append(("".join(text), spans))
-    return out
+    return "".join(s for s, _ in pieces), spans
+
+
+def _contents(turns: Sequence[Turn], v: Family) -> list[tuple[str, list[Span]]]:
+    """Per turn: the content string the template sees and each part's span in it; a video without a tag of its
+    own (Family.video_layout) is its frames, each an image part."""
+    tagged = v.video_layout.tag is not None
+    return [_content([f for p in t.parts for f in (p.frames if isinstance(p, EncodedVideo) and not tagged else [p])],
+                     v) for t in turns]
+
+
+def _kept_tail(rendered: str, pos: int, content: str, after: str) -> tuple[int, int, int] | None:
+    """A template that keeps only the end of a message's content (4.6's keeps what follows an earlier answer's
+    `</think>`), perhaps trimmed: (start in rendered, length, characters dropped from the content's front) of the
+    first place where such an end is followed by the template's own text, or None."""
+    at = rendered.find(after, pos)
+    while at >= 0:
+        kept = rendered[pos:at]
+        for source in (content, content.rstrip()):
+            if source.endswith(kept):
+                return pos, len(kept), len(source) - len(kept)
+        at = rendered.find(after, at + 1)
+    return None
 
 
 def _locate(rendered: str, skeleton: list[str], contents: list[str]) -> list[tuple[int, int, int]]:
     """Where each message's content ended up in the rendered prompt: (start in rendered, length, characters the
     template dropped from its front). The template's own text (`skeleton`, between the contents) must surround
-    them unchanged; a content may have been trimmed (a template may `| trim` it)."""
+    them unchanged; a content may have been trimmed (a template may `| trim` it) or cut to its end (_kept_tail)."""
     if not rendered.startswith(skeleton[0]):
         raise MessageError("the chat template renders differently for different message texts")
     pos, out = len(skeleton[0]), []
     for content, after in zip(contents, skeleton[1:], strict=True):
+        found = None
         for variant in (content, content.strip(), content.lstrip(), content.rstrip()):
             if rendered.startswith(variant, pos) and rendered.startswith(after, pos + len(variant)):
                 dropped = len(content) - len(content.lstrip()) if variant and not content.startswith(variant) else 0
-                out.append((pos, len(variant), dropped))
-                pos += len(variant) + len(after)
+                found = (pos, len(variant), dropped)
                 break
-        else:
+        found = found or _kept_tail(rendered, pos, content, after)
+        if found is None:
             raise MessageError("the chat template changes message text in a way this runtime cannot follow; "
                                "pass parse_special=True to tokenize the rendered prompt as a whole")
+        out.append(found)
+        pos = found[0] + found[1] + len(after)
     if pos != len(rendered):
         raise MessageError("the chat template renders differently for different message texts")
     return out
 
 
-def _render(template: str, turns: Sequence[Turn], v: Family
-            ) -> tuple[str, list[tuple[int, int, int]], list[tuple[str, list[tuple[int, int, bool]]]]]:
+def _render(template: str, turns: Sequence[Turn], v: Family, extra: Mapping[str, object] | None = None
+            ) -> tuple[str, list[tuple[int, int, int]], list[tuple[str, list[Span]]]]:
     """(rendered prompt, where each message's content is in it, each content with its parts' spans)."""
-    contents = _contents(turns)
+    contents = _contents(turns, v)
     if any("\ue000" in c or "\ue001" in c for c, _ in contents):
         raise MessageError("message text contains the private-use characters U+E000/U+E001")
     messages = [{"role": t.role, "content": c} for t, (c, _) in zip(turns, contents, strict=True)]
-    rendered = render_template(template, messages, v.bos_token, v.eos_token)
+    rendered = render_template(template, messages, v.bos_token, v.eos_token, extra)
     marked = render_template(template, [{"role": t.role, "content": _SENTINEL.format(i)}
-                                        for i, t in enumerate(turns)], v.bos_token, v.eos_token)
+                                        for i, t in enumerate(turns)], v.bos_token, v.eos_token, extra)
     skeleton = re.split("\ue000[0-9]+\ue001", marked)
     if len(skeleton) != len(turns) + 1:
         raise MessageError("the chat template does not render every message exactly once")
     return rendered, _locate(rendered, skeleton, [c for c, _ in contents]), contents
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """An image for check_template: one unsliced piece."""
+
+    grid: None = None
+
+
 def check_template(template: str, v: Family) -> None:
     """MessageError if the template cannot render an ordinary one-image question the way build_prompt needs."""
-    _render(template, [Turn("user", [IMAGE_TAG, "What is in the image?"])], v)
+    _render(template, [Turn("user", [_Probe(), "What is in the image?"])], v)  # type: ignore[list-item]
 
 
 def build_prompt(template: str, turns: Sequence[Turn], v: Family, vocab: Vocabulary, query_num: int,
-                 use_image_id: bool, parse_special: bool = False) -> Prompt:
-    """The prompt of turns whose image parts are encodings (media.py: each with its slicing `grid`)."""
-    images = [p for t in turns for p in t.parts if not isinstance(p, str)]
-    grids = [p.grid for p in images]
-    rendered, where, contents = _render(template, turns, v)
+                 use_image_id: bool, parse_special: bool = False,
+                 template_kwargs: Mapping[str, object] | None = None) -> Prompt:
+    """The prompt of turns whose image parts are encodings (media.py: each with its slicing `grid` and its pieces'
+    `tokens`; query_num rows per piece for one without) and whose videos are EncodedVideo. `template_kwargs`: the
+    chat template's switches the caller gave (enable_thinking)."""
+    rendered, where, contents = _render(template, turns, v, template_kwargs)
 
     em = _Emitter(vocab)
+    layout = _Layout(em, v, query_num, use_image_id)
     user_text = em.template_text if parse_special else em.text
-    image = 0
     cursor = 0
     for (start, length, dropped), (_, spans) in zip(where, contents, strict=True):
         em.template_text(rendered[cursor:start])
-        for a, b, is_image in spans:
-            a, b = max(a - dropped, 0), min(b - dropped, length)
-            if a >= b:
+        for a, b, medium in spans:
+            if medium is not None:
+                if b - dropped <= 0:  # in a part the template left out (an earlier answer's think block)
+                    continue
+                if a - dropped < 0 or b - dropped > length:
+                    raise MessageError("the chat template cut into an image's tag")
+                if isinstance(medium, EncodedVideo):
+                    layout.video(medium)
+                else:
+                    layout.image(medium)
                 continue
-            if is_image:
-                _emit_image(em, v, query_num, grids[image], image, use_image_id)
-                image += 1
-            else:
+            a, b = max(a - dropped, 0), min(b - dropped, length)
+            if a < b:
                 user_text(rendered[start + a : start + b])
         cursor = start + length
     em.template_text(rendered[cursor:])
     em.flush()
-    return Prompt(em.out, images)
+    return Prompt(em.out, layout.images, layout.row_tokens)

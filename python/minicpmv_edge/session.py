@@ -24,7 +24,7 @@ from .llama_adapter import ContextParams, LlamaSession
 from .media import Media
 from .messages import Conversation, MessageError
 from .model import Model
-from .prompt import build_prompt
+from .prompt import Prompt, build_prompt
 from .stats import ChatStats
 from .stream import ChatStream, Gate
 from .text import AnswerText
@@ -62,8 +62,9 @@ class Session:
         """Answer the conversation `turns` (messages.normalize). Returns the text (stripped, as the original), or
         with stream=True a ChatStream of text pieces (`strip`: without whitespace at either end, so that they join
         to the returned text)."""
-        if stream and not gp.sampling:
-            raise ValueError("stream=True needs sampling=True (the original chat() streams sampled answers only)")
+        if stream and not gp.sampling and gp.num_beams > 1:
+            raise ValueError("stream=True needs sampling=True or num_beams=1 (beam search cannot stream: the original "
+                             "chat() streams sampled answers only)")
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable")
         self._gate.enter()
@@ -90,6 +91,17 @@ class Session:
         t_call = time.perf_counter()
         m, f = self.model, self.model.family
         stats = self.last = ChatStats()
+        prompt = self._prompt(turns, pp, stats, progress)
+        assert m.llm is not None
+        text = AnswerText(m.llm.piece, f, m.llm.specials, m.llm.file.pieces, gp.skip_special_tokens, gp.stop, strip,
+                          m.llm.file.add_space_prefix)
+        return answer(self.kv, m.llm, prompt, gp, m.stop_ids, m.penalty_prefix, text, stats, t_call)
+
+    def _prompt(self, turns: Conversation, pp: PromptParams, stats: ChatStats,
+                progress: Callable[[int], None] | None = None) -> Prompt:
+        """The conversation's prompt, its images encoded (through the cache); refused (ValueError) if it cannot fit
+        the context."""
+        m, f = self.model, self.model.family
         n_ctx = self.n_ctx
         if len(turns) > n_ctx:
             raise MessageError(f"{len(turns)} messages cannot fit in n_ctx {n_ctx} tokens")
@@ -107,15 +119,30 @@ class Session:
         # prompt that cannot fit is refused from it and the slicing plans, before any image is decoded
         least_text = -(-turns.text_chars // m.llm.file.max_token_chars)
         media: Media = m.media
-        encoded = media.encode_turns(turns, max_slices, stats, n_ctx, least_text, progress)
-        prompt = build_prompt(m.template, encoded, f, m.llm, enc.query_num, use_image_id, pp.parse_special)
+        downsample = media.downsample_mode(pp.downsample_mode)
+        encoded = media.encode_turns(turns, max_slices, stats, n_ctx, least_text, progress, downsample)
+        prompt = build_prompt(m.template, encoded, f, m.llm, enc.query_num, use_image_id, pp.parse_special,
+                              pp.template_kwargs)
         stats.prompt_tokens = len(prompt)
         if len(prompt) > n_ctx:
             raise ValueError(f"the prompt is {len(prompt)} tokens ({prompt.image_rows} of them image rows), more "
                              f"than n_ctx {n_ctx}")
-        text = AnswerText(m.llm.piece, f, m.llm.specials, m.llm.file.pieces, gp.skip_special_tokens, gp.stop, strip,
-                          m.llm.file.add_space_prefix)
-        return answer(self.kv, m.llm, prompt, gp, m.stop_ids, m.penalty_prefix, text, stats, t_call)
+        return prompt
+
+    def prompt_ids(self, turns: Conversation, pp: PromptParams) -> list[int]:
+        """The prompt's token ids as the original processor writes them: each image row as the placeholder token
+        its original puts there (Family.row_token; a tagged video's VideoLayout.row_token). Nothing is decoded."""
+        self._gate.enter()
+        try:
+            if self.closed:
+                raise ClosedError("this MiniCPMV is closed")
+            prompt = self._prompt(turns, pp, ChatStats())
+        finally:
+            self._gate.leave()
+        llm = self.model.llm
+        assert llm is not None
+        rows = {t: llm.token_id(t) for t in set(prompt.row_tokens)}
+        return [p if isinstance(p, int) else rows[prompt.row_tokens[p[0]]] for p in prompt.positions]
 
     def close(self) -> None:
         """Free the context now (an open stream of this thread is closed first; one of another thread is waited

@@ -107,14 +107,18 @@ class AnswerText:
     """The generated tokens as the original chat() returns them: a leading BOS dropped; pad tokens dropped where
     the family's original does it; special tokens written (unless skipped). The stream is the tokenizer's plain
     decode, whole characters at a time, ended before the first of `stops` (`stopped`) and, with `strip`, without
-    whitespace at either end; `final` is the original's decode, stripped (the family's own answer_decode where it has
+    whitespace at either end (a family's plain added tokens always written, as the original's decode keeps them);
+    `final` is the original's decode, stripped (the family's own answer_decode where it has
     one: SentencePiece's legacy spacing around special tokens, which a stream could not take back), or the text before
     a stop string."""
 
     def __init__(self, piece: Callable[[int, bool], bytes], family: Family, specials: dict[str, int],
                  pieces: Sequence[str], skip_special: bool, stops: Sequence[str] = (), strip: bool = False,
                  space_prefix: bool = False) -> None:
-        self._stream = TextDecoder(lambda t: piece(t, not skip_special), family.clean_up_spaces)
+        # the family's plain added tokens are text even when special ones are skipped (4.6's <think>, <|fim_pad|>,
+        # ...), whatever type llama.cpp gives them (it makes "control-looking" ones control tokens)
+        plain = {specials[t] for t in family.plain_tokens if t in specials}
+        self._stream = TextDecoder(lambda t: piece(t, not skip_special or t in plain), family.clean_up_spaces)
         self._cut = StopCut(stops, strip)
         # the original decodes generate()'s whole output: where that starts with a dummy BOS (transformers 4.36:
         # Family.penalty_history), its "leading BOS dropped" is the dummy, and a generated BOS stays in the text

@@ -1,6 +1,7 @@
 """A reference function run in a process of its own, under the transformers release an original pins when the test
 extra's cannot stand in for it (MiniCPM-V 1.0 and 2.0 pin 4.36, whose generate() starts from a dummy BOS that its
-repetition penalty counts, and whose slow tokenizer decodes as the original does; MiniCPM-V 4.6 is native in 5.23). That release lives in a folder of
+repetition penalty counts, and whose slow tokenizer decodes as the original does; MiniCPM-V 4.6 is native in
+5.23). That release lives in a folder of
 its own (`scripts/dev.sh test` installs it: transformers and tokenizers only, the rest shared with the test
 environment) put first on the child's path. Arguments and results travel pickled over the pipes."""
 

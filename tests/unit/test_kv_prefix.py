@@ -1,6 +1,7 @@
 """Which part of a prompt the KV cache keeps from the previous one (kv.py), against a context that records what it
 is asked to decode: the longest common prefix of tokens and image rows (an image row identified by its image's cache
-key and row), the last position always decoded again for its logits, nothing kept after a failure."""
+key and row), the last position always decoded again for its logits, nothing kept after a failure, and for a model
+with a recurrent state (which refuses to drop a tail) a prefix kept only when the new prompt extends all of it."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ class Context:
 
     n_ctx = 1000
 
-    def __init__(self) -> None:
+    def __init__(self, recurrent: bool = False) -> None:
         self.held: list = []
         self.calls: list[tuple[str, int]] = []
         self.fail_at: int | None = None
+        self.recurrent = recurrent  # as llama.cpp's recurrent memory: a partial removal is refused
 
     @property
     def n_past(self) -> int:
@@ -32,9 +34,12 @@ class Context:
         self.held = []
         self.calls.append(("clear", 0))
 
-    def truncate(self, n: int) -> None:
-        self.held = self.held[:n]
+    def truncate(self, n: int) -> bool:
         self.calls.append(("truncate", n))
+        if self.recurrent and n < len(self.held):
+            return False
+        self.held = self.held[:n]
+        return True
 
     def decode_tokens(self, tokens: list[int], logits_last: bool = True) -> None:
         self._add(list(tokens), "tokens")
@@ -116,3 +121,24 @@ def test_image_rows_are_divided_by_the_embedding_scale() -> None:
     ctx = Context()
     KVState(ctx, reuse=True, embedding_scale=4.0).prefill(_prompt([1], _image("a", 2, 8.0), [2]), ChatStats())
     assert ctx.held[1:3] == [(2.0, 2.0), (2.0, 2.0)]
+
+
+def test_a_recurrent_state_is_decoded_again_unless_the_prompt_extends_it() -> None:
+    """A partial removal refused (a GatedDeltaNet state cannot be cut back): the whole prompt is decoded again; a
+    prompt that extends everything decoded keeps it all."""
+    ctx = Context(recurrent=True)
+    kv = KVState(ctx, reuse=True)
+    stats = ChatStats()
+    a = _image("a", 3, 1.0)
+    kv.prefill(_prompt([1, 2], a, [3, 4]), stats)
+    ctx.calls.clear()
+    kv.prefill(_prompt([1, 2], a, [3, 4], [5, 6]), stats)  # extends it: kept
+    assert stats.reused_tokens == 7 and ctx.calls == [("truncate", 7), ("tokens", 2)]
+    ctx.calls.clear()
+    kv.prefill(_prompt([1, 2], a, [3, 9], [5, 6]), stats)  # differs at position 6: refused, all decoded again
+    assert stats.reused_tokens == 0
+    assert ctx.calls == [("truncate", 6), ("clear", 0), ("tokens", 2), ("rows", 3), ("tokens", 4)]
+    assert ctx.held == [1, 2, (1.0, 1.0), (1.0, 1.0), (1.0, 1.0), 3, 9, 5, 6]
+    ctx.calls.clear()
+    kv.prefill(_prompt([1, 2], a, [3, 9], [5, 6]), stats)  # the same prompt: its last position is needed again
+    assert stats.reused_tokens == 0 and ctx.calls[:2] == [("truncate", 8), ("clear", 0)]

@@ -12,6 +12,7 @@ from minicpmv_edge.families import FAMILIES
 from minicpmv_edge.server.body import check_shape, parse_json
 from minicpmv_edge.server.errors import APIError
 from minicpmv_edge.server.guard import Guard
+from minicpmv_edge.server.request import parse_chat_request
 
 
 @pytest.mark.parametrize(("body", "ok"), [
@@ -60,6 +61,8 @@ def test_hosts_and_origins() -> None:
     ("2.5", True, (0.7, 0.8, 100, 1.05), (3, 1.2), 1024),
     ("2.0", True, (0.7, 0.8, 100, 1.05), (3, 1.2), 1024),
     ("1.0", False, (0.6, 0.8, 100, 1.0), (3, 1.2), 2048),
+    # 4.6 has no chat(): generation_config.json's sampling (top_k off), and do_sample=False is greedy (one beam)
+    ("4.6", True, (0.7, 1.0, 0, 1.0), (1, 1.0), 2048),
 ])
 def test_chat_keywords_take_the_original_defaults_of_their_mode(name, sampling, sample, beam, max_new) -> None:
     defaults = FAMILIES[name].chat
@@ -77,3 +80,35 @@ def test_chat_keywords_take_the_original_defaults_of_their_mode(name, sampling, 
         chat_params(defaults, stop=["ok", ""], seed=1)
     with pytest.raises(ValueError, match="top_p must be"):
         chat_params(defaults, sampling=True, top_p=0.0, seed=1)
+
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.mark.parametrize(("extra", "kwargs"), [
+    ({}, {}),
+    ({"downsample_mode": "4x"}, {"downsample_mode": "4x"}),
+    ({"enable_thinking": True}, {"enable_thinking": True}),
+    ({"chat_template_kwargs": {"enable_thinking": False}}, {"enable_thinking": False}),  # vLLM's and llama-server's
+    ({"enable_thinking": True, "chat_template_kwargs": {"enable_thinking": True}}, {"enable_thinking": True}),
+    ({"downsample_mode": None, "enable_thinking": None, "chat_template_kwargs": {}}, {}),
+])
+def test_prompt_switches_reach_chat(extra: dict, kwargs: dict) -> None:
+    req = parse_chat_request({"messages": HELLO, **extra}, None)
+    assert {k: v for k, v in req.chat_kwargs.items() if k in ("downsample_mode", "enable_thinking")} == kwargs
+    chat_params(FAMILIES["4.6"].chat, **req.chat_kwargs, seed=1)  # keywords chat_params takes
+
+
+@pytest.mark.parametrize(("extra", "param", "words"), [
+    ({"downsample_mode": "8x"}, "downsample_mode", "'downsample_mode' must be one of '16x', '4x'"),
+    ({"downsample_mode": 4}, "downsample_mode", "'downsample_mode' must be one of"),
+    ({"enable_thinking": "yes"}, "enable_thinking", "'enable_thinking' must be true or false"),
+    ({"chat_template_kwargs": []}, "chat_template_kwargs", "'chat_template_kwargs' must be an object"),
+    ({"chat_template_kwargs": {"enable_thinking": 1}}, "chat_template_kwargs.enable_thinking", "must be true or"),
+    ({"chat_template_kwargs": {"tools_style": "x"}}, "chat_template_kwargs", "may hold 'enable_thinking' only"),
+    ({"enable_thinking": True, "chat_template_kwargs": {"enable_thinking": False}}, "enable_thinking", "disagree"),
+])
+def test_bad_prompt_switches_are_400(extra: dict, param: str, words: str) -> None:
+    with pytest.raises(APIError, match=words) as e:
+        parse_chat_request({"messages": HELLO, **extra}, None)
+    assert e.value.status == 400 and e.value.param == param

@@ -105,17 +105,40 @@ class Recipe(Protocol):
 SAMPLE_SETTINGS: tuple[tuple[str, float], ...] = (("temperature", 0.7), ("top_p", 0.8), ("top_k", 100),
                                                   ("repetition_penalty", 1.05))
 BEAM_SETTINGS: tuple[tuple[str, float], ...] = (("num_beams", 3), ("repetition_penalty", 1.2))
+# sampling=False for a family without an original chat(), run by transformers' generate(): do_sample=False with one
+# beam is greedy decoding (generation_config's repetition penalty still applies; num_beams may still be given)
+GREEDY_SETTINGS: tuple[tuple[str, float], ...] = (("num_beams", 1), ("repetition_penalty", 1.0))
 
 
 @dataclass(frozen=True)
 class ChatDefaults:
     """The original chat()'s generation defaults: the mode `sampling` picks when not given, `max_new_tokens`, and each
-    mode's settings; a keyword that is not in the active mode's settings is ignored, as the original drops it."""
+    mode's settings (`beam`: sampling=False's, beam search or GREEDY_SETTINGS); a keyword that is not in the active
+    mode's settings is ignored, as the original drops it. `skip_special_tokens`: how the original decodes the answer
+    when the caller does not say (transformers' post_process_image_text_to_text skips them). A language-model GGUF's
+    `minicpmv_edge.generation.*` keys (the checkpoint's generation_config.json) override these settings
+    (chat_options.with_generation_config)."""
 
     max_new_tokens: int
     sampling: bool = True
     sample: tuple[tuple[str, float], ...] = SAMPLE_SETTINGS
     beam: tuple[tuple[str, float], ...] = BEAM_SETTINGS
+    skip_special_tokens: bool = False
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """How a video enters the prompt. `tag` None: as its frames, each an image part of the message of its own (tag,
+    image id and separators of an image; 2.6's original passes a video as its frames). Otherwise the message text the
+    template sees holds `tag` + `after` once for the whole video, and the video's layout is its frames' image layouts
+    (overview and slices, no image id) one after another with `frame_separator` between, after one
+    `<image_id>k</image_id>` when image ids are on, k counting the conversation's videos apart from its images (4.6's
+    processor numbers each kind on its own)."""
+
+    tag: str | None = None
+    after: str = ""
+    frame_separator: str = ""
+    row_token: str | None = None  # the placeholder token the original writes for its frames' rows (None: images')
 
 
 @dataclass(frozen=True)
@@ -167,6 +190,12 @@ class Family:
     image_after: str = ""
     part_separator: str = "\n"
     plain_tokens: tuple[str, ...] = ()  # added tokens that are not special: whole when encoding, kept by decode
+    # the original processor's pixel rules, for mmproj files without `minicpmv_edge.vision.preprocess`: "pil"
+    # (Pillow's bicubic, alpha dropped) or "torchvision" (torch's int16-weight bicubic, alpha composited on white)
+    preprocess: str = "pil"
+    video_layout: VideoLayout = VideoLayout()  # how a video's frames enter the prompt
+    # the placeholder token the original processor writes where an image's embedding rows go (its input_ids)
+    row_token: str = "<unk>"
     hf_version: float | str | None = None  # config.json's `version` as the original writes it (None: no key)
     vision_model_type: str = ""  # the tower's `vision_config.model_type` in the original config
     # the stages only some families have, and the family's converter and recipes

@@ -189,7 +189,7 @@ async def chat_completions(request: Request) -> Response:
     if slot is None:
         return Response(status_code=499)
     try:
-        gp, pp = chat_params(pool.model.family.chat, sampling=True, **req.chat_kwargs, stop=req.stop)
+        gp, pp = chat_params(pool.model.chat_defaults, sampling=True, **req.chat_kwargs, stop=req.stop)
         stream = await anyio.to_thread.run_sync(
             lambda: slot.session.chat(req.turns, gp, pp, stream=True, strip=True))
     except BaseException as e:

@@ -8,9 +8,12 @@ with (`--allow-local-files`); http(s) URLs are refused (the runtime never downlo
 by where the request holds it (`messages[0].content[1]`), so an error message tells the client which part failed
 and never a path of the server's.
 
-Sampling defaults are the original `chat()`'s (temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05), not
-OpenAI's temperature 1: a request that omits them gets what `model.chat()` would give. `temperature` 0 is greedy.
-vLLM's extra sampling fields `top_k`, `repetition_penalty` and `min_tokens` are taken too.
+Sampling defaults are the model's (its generation_config.json where the GGUF carries it, else the original
+`chat()`'s: temperature 0.7, top_p 0.8, top_k 100, repetition_penalty 1.05), not OpenAI's temperature 1: a request
+that omits them gets what `model.chat()` would give. `temperature` 0 is greedy. vLLM's extra sampling fields `top_k`,
+`repetition_penalty` and `min_tokens` are taken too, and two per-request prompt switches: `downsample_mode` ("16x" or
+"4x", MiniCPM-V 4.6's image tokens per piece) and `enable_thinking` (the chat template's; also as vLLM's and
+llama-server's `chat_template_kwargs: {"enable_thinking": ...}`, its only key taken here).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..chat_options import DOWNSAMPLE_MODES
 from ..image import Image
 from ..messages import MessageError, Rules, Turn, decode_data_url, normalize, part_url
 from ..video import Video
@@ -133,6 +137,36 @@ def parse_chat_request(body: Any, local_dir: Path | None) -> ChatRequest:
     return req
 
 
+def _prompt_switches(body: dict) -> dict[str, Any]:
+    """`downsample_mode` and `enable_thinking` (directly or in `chat_template_kwargs`), checked; only those given."""
+    kw: dict[str, Any] = {}
+    mode = body.get("downsample_mode")
+    if mode is not None:
+        if not isinstance(mode, str) or mode not in DOWNSAMPLE_MODES:
+            raise _bad(f"'downsample_mode' must be one of {', '.join(map(repr, DOWNSAMPLE_MODES))}, not "
+                       f"{json.dumps(mode)[:40]}", "downsample_mode")
+        kw["downsample_mode"] = mode
+    extra = body.get("chat_template_kwargs")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise _bad("'chat_template_kwargs' must be an object", "chat_template_kwargs")
+        unknown = sorted(k for k in extra if k != "enable_thinking")
+        if unknown:
+            raise _bad(f"'chat_template_kwargs' may hold 'enable_thinking' only, not {unknown[0][:40]!r}",
+                       "chat_template_kwargs")
+    given = (("enable_thinking", body.get("enable_thinking")),
+             ("chat_template_kwargs.enable_thinking", (extra or {}).get("enable_thinking")))
+    thinking = [(name, v) for name, v in given if v is not None]
+    for name, v in thinking:
+        if not isinstance(v, bool):
+            raise _bad(f"'{name}' must be true or false", name)
+    if len({v for _, v in thinking}) > 1:
+        raise _bad("'enable_thinking' and 'chat_template_kwargs.enable_thinking' disagree", "enable_thinking")
+    if thinking:
+        kw["enable_thinking"] = thinking[0][1]
+    return kw
+
+
 def _fill(req: ChatRequest, body: dict, local_dir: Path | None) -> None:
     n = _number(body, "n", 1, 128, integer=True)
     if n is not None and n != 1:
@@ -178,6 +212,7 @@ def _fill(req: ChatRequest, body: dict, local_dir: Path | None) -> None:
     low = _number(body, "min_tokens", 0, 1 << 31, integer=True)  # vLLM's extension
     if low:
         kw["min_new_tokens"] = int(low)
+    kw.update(_prompt_switches(body))
     req.chat_kwargs = kw
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

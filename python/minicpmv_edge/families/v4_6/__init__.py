@@ -12,7 +12,7 @@ checkpoint's config.json, preprocessor_config.json, generation_config.json and t
 
 from __future__ import annotations
 
-from ..family import ChatDefaults, Family
+from ..family import GREEDY_SETTINGS, ChatDefaults, Family, VideoLayout
 from ..v2_6 import GROUNDING
 from .convert import Converter, detects
 from .recipe import RECIPE
@@ -72,7 +72,7 @@ FAMILY = Family(
     query_num=0,  # tokens per piece follow its size (the encoder's piece_tokens)
     projector_type="minicpmv4_6",  # llama.cpp's own projector type: its files and ours are interchangeable
     mmproj_version=None,
-    position_ids="floor_2d",
+    position_ids="nearest_2d",  # transformers' get_vision_nearest_position_ids (float32 bucketize)
     vision_position="buckets",
     vision_gelu="tanh",
     resampler_query_pos=False,
@@ -94,15 +94,23 @@ FAMILY = Family(
     grid_open="",
     grid_close="",
     # generation_config.json: sampling at temperature 0.7, top_k off, top_p 1.0, no repetition penalty (a
-    # checkpoint's own generation_config.json, carried into the GGUF, overrides these)
+    # checkpoint's own generation_config.json, carried into the GGUF, overrides these); no chat() of its own:
+    # sampling=False is generate(do_sample=False), greedy; the answer as post_process_image_text_to_text gives it
+    # (special tokens skipped, the plain <think> / </think> kept; stripped)
     chat=ChatDefaults(max_new_tokens=2048, sample=(("temperature", 0.7), ("top_p", 1.0), ("top_k", 0),
-                                                   ("repetition_penalty", 1.0))),
+                                                   ("repetition_penalty", 1.0)), beam=GREEDY_SETTINGS,
+                      skip_special_tokens=True),
     clean_up_spaces=False,
     text_drops_pad=False,
     image_tag="<|image_pad|>",
     image_after="\n",
     part_separator="",
     plain_tokens=PLAIN,
+    preprocess="torchvision",
+    # the template writes `<|video_pad|>\n` for a video item; the processor puts one image id before the video and
+    # each frame's units one after another (video_processing_minicpmv4_6.py, processing_minicpmv4_6.py)
+    video_layout=VideoLayout(tag="<|video_pad|>", after="\n", row_token="<|video_pad|>"),
+    row_token="<|image_pad|>",
     vision_model_type="minicpmv4_6_vision",
     detects=detects,
     config_hint="config.json 'model_type' minicpmv4_6",

@@ -28,13 +28,12 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-
 LM = "model.language_model."
 VT = "model.vision_tower."
 MODES = ("16x", "4x")
 
 
-def CheckpointError(message: str) -> Exception:  # noqa: N802 (the converter's error class, imported late: the
+def CheckpointError(message: str) -> Exception:
     from ...convert.safetensors_io import CheckpointError as E  # converter package imports the families)
 
     return E(message)
@@ -239,15 +238,18 @@ class Converter:
         for i in range(n_layer):
             p, b = f"{VT}encoder.layers.{i}.", f"v.blk.{i}."
             table += _attention(p, b, D)
-            table += [(f"{p}layer_norm2.weight", f"{b}ln2.weight", (D,)), (f"{p}layer_norm2.bias", f"{b}ln2.bias", (D,)),
-                      (f"{p}mlp.fc1.weight", f"{b}ffn_up.weight", (F, D)), (f"{p}mlp.fc1.bias", f"{b}ffn_up.bias", (F,)),
+            table += [(f"{p}layer_norm2.weight", f"{b}ln2.weight", (D,)),
+                      (f"{p}layer_norm2.bias", f"{b}ln2.bias", (D,)),
+                      (f"{p}mlp.fc1.weight", f"{b}ffn_up.weight", (F, D)),
+                      (f"{p}mlp.fc1.bias", f"{b}ffn_up.bias", (F,)),
                       (f"{p}mlp.fc2.weight", f"{b}ffn_down.weight", (D, F)),
                       (f"{p}mlp.fc2.bias", f"{b}ffn_down.bias", (D,))]
         table += [(f"{VT}post_layernorm.weight", "v.post_ln.weight", (D,)),
                   (f"{VT}post_layernorm.bias", "v.post_ln.bias", (D,))]
         m, g = f"{VT}vit_merger.", "v.vit_merger."
         table += _attention(m, g, D)
-        table += [(f"{m}pre_norm.weight", f"{g}ds_ln.weight", (4 * D,)), (f"{m}pre_norm.bias", f"{g}ds_ln.bias", (4 * D,)),
+        table += [(f"{m}pre_norm.weight", f"{g}ds_ln.weight", (4 * D,)),
+                  (f"{m}pre_norm.bias", f"{g}ds_ln.bias", (4 * D,)),
                   (f"{m}linear_1.weight", f"{g}ds_ffn_up.weight", (4 * F, 4 * D)),
                   (f"{m}linear_1.bias", f"{g}ds_ffn_up.bias", (4 * F,)),
                   (f"{m}linear_2.weight", f"{g}ds_ffn_down.weight", (D, 4 * F)),
@@ -255,7 +257,8 @@ class Converter:
         mm = "model.merger.mlp.0."
         table += [(f"{mm}pre_norm.weight", "mm.input_norm.weight", (4 * D,)),
                   (f"{mm}pre_norm.bias", "mm.input_norm.bias", (4 * D,)),
-                  (f"{mm}linear_1.weight", "mm.up.weight", (4 * D, 4 * D)), (f"{mm}linear_1.bias", "mm.up.bias", (4 * D,)),
+                  (f"{mm}linear_1.weight", "mm.up.weight", (4 * D, 4 * D)),
+                  (f"{mm}linear_1.bias", "mm.up.bias", (4 * D,)),
                   (f"{mm}linear_2.weight", "mm.down.weight", (E, 4 * D)), (f"{mm}linear_2.bias", "mm.down.bias", (E,))]
         out = []
         for hf, gg, shape in table:
@@ -308,7 +311,8 @@ def _attention(p: str, b: str, D: int) -> list[tuple[str, str, tuple[int, ...]]]
     """A pre-LN attention block's tensors: layer_norm1 and q/k/v/out with biases."""
     out = [(f"{p}layer_norm1.weight", f"{b}ln1.weight", (D,)), (f"{p}layer_norm1.bias", f"{b}ln1.bias", (D,))]
     for hf, gg in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"), ("out_proj", "attn_out")):
-        out += [(f"{p}self_attn.{hf}.weight", f"{b}{gg}.weight", (D, D)), (f"{p}self_attn.{hf}.bias", f"{b}{gg}.bias", (D,))]
+        out += [(f"{p}self_attn.{hf}.weight", f"{b}{gg}.weight", (D, D)),
+                (f"{p}self_attn.{hf}.bias", f"{b}{gg}.bias", (D,))]
     return out
 
 

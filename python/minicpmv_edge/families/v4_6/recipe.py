@@ -123,7 +123,8 @@ class Recipe:
         def block(b: str, attention_only: bool = False) -> list[tuple[str, tuple[int, ...], str]]:
             o = [(f"{b}layer_norm1.weight", (D,), "norm"), (f"{b}layer_norm1.bias", (D,), "bias")]
             for n in ("q", "k", "v", "out"):
-                o += [(f"{b}self_attn.{n}_proj.weight", (D, D), "linear"), (f"{b}self_attn.{n}_proj.bias", (D,), "bias")]
+                o += [(f"{b}self_attn.{n}_proj.weight", (D, D), "linear"),
+                      (f"{b}self_attn.{n}_proj.bias", (D,), "bias")]
             if not attention_only:
                 o += [(f"{b}layer_norm2.weight", (D,), "norm"), (f"{b}layer_norm2.bias", (D,), "bias"),
                       (f"{b}mlp.fc1.weight", (F, D), "linear"), (f"{b}mlp.fc1.bias", (F,), "bias"),
@@ -160,7 +161,8 @@ class Recipe:
                         (f"{a}q_norm.weight", (hd,), "zero_norm"), (f"{a}k_norm.weight", (hd,), "zero_norm")]
             else:
                 a, conv = f"{b}linear_attn.", 2 * nk * dk + nv * dk
-                out += [(f"{a}in_proj_qkv.weight", (conv, E), "linear"), (f"{a}in_proj_z.weight", (nv * dk, E), "linear"),
+                out += [(f"{a}in_proj_qkv.weight", (conv, E), "linear"),
+                        (f"{a}in_proj_z.weight", (nv * dk, E), "linear"),
                         (f"{a}in_proj_b.weight", (nv, E), "linear"), (f"{a}in_proj_a.weight", (nv, E), "linear"),
                         (f"{a}conv1d.weight", (conv, 1, 4), "linear"), (f"{a}dt_bias", (nv,), "bias"),
                         (f"{a}A_log", (nv,), "log_decay"), (f"{a}norm.weight", (dk,), "norm"),
