@@ -98,6 +98,25 @@ if [ ! -d "$ROOT/opt/venv/ref/transformers-4.36/transformers" ]; then
   in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --only-binary=:all: \
     --target /opt/venv/ref/transformers-4.36 "transformers==4.36.0" "tokenizers==0.15.2"
 fi
+# transformers 5.23 for the 4.6 references (MiniCPM-V 4.6 is native there), and llama.cpp's own converter (the
+# "llama.cpp-made files" of the 4.6 tests: pure Python, from llama-cpp-python's sdist), as scripts/dev.sh test
+if [ ! -d "$ROOT/opt/venv/ref/transformers-5.23/transformers" ]; then
+  log "installing transformers 5.23 for the 4.6 references"
+  in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --only-binary=:all: \
+    --target /opt/venv/ref/transformers-5.23 "transformers==5.23.0" "tokenizers==0.23.3" "huggingface-hub==1.33.0" \
+    "safetensors==0.8.0" "regex==2026.11.19" "typer==0.29.2" "httpx==0.29.0" "httpcore==1.0.9" "h11==0.16.0" \
+    "anyio==4.16.0" "idna==3.20" "certifi==2026.10.19.post1" "click==8.5.1" "shellingham==1.5.4" "pyyaml==6.0.4"
+fi
+if [ ! -f "$ROOT/opt/venv/ref/llama.cpp-$LCP/convert_hf_to_gguf.py" ]; then
+  log "unpacking llama.cpp's converter"
+  sd=$(mktemp -d)
+  "$HPY" -m pip download --quiet --no-deps --no-binary=:all: -d "$sd" "llama-cpp-python==$LCP" 2>&1 \
+    | grep -v "^WARNING: Location" >&2 || true
+  tar -xzf "$sd"/llama_cpp_python-$LCP.tar.gz -C "$sd" "llama_cpp_python-$LCP/vendor/llama.cpp/convert_hf_to_gguf.py" \
+    "llama_cpp_python-$LCP/vendor/llama.cpp/conversion" "llama_cpp_python-$LCP/vendor/llama.cpp/gguf-py"
+  mkdir -p "$ROOT/opt/venv/ref" && rm -rf "$ROOT/opt/venv/ref/llama.cpp-$LCP"
+  mv "$sd/llama_cpp_python-$LCP/vendor/llama.cpp" "$ROOT/opt/venv/ref/llama.cpp-$LCP" && rm -rf "$sd"
+fi
 
 # A CMake toolchain file for Debian's cross compiler, with the arm64 root as the sysroot (its glibc and Python).
 # Portable baseline: armv8-a; ggml builds its ARM kernels as run-time selected variants (GGML_CPU_ALL_VARIANTS).

@@ -221,7 +221,7 @@ def test_cli_json_and_saved_pieces(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     obj = json.loads(out.stdout)  # exactly one JSON document on stdout
-    assert obj == {"grid": [2, 2], "pieces": [{"width": 518, "height": 392}] * 5, "tokens": 320}
+    assert obj == {"grid": [2, 2], "pieces": [{"width": 518, "height": 392, "tokens": 64}] * 5, "tokens": 320}
     want = ref.pieces(Image.fromarray(arr))
     saved = sorted((tmp_path / "p").iterdir())
     assert [p.name for p in saved] == [f"piece_{i:02d}.png" for i in range(5)]

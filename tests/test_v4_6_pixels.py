@@ -236,3 +236,21 @@ def test_array_alpha_equals_the_torchvision_backend_for_every_pair() -> None:
     pil = np.asarray(Image.alpha_composite(Image.new("RGBA", (256, 256), (255,) * 4), Image.fromarray(rgba, "RGBA"))
                      .convert("RGB"))
     assert 0 < np.count_nonzero(pil != want) and np.abs(pil.astype(int) - want).max() == 1
+
+
+@pytest.mark.parametrize(("mode", "tokens", "per_piece"), [(None, 203, [63, 70, 70]), ("4x", 772, None)])
+def test_slice_command_counts_each_pieces_tokens(tmp_path, mode: str | None, tokens: int, per_piece) -> None:
+    """`minicpmv-edge slice --model-version 4.6`: the sheet's 640x480 row (16x: 63 + 70 + 70; 4x: 772)."""
+    import json
+    import subprocess
+
+    from helpers import cli
+
+    path = tmp_path / "a.png"
+    make_image(640, 480, 3, "rgb").save(path)
+    args = [cli(), "slice", str(path), "--model-version", "4.6", "--json",
+            *(["--downsample-mode", mode] if mode else [])]
+    out = json.loads(subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout)
+    assert out["tokens"] == tokens
+    if per_piece:
+        assert [p["tokens"] for p in out["pieces"]] == per_piece

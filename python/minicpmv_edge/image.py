@@ -33,6 +33,9 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's MAX_IMAGE_PIXELS (about 0.25 GB of R
 DEFAULT_MAX_SIDE = 65_535
 ALPHA_MODES = ("drop", "white")
 ALLOWED_FORMATS = ("AVIF", "BMP", "DIB", "GIF", "ICO", "JPEG", "JPEG2000", "PNG", "PPM", "QOI", "TGA", "TIFF", "WEBP")
+# Pillow imports its format plugins on the first open: done here, once, so that opening an image never imports
+# modules (under a tight address-space limit, that import is what fails, in a cascade of MemoryErrors)
+PILImage.init()
 
 
 class ImageError(ValueError):

@@ -193,6 +193,9 @@ class Family:
     # the original processor's pixel rules, for mmproj files without `minicpmv_edge.vision.preprocess`: "pil"
     # (Pillow's bicubic, alpha dropped) or "torchvision" (torch's int16-weight bicubic, alpha composited on white)
     preprocess: str = "pil"
+    # a merger instead of a resampler (query_num 0): each downsample mode's merge per side ("16x": 4 patches a side
+    # per token), which makes a piece's tokens and the slicer's size unit (patch_size x merge); the first is the default
+    downsample: tuple[tuple[str, int], ...] = ()
     video_layout: VideoLayout = VideoLayout()  # how a video's frames enter the prompt
     # the placeholder token the original processor writes where an image's embedding rows go (its input_ids)
     row_token: str = "<unk>"
@@ -207,6 +210,26 @@ class Family:
     converter: Converter | None = field(default=None, repr=False, compare=False)
     layout_converter: LayoutConverter | None = field(default=None, repr=False, compare=False)
     recipe: Recipe | None = field(default=None, repr=False, compare=False)
+
+    def merge_of(self, downsample: str | None) -> int:
+        """Patches per token side in this downsample mode (None: the default); 1 for a resampler family."""
+        if not self.downsample:
+            if downsample is not None:
+                raise ValueError(f"{self.display} has no downsample mode (a fixed {self.query_num} tokens per piece)")
+            return 1
+        modes = dict(self.downsample)
+        if downsample is None:
+            return self.downsample[0][1]
+        if downsample not in modes:
+            raise ValueError(f"downsample_mode {downsample!r} is not one of {', '.join(modes)}")
+        return modes[downsample]
+
+    def piece_tokens(self, width: int, height: int, downsample: str | None = None) -> int:
+        """Language-model rows of a width x height piece: query_num, or a merger's one per merge x merge patches."""
+        if self.query_num:
+            return self.query_num
+        side = self.patch_size * self.merge_of(downsample)
+        return (width // side) * (height // side)
 
     @property
     def layout_tokens(self) -> tuple[str, ...]:

@@ -107,6 +107,7 @@ FAMILY = Family(
     part_separator="",
     plain_tokens=PLAIN,
     preprocess="torchvision",
+    downsample=(("16x", 4), ("4x", 2)),
     # the template writes `<|video_pad|>\n` for a video item; the processor puts one image id before the video and
     # each frame's units one after another (video_processing_minicpmv4_6.py, processing_minicpmv4_6.py)
     video_layout=VideoLayout(tag="<|video_pad|>", after="\n", row_token="<|video_pad|>"),
