@@ -8,6 +8,7 @@ Until the converter writes 4.6 files, `write_mmproj` below writes them from the 
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import gguf
@@ -148,7 +149,15 @@ def test_position_ids_reproduce_transformers() -> None:
                          env=isolated.TRANSFORMERS_5_23, version="5.23.0")
     for side in sides:
         for h, ids in zip(n, want[side], strict=True):
-            assert np.array_equal(_core.position_ids(h, 1, side, _core.PosRule.nearest_2d), ids), (side, h)
+            got = _core.position_ids(h, 1, side, _core.PosRule.nearest_2d)
+            if np.array_equal(got, ids):
+                continue
+            # torch's float32 arange on aarch64 rounds some boundaries k / side differently from x86-64, so where
+            # i / h is exactly a boundary there the original itself puts i one bucket lower. Ours is x86-64's on
+            # every CPU; the released grid (70, like 42) has no such tie.
+            odd = np.nonzero(got != ids)[0]
+            assert platform.machine() == "aarch64" and side not in (70, 42), (side, h)
+            assert all(i * side % h == 0 for i in odd) and np.all(got[odd] - ids[odd] == side), (side, h)
     for side in (70, 42):
         for h in n:
             assert np.array_equal(_core.position_ids(h, 1, side, _core.PosRule.nearest_2d),
@@ -168,7 +177,8 @@ def test_parity_with_transformers(ref, files, outtype: str, blas: bool) -> None:
     that path gets 2e-3 (5e-4 seen)."""
     enc = VisionEncoder(files[outtype], n_threads=2, blas=blas)
     assert enc.native.uses_blas == blas
-    tol = 2e-3 if outtype == "f16" and not blas else 1e-5
+    # (on aarch64 ggml's f16 dot products also accumulate in f16: 2.3e-3 seen)
+    tol = (5e-3 if platform.machine() == "aarch64" else 2e-3) if outtype == "f16" and not blas else 1e-5
     worst = 0.0
     for mode in ("16x", "4x"):
         got = _split(enc, enc.encode_rows(PIECES[mode], downsample=mode), mode)
