@@ -56,16 +56,33 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
         f = FAMILIES[family]
     else:
         raise ValueError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
-    if f.layout_converter is not None:  # a layout of its own (4.6): its converter checks and plans everything
-        return _convert_layout(hf, cfg, f, out_dir, outtype, progress)
-    assert f.converter is not None
-    cfg = {**cfg, "vision_config": f.converter.vision_config(cfg, str(hf / "config.json"))}
-    for k in _REQUIRED:
-        if k not in cfg:
-            raise CheckpointError(f"{hf / 'config.json'}: missing key {k!r}")
-    for k in _REQUIRED_VISION:
-        if k not in cfg["vision_config"]:
-            raise CheckpointError(f"{hf / 'config.json'}: missing key 'vision_config.{k}'")
+    where = str(hf / "config.json")
+    conv = f.layout_converter
+    if conv is not None:  # a layout of its own (4.6): its converter checks the config, plans and writes the keys
+        cfg = conv.config(cfg, where)
+
+        def plans(src: Source, pre: dict, qtype) -> tuple[list, list]:
+            return conv.plan_llm(src, cfg, qtype), conv.plan_mmproj(src, cfg, pre, qtype)
+
+        def keys(llm_w, mm_w, pre: dict, file_type: int, name: str) -> None:
+            conv.write_llm_kv(llm_w, cfg, file_type, name, hf)
+            conv.write_mmproj_kv(mm_w, cfg, pre, file_type, name)
+    else:
+        assert f.converter is not None
+        cfg = {**cfg, "vision_config": f.converter.vision_config(cfg, where)}
+        for k in _REQUIRED:
+            if k not in cfg:
+                raise CheckpointError(f"{where}: missing key {k!r}")
+        for k in _REQUIRED_VISION:
+            if k not in cfg["vision_config"]:
+                raise CheckpointError(f"{where}: missing key 'vision_config.{k}'")
+
+        def plans(src: Source, pre: dict, qtype) -> tuple[list, list]:
+            return plan_llm(src, cfg, f, qtype), plan_mmproj(src, cfg, f, qtype)
+
+        def keys(llm_w, mm_w, pre: dict, file_type: int, name: str) -> None:
+            write_llm_kv(llm_w, cfg, f, file_type, name)
+            write_mmproj_kv(mm_w, cfg, pre, f, file_type, name)
     pre_path = hf / "preprocessor_config.json"
     pre = load_json(pre_path) if pre_path.exists() else {}
     vocab = read_vocab(hf, f, int(cfg["vocab_size"]))
@@ -76,53 +93,14 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
     out.mkdir(parents=True, exist_ok=True)
     with SafetensorsCheckpoint(hf) as ckpt:
         src = Source(ckpt)
-        llm_plan = plan_llm(src, cfg, f, qtype)
-        mm_plan = plan_mmproj(src, cfg, f, qtype)
+        llm_plan, mm_plan = plans(src, pre, qtype)
         src.check_all_used()  # before anything is written: an unknown layout never yields a file
 
         model = GGUFFile(out / f"model-{outtype}.gguf", f.llm_arch)
         mmproj = GGUFFile(out / f"mmproj-model-{outtype}.gguf", "clip")
         try:
-            write_llm_kv(model.writer, cfg, f, file_type, name)
+            keys(model.writer, mmproj.writer, pre, file_type, name)
             write_vocab(model.writer, vocab, f)
-            write_mmproj_kv(mmproj.writer, cfg, pre, f, file_type, name)
-            with tqdm(total=len(llm_plan) + len(mm_plan), unit="tensor", desc="converting",
-                      disable=not progress or None) as bar:
-                model.write_tensors(llm_plan, lambda: bar.update(1))
-                mmproj.write_tensors(mm_plan, lambda: bar.update(1))
-        except BaseException:
-            model.discard()
-            mmproj.discard()
-            raise
-        model.commit()
-        mmproj.commit()
-    return ConvertResult(f, model.path, mmproj.path)
-
-
-def _convert_layout(hf: Path, cfg: dict, f: Family, out_dir: str | Path, outtype: str,
-                    progress: bool) -> ConvertResult:
-    """convert_checkpoint for a family whose converter plans the whole layout (Family.layout_converter)."""
-    conv = f.layout_converter
-    assert conv is not None
-    cfg = conv.config(cfg, str(hf / "config.json"))
-    pre_path = hf / "preprocessor_config.json"
-    pre = load_json(pre_path) if pre_path.exists() else {}
-    vocab = read_vocab(hf, f, int(cfg["vocab_size"]))
-    qtype, file_type = FILE_TYPES[outtype]
-    name = Path(str(cfg.get("_name_or_path", hf.name))).name or hf.name
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with SafetensorsCheckpoint(hf) as ckpt:
-        src = Source(ckpt)
-        llm_plan = conv.plan_llm(src, cfg, qtype)
-        mm_plan = conv.plan_mmproj(src, cfg, pre, qtype)
-        src.check_all_used()
-        model = GGUFFile(out / f"model-{outtype}.gguf", f.llm_arch)
-        mmproj = GGUFFile(out / f"mmproj-model-{outtype}.gguf", "clip")
-        try:
-            conv.write_llm_kv(model.writer, cfg, file_type, name, hf)
-            write_vocab(model.writer, vocab, f)
-            conv.write_mmproj_kv(mmproj.writer, cfg, pre, file_type, name)
             with tqdm(total=len(llm_plan) + len(mm_plan), unit="tensor", desc="converting",
                       disable=not progress or None) as bar:
                 model.write_tensors(llm_plan, lambda: bar.update(1))
