@@ -167,17 +167,20 @@ ImageU8 resample(const ImageView & src, const FilterTaps * th, const FilterTaps 
     return out;
 }
 
-ImageU8 resize_bicubic(const ImageView & src, int out_w, int out_h, int n_threads) {
+ImageU8 resize_with(const ImageView & src, int out_w, int out_h, int n_threads, FilterTaps (*taps)(int, int)) {
     if (src.width <= 0 || src.height <= 0 || out_w <= 0 || out_h <= 0) {
         throw std::invalid_argument("resize: sizes must be positive (got " + std::to_string(src.width) + "x" +
                                     std::to_string(src.height) + " -> " + std::to_string(out_w) + "x" +
                                     std::to_string(out_h) + ")");
     }
-    // an axis whose size does not change is not filtered (Pillow skips that pass)
     FilterTaps th, tv;
-    if (out_w != src.width) th = pillow_taps(src.width, out_w);
-    if (out_h != src.height) tv = pillow_taps(src.height, out_h);
+    if (out_w != src.width) th = taps(src.width, out_w);
+    if (out_h != src.height) tv = taps(src.height, out_h);
     return resample(src, out_w != src.width ? &th : nullptr, out_h != src.height ? &tv : nullptr, n_threads);
+}
+
+ImageU8 resize_bicubic(const ImageView & src, int out_w, int out_h, int n_threads) {
+    return resize_with(src, out_w, out_h, n_threads, pillow_taps);
 }
 
 ImageU8 crop(const ImageView & src, int x0, int y0, int w, int h) {

@@ -45,4 +45,8 @@ struct FilterTaps {
 // sum started at half a unit, shifted right by the taps' precision and clamped to 0..255 (uint8 between passes).
 ImageU8 resample(const ImageView & src, const FilterTaps * th, const FilterTaps * tv, int n_threads);
 
+// src resized to out_w x out_h with the taps `taps(in_size, out_size)` makes for each axis whose size changes (both
+// Pillow and torch skip an axis that keeps its size); throws std::invalid_argument for a size that is not positive
+ImageU8 resize_with(const ImageView & src, int out_w, int out_h, int n_threads, FilterTaps (*taps)(int, int));
+
 }  // namespace mcv

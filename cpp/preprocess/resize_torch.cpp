@@ -34,16 +34,7 @@ FilterTaps torch_taps(int in_size, int out_size) {
 }
 
 ImageU8 resize_bicubic_torch(const ImageView & src, int out_w, int out_h, int n_threads) {
-    if (src.width <= 0 || src.height <= 0 || out_w <= 0 || out_h <= 0) {
-        throw std::invalid_argument("resize: sizes must be positive (got " + std::to_string(src.width) + "x" +
-                                    std::to_string(src.height) + " -> " + std::to_string(out_w) + "x" +
-                                    std::to_string(out_h) + ")");
-    }
-    // torch filters only the axes whose size changes, horizontal first, and returns the input for the same size
-    FilterTaps th, tv;
-    if (out_w != src.width) th = torch_taps(src.width, out_w);
-    if (out_h != src.height) tv = torch_taps(src.height, out_h);
-    return resample(src, out_w != src.width ? &th : nullptr, out_h != src.height ? &tv : nullptr, n_threads);
+    return resize_with(src, out_w, out_h, n_threads, torch_taps);  // (the same size: the input, as torch returns)
 }
 
 }  // namespace mcv
