@@ -1,5 +1,5 @@
 """MiniCPM-V 4.6 against transformers 5.23, which implements it natively (reference/v4_6.py, run in a process of its
-own under that release: reference/isolated.py). The tiny checkpoint has unusual dimensions: a 30 x 30 position grid
+own under that release: reference/isolated.py). The tiny checkpoint has unusual dimensions: a 42 x 42 position grid
 (not 70), the window merger after layer 2 (not 6), 3 vision heads of 32, a vision MLP of 200 (not a multiple of 32),
 a language model with irregular layer types (linear, linear, full, linear, full) and twice as many linear value
 heads as key heads. Each scenario is checked for our files and for the files llama.cpp's own converter makes

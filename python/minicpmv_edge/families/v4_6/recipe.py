@@ -3,7 +3,7 @@ config.json with `text_config` / `vision_config`, preprocessor_config.json, gene
 tokenizer_config.json and chat_template.jinja), copying every setting of the released files that changes behaviour:
 the tied head, the Qwen3.5 tokenizer's split and NFC normaliser, the added tokens and which of them are not special,
 the generation defaults, the preprocessing keys. `tiny-4.6` has unusual dimensions (an insert layer that is not 6,
-a 30 x 30 position grid, more linear value heads than key heads, irregular layer types); `real-4.6` has the released
+a 42 x 42 position grid, more linear value heads than key heads, irregular layer types); `real-4.6` has the released
 tower, mergers and LLM width with a two-layer language model.
 """
 
@@ -30,7 +30,7 @@ class Preset46(Preset):
 
 L, A = "linear_attention", "full_attention"
 PRESETS = {
-    "tiny-4.6": Preset46("4.6", 96, 5, 3, 200, 128, 5, 4, 2, 352, 1000, "BF16", insert_layer=2, grid=30,
+    "tiny-4.6": Preset46("4.6", 96, 5, 3, 200, 128, 5, 4, 2, 352, 1000, "BF16", insert_layer=2, grid=42,
                          head_dim=64, linear_key_heads=2, linear_value_heads=4, linear_head_dim=32,
                          layer_types=(L, L, A, L, A)),
     "real-4.6": Preset46("4.6", 1152, 27, 16, 4304, 1024, 2, 8, 2, 3584, 1000, "BF16", insert_layer=6, grid=70,
