@@ -357,6 +357,7 @@ PYBIND11_MODULE(_core, m) {
             "the ggml_threadpool_t pointer (0 when the CPU backend has no threadpools)");
 
     m.def("list_devices", &mcv::list_devices, "ggml backend devices in this process");
+    m.def("list_backends", &mcv::list_backends, "the backends in ggml's registry by name, e.g. ['CUDA', 'CPU']");
     m.def("cpu_features", &mcv::cpu_features, "the ggml CPU backend's features (name, value)");
     m.def(
         "ggml_matmul_gops",

@@ -49,6 +49,15 @@ std::vector<DeviceInfo> list_devices() {
     return out;
 }
 
+std::vector<std::string> list_backends() {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+        const char * name = ggml_backend_reg_name(ggml_backend_reg_get(i));
+        out.emplace_back(name ? name : "?");
+    }
+    return out;
+}
+
 std::vector<std::pair<std::string, std::string>> cpu_features() {
     std::vector<std::pair<std::string, std::string>> out;
     ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);

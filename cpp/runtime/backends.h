@@ -18,6 +18,10 @@ struct DeviceInfo {
 
 std::vector<DeviceInfo> list_devices();
 
+// The backends in ggml's registry, by name, in its order ("CUDA", "CPU"; "Metal", "BLAS", "CPU"; ...): what the
+// installed llama-cpp-python's ggml was built with (and, for a GGML_BACKEND_DL build, what was found to load)
+std::vector<std::string> list_backends();
+
 // A ggml built with GGML_BACKEND_DL (backends as loadable modules, e.g. the CPU backend in one variant per
 // instruction set, the best chosen at run time: the portable aarch64 build) registers nothing until someone
 // loads the modules, and ggml looks for them beside the executable, not beside itself. This loads them from the

@@ -1,5 +1,5 @@
-"""`minicpmv-edge info [FILE.gguf]`: ggml's devices and CPU features, a GGUF file's keys, and how our encoder
-would run an mmproj."""
+"""`minicpmv-edge info [FILE.gguf]`: ggml's backends (those the installed llama-cpp-python was built with), its
+devices and CPU features, a GGUF file's keys, and how our encoder would run an mmproj."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import argparse
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("gguf", nargs="?", help="a GGUF file to describe (omit to list devices only)")
+    ap.add_argument("gguf", nargs="?", help="a GGUF file to describe (omit to list backends and devices only)")
 
 
 def run(args: argparse.Namespace) -> int:
     from .._native import _core
 
     print(f"ggml {_core.ggml_commit()}")
+    print("backends: " + ", ".join(_core.list_backends()))
     for d in _core.list_devices():
         print(f"device {d.name} ({d.kind}): {d.description}")
     print("cpu features: " + " ".join(n for n, v in _core.cpu_features() if v != "0"))
