@@ -55,6 +55,19 @@ class MiniCPMV:
             self.model.close()
             raise
 
+    @classmethod
+    def from_pretrained(cls, repo: str, quant: str | None = None, *, mmproj: str | os.PathLike[str] | None = None,
+                        revision: str | None = None, **kwargs: object) -> MiniCPMV:
+        """A model named on the Hugging Face Hub, as `-hf` on the command line: 'OWNER/NAME' or 'OWNER/NAME:QUANT'
+        (`quant` overrides the tag; default Q4_K_M as llama.cpp's). A GGUF repository gives that quantization's
+        language model and its mmproj (`mmproj`: a local file instead); an original one is converted once. Files
+        are downloaded through huggingface_hub (its cache, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE, tokens) and
+        checked before loading; the other keywords are the constructor's."""
+        from .hub import resolve
+
+        files = resolve(repo, quant, mmproj=mmproj, revision=revision)
+        return cls(files.model, files.mmproj, **kwargs)  # type: ignore[arg-type]
+
     def slot(self) -> MiniCPMV:
         """Another conversation on the same weights, for serving several at once: its own llama.cpp context, KV
         state and lock; the language model, the vision encoder and the embedding cache are shared (each is safe to

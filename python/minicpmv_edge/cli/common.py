@@ -9,11 +9,11 @@ from tqdm import tqdm
 
 from ..chat import MiniCPMV
 from ..chat_options import DOWNSAMPLE_MODES
+from .model_source import add_model_source_args, model_files
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("-m", "--model", required=True, help="language model GGUF")
-    ap.add_argument("--mmproj", required=True, help="vision encoder GGUF")
+    add_model_source_args(ap)
     ap.add_argument("-n", "--n-predict", type=int, default=None, help="max new tokens (default: the model's, 2048)")
     ap.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size")
     ap.add_argument("-t", "--threads", type=int, default=None,
@@ -41,7 +41,8 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> MiniCPMV:
-    return MiniCPMV(args.model, args.mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
+    model, mmproj = model_files(args)
+    return MiniCPMV(model, mmproj, n_ctx=args.ctx_size, n_threads=args.threads, device=args.device,
                     n_gpu_layers=args.n_gpu_layers, verbose=args.verbose)
 
 

@@ -7,12 +7,13 @@ import os
 import sys
 from pathlib import Path
 
+from .model_source import add_model_source_args, model_files
+
 KEY_ENV = "MINICPMV_EDGE_API_KEY"
 
 
 def add_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("-m", "--model", required=True, help="language model GGUF")
-    ap.add_argument("--mmproj", required=True, help="vision encoder GGUF")
+    add_model_source_args(ap)
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     ap.add_argument("--port", type=int, default=8080, help="port to listen on")
     ap.add_argument("-np", "--parallel", type=int, default=1,
@@ -31,7 +32,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--header-timeout", type=float, default=10.0,
                     help="seconds a connection has to send a request's headers (idle connections are closed)")
     ap.add_argument("--body-timeout", type=float, default=60.0, help="seconds a request has to send its body")
-    ap.add_argument("--alias", default=None, help="the model name /v1/models reports (default: the file's stem)")
+    ap.add_argument("--alias", default=None,
+                    help="the model name /v1/models reports (default: the -hf name, else the file's stem)")
     ap.add_argument("--allow-local-files", default=None, metavar="DIR",
                     help="let image_url / video_url name files under DIR (default: data: URLs only)")
     ap.add_argument("--max-body-mb", type=float, default=64, help="largest request body, MiB (413 beyond)")
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     local = Path(args.allow_local_files) if args.allow_local_files else None
     if local is not None and not local.is_dir():
         raise ValueError(f"--allow-local-files {local}: not a directory")
-    model = Model(args.model, args.mmproj, n_threads=args.threads, device=args.device, n_gpu_layers=args.n_gpu_layers,
+    model_path, mmproj_path = model_files(args)
+    model = Model(model_path, mmproj_path, n_threads=args.threads, device=args.device, n_gpu_layers=args.n_gpu_layers,
                   verbose=args.verbose, cache=EmbeddingCache(max_bytes=args.cache_mb << 20))
     try:
         pool = SlotPool(model, ContextParams(n_ctx=args.ctx_size, n_threads=model.n_threads), args.parallel,
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         model.close()
         raise
     try:
-        cfg = ServerConfig(model_name=args.alias or Path(args.model).stem, api_key=api_key, local_dir=local,
+        name = args.alias or args.hf_repo or Path(model_path).stem
+        cfg = ServerConfig(model_name=name, api_key=api_key, local_dir=local,
                            max_body_bytes=int(args.max_body_mb * (1 << 20)), body_timeout=args.body_timeout,
                            allowed_hosts=_names(args.allowed_hosts), allowed_origins=_names(args.allowed_origins))
         config = uvicorn.Config(create_app(pool, cfg), host=args.host, port=args.port, log_level="info",
