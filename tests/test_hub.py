@@ -46,6 +46,7 @@ def repos(demo_f16, tmp_path_factory) -> dict[str, Repo]:
         GGUF_REPO: Repo(official),
         "test/no-mmproj-gguf": Repo({"README.md": readme, "model-Q4_K_M.gguf": q4}),
         "test/truncated-gguf": Repo({"ggml-model-Q4_K_M.gguf": q4[: len(q4) // 2], "mmproj-model-f16.gguf": mm}),
+        "test/truncated-mmproj-gguf": Repo({"ggml-model-Q4_K_M.gguf": q4, "mmproj-model-f16.gguf": mm[:-1000]}),
         "test/two-mmproj-gguf": Repo({"MiniCPM-V-Q8_0.gguf": q8, "mmproj-MiniCPM-V-Q8_0.gguf": mm,
                                       "mmproj-MiniCPM-V-f16.gguf": mm[:100]}),
         ORIGINAL_REPO: Repo(original),
@@ -157,6 +158,10 @@ def test_truncated_file_is_refused_before_loading(mirror: Mirror, env: dict[str,
     assert out.returncode == 1
     assert "test/truncated-gguf/ggml-model-Q4_K_M.gguf is not a usable model file" in out.stderr
     assert "truncated" in out.stderr and "Traceback" not in out.stderr
+    mm = run(env, "-hf", "test/truncated-mmproj-gguf")
+    assert mm.returncode == 1
+    assert "test/truncated-mmproj-gguf/mmproj-model-f16.gguf is not a usable mmproj file" in mm.stderr
+    assert "truncated" in mm.stderr and "Traceback" not in mm.stderr
 
 
 def test_several_mmproj_files_take_the_one_of_the_same_quantization(mirror: Mirror, env: dict[str, str]) -> None:

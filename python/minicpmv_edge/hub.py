@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_QUANT = "Q4_K_M"  # llama.cpp's default tag for -hf
@@ -168,17 +168,14 @@ def _download(repo: str, revision: str | None, filename: str, online: bool) -> P
 def _check_downloaded(repo: str, filename: str, path: Path, kind: str) -> None:
     """Our file checks on a downloaded GGUF: a damaged or wrong file is a HubError naming the repository's file."""
     from ._native import _core
-    from .families import llm_architectures
+    from .families import detect_mmproj, llm_architectures
     from .llm_file import check_llm_file
 
     try:
         if kind == "model":
             check_llm_file(path, llm_architectures())
-        else:
-            info = _core.read_gguf_info(str(path))
-            arch = dict(info.kv).get("general.architecture")
-            if arch != "clip":
-                raise ValueError(f"{path}: general.architecture is {arch!r}, not 'clip': not an mmproj")
+        else:  # the header (truncation included) and what the encoder would refuse by its keys
+            detect_mmproj(dict(_core.read_gguf_info(str(path)).kv), str(path))
     except ValueError as e:
         raise HubError(f"{repo}/{filename} is not a usable {kind} file: {e}") from e
 
@@ -242,15 +239,13 @@ def resolve(name: str, quant: str | None = None, *, mmproj: str | os.PathLike[st
             raise HubError(f"{e}{where}") from e
         model_path = _download(repo, revision, lm, online)
         _check_downloaded(repo, lm, model_path, "model")
-        if mp is None or mmproj is not None:
-            mmproj_path = Path(mmproj)  # type: ignore[arg-type]
-        else:
-            mmproj_path = _download(repo, revision, mp, online)
-            _check_downloaded(repo, mp, mmproj_path, "mmproj")
-        return HubFiles(repo, commit, tag_, model_path, mmproj_path)
+        if mp is not None and mmproj is None:
+            mmproj = _download(repo, revision, mp, online)
+            _check_downloaded(repo, mp, Path(mmproj), "mmproj")
+        return HubFiles(repo, commit, tag_, model_path, Path(mmproj))  # type: ignore[arg-type]
     if _is_original(files):
         got = _converted(repo, revision, commit, files, quant, online)
-        return got if mmproj is None else HubFiles(got.repo, got.commit, got.quant, got.model, Path(mmproj))
+        return got if mmproj is None else replace(got, mmproj=Path(mmproj))
     raise HubError(f"{repo} has neither GGUF files nor an original checkpoint (config.json and *.safetensors)"
                    f"{where}; its files: {', '.join(files[:20]) or 'none'}")
 
