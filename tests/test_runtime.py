@@ -129,7 +129,7 @@ def test_a_second_stream_in_the_same_thread_is_refused(rt) -> None:
 
 def test_a_stream_dropped_or_closed_releases_the_object(rt) -> None:
     want = rt.chat(_ask(3), temperature=0, max_new_tokens=6)
-    s = rt.chat(_ask(4), stream=True, max_new_tokens=20)
+    s = rt.chat(_ask(4), stream=True, max_new_tokens=20, min_new_tokens=2)  # sampled: never ends at once
     next(s)
     del s  # dropped unfinished
     gc.collect()
@@ -159,7 +159,7 @@ def test_another_thread_waits_for_an_open_stream(rt) -> None:
 def test_use_after_close_raises(converted) -> None:
     res = converted("2.6", "f16")
     m = MiniCPMV(res.model, res.mmproj, n_threads=2)
-    s = m.chat(_ask(7), stream=True, max_new_tokens=8)
+    s = m.chat(_ask(7), stream=True, max_new_tokens=8, min_new_tokens=2)  # sampled: never ends at once
     next(s)
     m.close()  # closes this thread's open stream first
     assert list(s) == [] and m.closed
@@ -375,12 +375,13 @@ def test_beam_search_equals_transformers(parity, version: str) -> None:
 
 def test_video_of_720p_frames_fits_the_defaults(rt, tmp_path: Path) -> None:
     """12 s of 1280x720: 12 frames x 3 pieces; with n_ctx 4096 and the default max_new_tokens (2048) the prompt
-    fits and generation would stop at the end of the context."""
+    fits and generation would stop at the end of the context. The tiny model samples (the default), so its first
+    token may be the end: the stream then ends with no piece, which is an answer too (no error is the point)."""
     from test_video_cache import make_clip
 
     clip = make_clip(tmp_path / "hd.mp4", seconds=12, fps=2, w=1280, h=720)
     s = rt.chat([{"role": "user", "content": [clip, "What happens?"]}], stream=True)
-    next(s)
+    next(s, None)
     assert rt.last.images == 12 and rt.last.pieces == 36 and rt.last.prompt_tokens > 36 * 64
     s.close()
 
