@@ -2,7 +2,7 @@
 """Vision encoding on the real MiniCPM-V 2.6 dimensions (SigLIP 1152 x 27 layers, resampler 64 x 3584): our ggml
 encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file for both, in the same run.
 
-    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|4.6|2.0|1.0]
+    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|4.5|4.6|2.0|1.0]
 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
@@ -21,6 +21,8 @@ which llama.cpp does not have: ours only, beside our 2.6 encoder on the same ima
 --version 4.6: MiniCPM-V 4.6's encoder (the real-4.6 preset: SigLIP2 1152 x 27 layers, the window merger after layer
 6, the 2x2 merger to 1024) against libmtmd's own 4.6 graph on the same file, "16x" mode; the JSON keys get a "v46_"
 prefix ("v46_ratio_vs_mtmd", "v46_q8_ratio_vs_mtmd_f16": target <= 0.45).
+--version 4.5: MiniCPM-V 4.5's image encoder (the real-4.5 preset: 2.6's tower, the resampler at 64 x 4096 with 32
+heads) against libmtmd's 2.6 graph (`clip.minicpmv_version` 6) on the same file; keys prefixed "v45_".
 """
 
 from __future__ import annotations
@@ -156,8 +158,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="repeats of the 448x448 case (best is kept)")
     ap.add_argument("--quick", action="store_true", help="448x448 only")
     ap.add_argument("--profile", action="store_true", help="also print our per-op profile (a separate run)")
-    ap.add_argument("--version", choices=["2.6", "4.6", "2.0", "1.0"], default="2.6",
-                    help="2.6, 4.6: ours vs libmtmd; 2.0 / 1.0: ours only (llama.cpp has neither), beside ours for 2.6")
+    ap.add_argument("--version", choices=["2.6", "4.5", "4.6", "2.0", "1.0"], default="2.6",
+                    help="2.6, 4.5, 4.6: ours vs libmtmd; 2.0 / 1.0: ours only (llama.cpp has neither), beside "
+                         "ours for 2.6")
     ap.add_argument("--child", nargs=4, metavar=("ENGINE", "MODEL", "MMPROJ", "SIDES"), help=argparse.SUPPRESS)
     ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -172,12 +175,12 @@ def main() -> None:
     from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
     from minicpmv_edge.demo import ensure_model
 
-    if args.version not in ("2.6", "4.6"):
+    if args.version not in ("2.6", "4.5", "4.6"):
         bench_ours_only(args, ensure_model, run_measured)
         return
 
     v46 = args.version == "4.6"
-    flops_of = v46_piece_flops if v46 else piece_flops
+    flops_of = v46_piece_flops if v46 else (lambda n: piece_flops(n, E=4096)) if args.version == "4.5" else piece_flops
     model, mmproj_f16 = ensure_model(f"real-{args.version}", "f16")
     mmproj_q8 = mmproj_f16.with_name("mmproj-model-q8_0-requant.gguf")
     if not mmproj_q8.exists():
@@ -260,6 +263,10 @@ def main() -> None:
         summary["v46_ratio_vs_mtmd"] = summary.pop("ratio_vs_mtmd")
         summary["v46_q8_ratio_vs_mtmd_f16"] = summary.pop("q8_ratio_vs_mtmd_f16")
         summary["version"] = "4.6"
+    if args.version == "4.5":  # the 4.5 issue's names for the two ratios
+        summary["v45_ratio_vs_mtmd"] = summary.pop("ratio_vs_mtmd")
+        summary["v45_q8_ratio_vs_mtmd_f16"] = summary.pop("q8_ratio_vs_mtmd_f16")
+        summary["version"] = "4.5"
     print(json.dumps(summary))
 
 

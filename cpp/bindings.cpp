@@ -272,6 +272,32 @@ PYBIND11_MODULE(_core, m) {
             "float32 [rows, E] embeddings of float32 [3, H, W] pieces, each piece's rows in order; pad_to > 0: a "
             "padded batch of that length; downsample (MiniCPM-V 4.6): 4 = 16x, 2 = 4x, 0 = the file's default")
         .def(
+            "encode_units",
+            [](mcv::VisionEncoder & enc,
+               const std::vector<py::array_t<float, py::array::c_style | py::array::forcecast>> & arrays,
+               const std::vector<std::pair<std::vector<size_t>, std::vector<int>>> & units) {
+                std::vector<mcv::Piece> pieces;
+                for (size_t i = 0; i < arrays.size(); ++i) {
+                    const auto & a = arrays[i];
+                    if (a.ndim() != 3 || a.shape(0) != 3 || a.shape(1) > INT32_MAX || a.shape(2) > INT32_MAX) {
+                        throw std::invalid_argument("piece " + std::to_string(i) + ": expected float32 [3, H, W]");
+                    }
+                    pieces.push_back({a.data(), int(a.shape(2)), int(a.shape(1)), 0, 0});
+                }
+                std::vector<mcv::PackedUnit> packed;
+                for (const auto & [index, ids] : units) packed.push_back({index, ids});
+                std::vector<float> out;
+                {
+                    py::gil_scoped_release nogil;
+                    out = enc.encode_units(pieces, packed);
+                }
+                const py::ssize_t width = enc.hparams().n_out;
+                return to_array(out, {py::ssize_t(out.size()) / width, width});
+            },
+            py::arg("pieces"), py::arg("units"),
+            "float32 [units * Q, E]: MiniCPM-V 4.5's packed units, each (piece indices, temporal ids) attended as "
+            "one key sequence (a file with hparams['temporal'])")
+        .def(
             "tokens",
             [](const mcv::VisionEncoder & enc, int h_patches, int w_patches, int downsample) {
                 return enc.tokens(h_patches, w_patches, downsample);
@@ -313,6 +339,7 @@ PYBIND11_MODULE(_core, m) {
                                    d["default_downsample"] = mode;
                                    d["padded_batch"] = h.padded_batch;
                                    d["square"] = h.square;
+                                   d["temporal"] = h.temporal;
                                    d["stored_key_positions"] = h.key_positions == mcv::KeyPositions::stored;
                                    d["resampler_heads"] = h.resampler_heads();
                                    return d;

@@ -98,6 +98,12 @@ if [ ! -d "$ROOT/opt/venv/ref/transformers-4.36/transformers" ]; then
   in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --only-binary=:all: \
     --target /opt/venv/ref/transformers-4.36 "transformers==4.36.0" "tokenizers==0.15.2"
 fi
+# transformers 4.51 for the 4.5 references (its LLM is Qwen3), as scripts/dev.sh test
+if [ ! -d "$ROOT/opt/venv/ref/transformers-4.51/transformers" ]; then
+  log "installing transformers 4.51 for the 4.5 references"
+  in_root /opt/venv/bin/python -m pip install -q --no-cache-dir --no-deps --only-binary=:all: \
+    --target /opt/venv/ref/transformers-4.51 "transformers==4.51.0" "tokenizers==0.21.1"
+fi
 # transformers 5.23 for the 4.6 references (MiniCPM-V 4.6 is native there), and llama.cpp's own converter (the
 # "llama.cpp-made files" of the 4.6 tests: pure Python, from llama-cpp-python's sdist), as scripts/dev.sh test
 if [ ! -d "$ROOT/opt/venv/ref/transformers-5.23/transformers" ]; then

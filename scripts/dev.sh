@@ -63,6 +63,14 @@ if [ "$job" = "test" ]; then
       "transformers==4.36.0" "tokenizers==0.15.2" 2>&1 | grep -v '^WARNING: Location' || true
     rm -rf "$tf436" && mv "$tf436.tmp" "$tf436"
   fi
+  # MiniCPM-V 4.5's LLM is Qwen3, which transformers has from 4.51 (the release its config.json records): its
+  # reference runs there, from a folder of its own (transformers and its tokenizers; the rest shared)
+  tf451=.venv/ref/transformers-4.51
+  if [ ! -d "$tf451/transformers" ]; then
+    "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$tf451.tmp" \
+      "transformers==4.51.0" "tokenizers==0.21.1" 2>&1 | grep -v '^WARNING: Location' || true
+    rm -rf "$tf451" && mv "$tf451.tmp" "$tf451"
+  fi
   # MiniCPM-V 4.6 is native in transformers 5.23, which needs newer tokenizers and huggingface_hub than the test
   # extra's 4.46: a folder of its own too (torch, numpy and the rest shared)
   tf523=.venv/ref/transformers-5.23

@@ -25,7 +25,7 @@ from reference.mtmd import Mtmd
 from reference.vision import ReferenceVision
 
 VERSIONS = RESAMPLER_FAMILIES  # 4.6: test_v4_6*.py
-ARCH = {"2.6": "qwen2", "2.5": "llama", "2.0": "minicpm", "1.0": "minicpm"}
+ARCH = {"2.6": "qwen2", "2.5": "llama", "2.0": "minicpm", "1.0": "minicpm", "4.0": "llama"}
 TEXTS = [
     "Hello world",
     "<|im_start|>user\n<image><unk><unk></image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
@@ -101,9 +101,12 @@ def test_llm_metadata(tiny_hf, converted, version: str) -> None:
     assert f["general.architecture"] == arch
     spm = FAMILIES[version].tokenizer == "spm"
     assert f["tokenizer.ggml.model"] == ("llama" if spm else "gpt2")
-    assert f["tokenizer.ggml.pre"] == {"2.6": "qwen2", "2.5": "llama-bpe", "2.0": "default", "1.0": "default"}[version]
-    # 2.0's and 1.0's chat() build their prompt in code: the GGUF carries that format as a template
-    assert f["tokenizer.chat_template"] == tc.get("chat_template", FAMILIES[version].chat_template)
+    assert f["tokenizer.ggml.pre"] == {"2.6": "qwen2", "2.5": "llama-bpe", "2.0": "default", "1.0": "default",
+                                         "4.0": "default"}[version]
+    # 2.0's and 1.0's chat() build their prompt in code: the GGUF carries that format as a template; a SentencePiece
+    # family's file carries its own template (4.0: ChatML after the BOS its tokenizer's encode() adds)
+    want = FAMILIES[version].chat_template if spm else tc.get("chat_template", FAMILIES[version].chat_template)
+    assert f["tokenizer.chat_template"] == want
     if arch == "minicpm":  # MiniCPM's scalings, as llama.cpp's minicpm graph reads them
         assert f["minicpm.embedding_scale"] == pytest.approx(cfg["scale_emb"])
         assert f["minicpm.residual_scale"] == pytest.approx(cfg["scale_depth"] / cfg["num_hidden_layers"] ** 0.5)

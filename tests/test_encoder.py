@@ -21,8 +21,8 @@ from reference.mtmd import Mtmd
 from reference.vision import position_ids_hf, reference_vision
 
 VERSIONS = RESAMPLER_FAMILIES  # 4.6: test_v4_6_encoder.py
-RULE = {"2.6": "hf", "2.5": "flat", "2.0": None, "1.0": None}  # each version's original position ids (None: a
-# resized grid)
+RULE = {"2.6": "hf", "2.5": "flat", "2.0": None, "1.0": None,
+        "4.0": "hf"}  # each version's original position ids (None: a resized grid)
 # piece patch grids (h, w): square, the 25- and 50-patch sides where float32 buckets differ from floor,
 # slices of common photos, an extreme strip; 27 x 27 (2.0's own table, used as it is), grids smaller than it in
 # both, one and neither direction

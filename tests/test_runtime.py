@@ -351,7 +351,8 @@ def test_text_is_the_original_decode_special_tokens_included(parity, tiny_hf, ve
         assert rt.chat(msgs, skip_special_tokens=True, **greedy) == ref.decode(toks, skip_special_tokens=True), name
         seen_special += sum(t in added for t in toks)
     if version not in ("2.5", "1.0"):  # (their tiny models' greedy loops hold none; 1.0 decodes as 2.0)
-        assert seen_special > 10  # the tiny model does write special tokens: they are in the text
+        # the tiny model does write special tokens: they are in the text (4.0's, 16 in a 700-token vocabulary: 6)
+        assert seen_special > (3 if version == "4.0" else 10)
 
 
 @pytest.mark.parametrize("version", ["2.6", "2.5"])  # (transformers has no MiniCPM class to beam-search 2.0)

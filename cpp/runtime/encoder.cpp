@@ -164,7 +164,7 @@ void VisionEncoder::pack_int8_weights() {
     mm_.packed = &packed_;
 }
 
-EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample) {
+EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample, int n_frames) {
     EncoderGraph g;
     ggml_init_params ip{meta_.size(), meta_.data(), /*no_alloc =*/true};
     g.ctx.reset(ggml_init(ip));
@@ -180,10 +180,15 @@ EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int
         return g;
     }
     g.siglip = std::make_unique<SiglipGraph>(ctx, model_, ph, pw, n_batch, mm_);
-    g.resampler = std::make_unique<ResamplerGraph>(ctx, model_, rh, rw, n_batch, mm_);
+    g.resampler = std::make_unique<ResamplerGraph>(ctx, model_, rh, rw, n_frames > 0 ? n_batch / n_frames : n_batch,
+                                                   mm_, n_frames);
     ggml_tensor * x = g.siglip->build();         // [D, ph * pw, B]
     if (int64_t(rh) * rw != int64_t(ph) * pw) {  // padded: the resampler reads each piece's own patches (the first)
         x = ggml_cont(ctx, ggml_view_3d(ctx, x, x->ne[0], int64_t(rh) * rw, x->ne[2], x->nb[1], x->nb[2], 0));
+    }
+    if (n_frames > 0) {  // packed units: each unit's frame-pieces one after another as one key sequence
+        if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+        x = ggml_reshape_3d(ctx, x, x->ne[0], x->ne[1] * n_frames, n_batch / n_frames);
     }
     g.out = g.resampler->build(x);
     ggml_set_name(g.out, "embeddings");
@@ -191,6 +196,134 @@ EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int
     g.graph = ggml_new_graph_custom(g.ctx.get(), kGraphNodes, false);
     ggml_build_forward_expand(g.graph, g.out);
     return g;
+}
+
+int64_t VisionEncoder::check_piece(const Piece & p, size_t i) const {
+    const VisionHParams & hp = model_.hp;
+    const std::string what =
+        "piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" + std::to_string(p.height);
+    if (!p.chw || p.width <= 0 || p.height <= 0 || p.width % hp.patch_size || p.height % hp.patch_size) {
+        throw std::invalid_argument(what + "; sides must be positive multiples of " + std::to_string(hp.patch_size));
+    }
+    if (hp.square && (p.width != hp.image_size || p.height != hp.image_size)) {
+        throw std::invalid_argument(what + "; this model's pieces are " + std::to_string(hp.image_size) + "x" +
+                                    std::to_string(hp.image_size));
+    }
+    const int64_t patches = int64_t(p.width / hp.patch_size) * int64_t(p.height / hp.patch_size);
+    if (opt_.max_patches > 0 && patches > opt_.max_patches) {
+        throw std::invalid_argument(what + " = " + std::to_string(patches) + " patches, more than max_patches " +
+                                    std::to_string(opt_.max_patches));
+    }
+    return patches;
+}
+
+std::vector<float> VisionEncoder::encode_units(const std::vector<Piece> & pieces,
+                                               const std::vector<PackedUnit> & units) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    const VisionHParams & hp = model_.hp;
+    if (!hp.temporal || hp.merger != Merger::resampler) {
+        throw std::invalid_argument(model_.path +
+                                    ": packed frames need the temporal resampler (minicpmv_edge.resampler.temporal, "
+                                    "MiniCPM-V 4.5), which this file does not have");
+    }
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        check_piece(pieces[i], i);
+        if (pieces[i].pad_to != 0 || pieces[i].downsample != 0) {
+            throw std::invalid_argument("piece " + std::to_string(i) + ": packed frames take no pad_to or downsample");
+        }
+    }
+    // units of one frame grid and one frame count share a graph; batches are capped by the tower's attention scores
+    std::map<std::array<int, 3>, std::vector<size_t>> groups;
+    for (size_t u = 0; u < units.size(); ++u) {
+        const PackedUnit & unit = units[u];
+        const std::string what = "packed unit " + std::to_string(u);
+        if (unit.pieces.empty() || unit.pieces.size() != unit.temporal_ids.size()) {
+            throw std::invalid_argument(what + ": needs one temporal id per frame-piece and at least one of them (" +
+                                        std::to_string(unit.pieces.size()) + " pieces, " +
+                                        std::to_string(unit.temporal_ids.size()) + " ids)");
+        }
+        int rh = 0, rw = 0;
+        for (size_t f = 0; f < unit.pieces.size(); ++f) {
+            const size_t i = unit.pieces[f];
+            if (i >= pieces.size()) {
+                throw std::invalid_argument(what + ": piece index " + std::to_string(i) + " out of range (" +
+                                            std::to_string(pieces.size()) + " pieces)");
+            }
+            if (unit.temporal_ids[f] < -1) {
+                throw std::invalid_argument(what + ": temporal id " + std::to_string(unit.temporal_ids[f]) +
+                                            " (ids are -1 or more)");
+            }
+            const int h = pieces[i].height / hp.patch_size, w = pieces[i].width / hp.patch_size;
+            if (f == 0) {
+                rh = h, rw = w;
+            } else if (h != rh || w != rw) {
+                throw std::invalid_argument(what + ": its frame-pieces must share one patch grid (" +
+                                            std::to_string(rw) + "x" + std::to_string(rh) + " and " +
+                                            std::to_string(w) + "x" + std::to_string(h) + " patches)");
+            }
+        }
+        groups[{rh, rw, int(unit.pieces.size())}].push_back(u);
+    }
+    std::vector<float> out;
+    try {
+        out.resize(units.size() * size_t(hp.n_query) * size_t(hp.n_out));
+    } catch (const std::bad_alloc &) {
+        throw OutOfMemory("cannot allocate the embeddings of " + std::to_string(units.size()) + " packed units");
+    }
+    for (const auto & [grid, index] : groups) {
+        const auto [rh, rw, n_frames] = grid;
+        const size_t n = size_t(rh) * size_t(rw);
+        const size_t scores = n * n * size_t(hp.n_head) * sizeof(float);
+        const size_t max_frames = std::max<size_t>(1, opt_.max_batch_bytes / std::max<size_t>(scores, 1));
+        const size_t max_u = std::max<size_t>(1, max_frames / size_t(n_frames));
+        for (size_t start = 0; start < index.size(); start += max_u) {
+            const std::vector<size_t> batch(index.begin() + long(start),
+                                            index.begin() + long(std::min(index.size(), start + max_u)));
+            run_units(pieces, units, batch, rh, rw, n_frames, out.data());
+        }
+    }
+    return out;
+}
+
+void VisionEncoder::run_units(const std::vector<Piece> & pieces, const std::vector<PackedUnit> & units,
+                              const std::vector<size_t> & index, int rh, int rw, int n_frames, float * out) {
+    const std::string what = std::to_string(index.size()) + " packed unit(s) of " + std::to_string(n_frames) +
+        " frame-pieces of " + std::to_string(rw) + "x" + std::to_string(rh) + " patches";
+    const EncoderGraph g = build_graph(rh, rw, int(index.size()) * n_frames, rh, rw, 0, n_frames);
+    ggml_backend_sched_reset(sched_.get());
+    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
+        throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
+    }
+    if (scratch_) {
+        try {
+            scratch_->prepare();
+        } catch (const std::bad_alloc &) {
+            throw OutOfMemory("cannot allocate the BLAS scratch memory for " + what);
+        }
+    }
+    last_node_ = std::chrono::steady_clock::now();
+    std::vector<const float *> pixels;
+    std::vector<int> ids;
+    for (size_t u : index) {
+        for (size_t f = 0; f < units[u].pieces.size(); ++f) {
+            pixels.push_back(pieces[units[u].pieces[f]].chw);
+            ids.push_back(units[u].temporal_ids[f]);
+        }
+    }
+    g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
+    g.resampler->set_inputs(ids);
+    const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
+    if (scratch_ && scratch_->take_failure()) {
+        throw std::runtime_error("the vision graph ran a BLAS op without its scratch memory (" + what + ")");
+    }
+    if (status == GGML_STATUS_ALLOC_FAILED) throw OutOfMemory("the vision graph ran out of memory (" + what + ")");
+    if (status != GGML_STATUS_SUCCESS) throw std::runtime_error("the vision graph failed to compute (" + what + ")");
+    ++n_evals_;
+    const size_t per_unit = size_t(g.out->ne[0]) * size_t(g.out->ne[1]);  // E x Q
+    for (size_t b = 0; b < index.size(); ++b) {
+        ggml_backend_tensor_get(g.out, out + index[b] * per_unit, b * per_unit * sizeof(float),
+                                per_unit * sizeof(float));
+    }
 }
 
 std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
@@ -201,21 +334,7 @@ std::vector<float> VisionEncoder::encode(const std::vector<Piece> & pieces) {
     size_t rows = 0;
     for (size_t i = 0; i < pieces.size(); ++i) {
         const Piece & p = pieces[i];
-        const std::string what =
-            "piece " + std::to_string(i) + " is " + std::to_string(p.width) + "x" + std::to_string(p.height);
-        if (!p.chw || p.width <= 0 || p.height <= 0 || p.width % hp.patch_size || p.height % hp.patch_size) {
-            throw std::invalid_argument(what + "; sides must be positive multiples of " +
-                                        std::to_string(hp.patch_size));
-        }
-        if (hp.square && (p.width != hp.image_size || p.height != hp.image_size)) {
-            throw std::invalid_argument(what + "; this model's pieces are " + std::to_string(hp.image_size) + "x" +
-                                        std::to_string(hp.image_size));
-        }
-        const int64_t patches = int64_t(p.width / hp.patch_size) * int64_t(p.height / hp.patch_size);
-        if (opt_.max_patches > 0 && patches > opt_.max_patches) {
-            throw std::invalid_argument(what + " = " + std::to_string(patches) + " patches, more than max_patches " +
-                                        std::to_string(opt_.max_patches));
-        }
+        const int64_t patches = check_piece(p, i);
         if (p.pad_to != 0) {
             if (p.pad_to < patches || (opt_.max_patches > 0 && p.pad_to > opt_.max_patches)) {
                 throw std::invalid_argument("piece " + std::to_string(i) + ": pad_to " + std::to_string(p.pad_to) +

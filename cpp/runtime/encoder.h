@@ -64,6 +64,14 @@ struct Piece {
     int downsample = 0;
 };
 
+// MiniCPM-V 4.5's packed unit (a video group's frames at one piece index): frame-pieces of one patch grid whose
+// keys the resampler attends as one sequence, each frame's keys carrying its 2-D code and the temporal code of its
+// time id (-1: none); Q rows per unit.
+struct PackedUnit {
+    std::vector<size_t> pieces;     // indices into the pieces, in frame order
+    std::vector<int> temporal_ids;  // one per frame-piece
+};
+
 // Thread safety: encode() may be called from several threads on one object; calls are serialised.
 // Every failure is an exception: std::invalid_argument for bad pieces, OutOfMemory for allocations.
 class VisionEncoder {
@@ -72,6 +80,9 @@ public:
 
     // [total rows, E] row-major float32: every piece's rows (tokens()), pieces in the given order
     std::vector<float> encode(const std::vector<Piece> & pieces);
+    // [units * Q, E]: each packed unit's Q rows, units in the given order; the tower runs per frame-piece, the
+    // resampler once per unit (a file with hparams().temporal; pieces of one unit share their patch grid)
+    std::vector<float> encode_units(const std::vector<Piece> & pieces, const std::vector<PackedUnit> & units);
 
     // the rows a piece of h x w patches gives in `downsample` mode (see Piece::downsample): Q for a resampler file,
     // (h / 4) * (w / 4) or (h / 2) * (w / 2) for minicpmv4_6; std::invalid_argument for a mode the file cannot run
@@ -107,7 +118,13 @@ private:
     // piece index[b]'s rows start at row offset[index[b]] of `out`
     void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index,
                    const std::vector<size_t> & offset, int ph, int pw, int rh, int rw, int downsample, float * out);
-    EncoderGraph build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample);
+    EncoderGraph build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample, int n_frames = 0);
+    // a batch of packed units of n_frames frame-pieces of rh x rw patches each; unit index[u]'s rows start at row
+    // index[u] * Q of `out`
+    void run_units(const std::vector<Piece> & pieces, const std::vector<PackedUnit> & units,
+                   const std::vector<size_t> & index, int rh, int rw, int n_frames, float * out);
+    // checks a piece (std::invalid_argument naming piece i) and returns its patches
+    int64_t check_piece(const Piece & p, size_t i) const;
 
     EncoderOptions opt_;
     std::unique_ptr<CpuThreadPool> pool_;  // the CPU's worker threads, started once (outlives the backends)

@@ -270,13 +270,18 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     hp.square = r.choice("minicpmv_edge.vision.slicing", false, {{"slices", false}, {"square", true}}, defaults, {});
     hp.key_positions = r.choice("minicpmv_edge.resampler.key_positions", KeyPositions::sincos,
                                 {{"sincos", KeyPositions::sincos}, {"stored", KeyPositions::stored}}, defaults, {});
+    hp.temporal = r.flag("minicpmv_edge.resampler.temporal", false, defaults, {});
     if (v46) {  // the resampler families' variants have no meaning here: refuse rather than ignore them
+        if (hp.temporal) r.fail("minicpmv_edge.resampler.temporal does not apply to a minicpmv4_6 file (no resampler)");
         if (hp.pos_embedding != PosEmbedding::buckets)
             r.fail("minicpmv_edge.vision.position_embedding must be 'buckets' in a minicpmv4_6 file");
         if (hp.padded_batch) r.fail("minicpmv_edge.vision.padded_batch must be false in a minicpmv4_6 file");
         if (hp.square) r.fail("minicpmv_edge.vision.slicing must be 'slices' in a minicpmv4_6 file");
         if (hp.key_positions != KeyPositions::sincos)
             r.fail("minicpmv_edge.resampler.key_positions does not apply to a minicpmv4_6 file (no resampler)");
+    }
+    if (hp.temporal && (hp.key_positions != KeyPositions::sincos || hp.padded_batch)) {
+        r.fail("minicpmv_edge.resampler.temporal needs sin-cos key positions and no padded batch");
     }
     if (hp.key_positions == KeyPositions::stored && (!hp.square || hp.padded_batch)) {
         r.fail("minicpmv_edge.resampler.key_positions is 'stored', which needs one square piece per image "

@@ -94,6 +94,9 @@ struct VisionHParams {
     // every image is one image_size x image_size piece (minicpmv_edge.vision.slicing "square")
     bool square = false;
     KeyPositions key_positions = KeyPositions::sincos;
+    // MiniCPM-V 4.5's "3-D" resampler (minicpmv_edge.resampler.temporal): packed units of video frame-pieces,
+    // each frame-piece's keys carrying its 2-D code plus a 1-D temporal code (VisionEncoder::encode_units)
+    bool temporal = false;
     Merger merger = Merger::resampler;
     // minicpmv4_6: the insert merger runs after this tower layer (clip.vision.wa_layer_indexes[0]; -1: unknown,
     // a 4x-only file without the key)

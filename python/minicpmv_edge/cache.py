@@ -41,7 +41,25 @@ class EncodedVideo:
     """A video's sampled frames, encoded, in order: how media.py hands a video to the prompt (prompt.py lays it out
     as its family's VideoLayout says)."""
 
-    frames: tuple[Encoded, ...]
+    frames: tuple[Encoded | PackedFrame, ...]  # a packed group's later frames: PackedFrame
+
+
+@dataclass(frozen=True)
+class PackedFrame:
+    """A frame packed into the group of an earlier one (4.5's temporal_ids): it has no placeholder of its own, its
+    rows are in the group's encoding (an `Encoded` whose pieces are the group's packed units), which stands where
+    the group's first frame is."""
+
+
+def group_key(frames: list[np.ndarray], time_ids: list[int], max_slice_nums: int, model_id: str) -> str:
+    """The cache key of a packed group's encoding: every frame's pixels, the group's time ids, the slicing and the
+    mmproj."""
+    h = hashlib.sha256()
+    h.update(f"packed|{list(time_ids)}|{max_slice_nums}|{model_id}|".encode())
+    for rgb in frames:
+        h.update(f"{rgb.shape}|".encode())
+        h.update(np.ascontiguousarray(rgb).data)
+    return h.hexdigest()
 
 
 def pixels_key(rgb: np.ndarray, max_slice_nums: int, model_id: str, downsample: str | None = None) -> str:

@@ -101,7 +101,8 @@ class MiniCPMV:
              max_slice_nums: int | None = None, use_image_id: bool | None = None,
              skip_special_tokens: bool | None = None, parse_special: bool = False, stop: Sequence[str] | str = (),
              progress: Callable[[int], None] | None = None, downsample_mode: str | None = None,
-             enable_thinking: bool | None = None) -> str | ChatStream:
+             enable_thinking: bool | None = None, temporal_ids: Sequence[Sequence[int]] | None = None
+             ) -> str | ChatStream:
         """Answer the conversation `msgs` with the original `model.chat()` keywords and defaults.
 
         `sampling=True` samples (temperature 0 = greedy; top_p, top_k (0: off), repetition_penalty, seed);
@@ -116,7 +117,13 @@ class MiniCPMV:
         tokens). Text typed in messages is plain text; `parse_special=True` turns special-token strings in it into
         control tokens, as the original tokenizer does. `downsample_mode` "16x" or "4x": image tokens per piece for
         an encoder that has the choice (4.6; None: the mmproj's default), a ValueError for the others.
-        `enable_thinking`: passed to the chat template when given (4.6's thinks only when it is True). Returns the
+        `enable_thinking`: passed to the chat template when given, or as the family's original chat() passes it (4.6
+        thinks only when it is True; 4.5's always passes it, False by default, and prepends `<think>\n` to a
+        thinking answer). `temporal_ids` (4.5, as its original chat()): the conversation's images are video frames,
+        packed by consecutive groups, one integer time id each (the model card's encode_video gives them; a
+        `Video(path)` part gets its recipe's own): each group is one placeholder of 64 rows per piece; the group
+        lengths must add up to the number of images (ValueError otherwise), and a family without the temporal
+        resampler refuses them (ValueError: its original chat() has no such argument). Returns the
         text (stripped, as the original), or with stream=True a ChatStream of text pieces."""
         if not isinstance(stream, bool):
             raise TypeError(f"stream must be True or False, not {type(stream).__name__}")
@@ -127,7 +134,8 @@ class MiniCPMV:
                              repetition_penalty=repetition_penalty, num_beams=num_beams, seed=seed,
                              system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
                              skip_special_tokens=skip_special_tokens, parse_special=parse_special, stop=stop,
-                             downsample_mode=downsample_mode, enable_thinking=enable_thinking)
+                             downsample_mode=downsample_mode, enable_thinking=enable_thinking,
+                             temporal_ids=temporal_ids)
         if isinstance(msgs, (list, tuple)) and len(msgs) > session.n_ctx:
             raise MessageError(f"{len(msgs)} messages cannot fit in n_ctx {session.n_ctx} tokens")
         turns = normalize(msgs, pp.system_prompt)
@@ -135,13 +143,15 @@ class MiniCPMV:
 
     def prompt_ids(self, msgs: list[dict], *, system_prompt: str = "", max_slice_nums: int | None = None,
                    use_image_id: bool | None = None, parse_special: bool = False, downsample_mode: str | None = None,
-                   enable_thinking: bool | None = None) -> list[int]:
+                   enable_thinking: bool | None = None, temporal_ids: Sequence[Sequence[int]] | None = None
+                   ) -> list[int]:
         """The token ids of the prompt chat() would build for `msgs` with these keywords, each image row as the
         placeholder token the original processor writes (2.6: `<unk>`, 4.6: `<|image_pad|>`): what the original's
         input_ids hold. Images are encoded (through the cache); nothing is decoded."""
         pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
                           parse_special=parse_special, downsample_mode=downsample_mode,
-                          enable_thinking=enable_thinking)
+                          enable_thinking=self._weights.chat_defaults.enable_thinking if enable_thinking is None
+                          else enable_thinking, temporal_ids=temporal_ids)  # type: ignore[arg-type]
         return self._session.prompt_ids(normalize(msgs, pp.system_prompt), pp)
 
     # ---- the parts, for callers that need them ----

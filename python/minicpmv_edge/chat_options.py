@@ -64,6 +64,7 @@ class GenerationParams:
     seed: int = 0
     skip_special_tokens: bool = False
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings (finish_reason "stop")
+    prefix: str = ""  # text the answer starts with, before the generated tokens' (4.5 thinking: "<think>\n")
 
     def __post_init__(self) -> None:
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
@@ -92,6 +93,8 @@ class PromptParams:
     parse_special: bool = False  # True: special-token strings typed in messages become control tokens
     downsample_mode: str | None = None  # "16x" or "4x"; None: the mmproj's default (media.Media.downsample_mode)
     enable_thinking: bool | None = None  # None: the template's own default
+    # 4.5's packed frames: the time ids of the conversation's images in groups (check_temporal_ids); None: none
+    temporal_ids: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.system_prompt, str):
@@ -107,11 +110,33 @@ class PromptParams:
                              f"model's default), not {self.downsample_mode!r}")
         if self.enable_thinking is not None:
             check_bool("enable_thinking", self.enable_thinking)
+        if self.temporal_ids is not None:
+            object.__setattr__(self, "temporal_ids", check_temporal_ids(self.temporal_ids))
 
     @property
     def template_kwargs(self) -> dict[str, object]:
         """What the chat template gets beyond the messages: only what the caller gave."""
         return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+
+
+def check_temporal_ids(value: object) -> tuple[tuple[int, ...], ...]:
+    """chat()'s `temporal_ids` as the original takes them: a list of groups (lists or numpy arrays) of integer time
+    ids (-1: none), one group per packed set of consecutive images; TypeError / ValueError naming what is wrong."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"temporal_ids must be a list of groups of integer time ids (e.g. [[0, 3, 7], [10, 13]]), "
+                        f"not {type(value).__name__}")
+    groups = []
+    for g, group in enumerate(value):  # type: ignore[attr-defined]
+        if isinstance(group, (str, bytes)) or not hasattr(group, "__iter__"):
+            raise TypeError(f"temporal_ids[{g}] must be a group (a list) of integer time ids, not "
+                            f"{type(group).__name__} (a flat list is one group: wrap it, [[...]])")
+        ids = tuple(check_int(f"temporal_ids[{g}][{i}]", t, -1) for i, t in enumerate(group))
+        if not ids:
+            raise ValueError(f"temporal_ids[{g}] is an empty group (each group holds at least one image's id)")
+        groups.append(ids)
+    if not groups:
+        raise ValueError("temporal_ids is empty (None: no packed frames)")
+    return tuple(groups)
 
 
 def with_generation_config(defaults: ChatDefaults, generation: Mapping[str, float | bool]) -> ChatDefaults:
@@ -138,8 +163,8 @@ def chat_params(defaults: ChatDefaults, *, max_new_tokens: int | None = None, mi
                 num_beams: int | None = None, seed: int | None = None, system_prompt: str = "",
                 max_slice_nums: int | None = None, use_image_id: bool | None = None,
                 skip_special_tokens: bool | None = None, parse_special: bool = False, stop: Sequence[str] | str = (),
-                downsample_mode: str | None = None, enable_thinking: bool | None = None
-                ) -> tuple[GenerationParams, PromptParams]:
+                downsample_mode: str | None = None, enable_thinking: bool | None = None,
+                temporal_ids: object = None) -> tuple[GenerationParams, PromptParams]:
     """chat()'s keywords, checked, with the model's defaults for the mode (`sampling`; None: the model's default
     mode, or sampling for a `stream` where sampling=False is beam search, which cannot stream); a keyword that the
     mode's settings do not have is ignored, as the original ignores it. `seed` None: a random one;
@@ -147,7 +172,11 @@ def chat_params(defaults: ChatDefaults, *, max_new_tokens: int | None = None, mi
     if sampling is None:
         sampling = True if stream and dict(defaults.beam).get("num_beams", 1) != 1 else defaults.sampling
     check_bool("sampling", sampling)
-    mode = dict(defaults.sample if sampling else defaults.beam)
+    if enable_thinking is None:
+        enable_thinking = defaults.enable_thinking  # what the original chat() passes when not told
+    thinking = enable_thinking is not None and check_bool("enable_thinking", enable_thinking)
+    sample = defaults.thinking_sample if thinking and defaults.thinking_sample is not None else defaults.sample
+    mode = dict(sample if sampling else defaults.beam)
 
     def pick(name: str, given: float | None, off: float) -> float:
         """The given value where the mode has the setting, else the mode's default, else `off`."""
@@ -165,7 +194,8 @@ def chat_params(defaults: ChatDefaults, *, max_new_tokens: int | None = None, mi
         num_beams=pick("num_beams", num_beams, 1),  # type: ignore[arg-type]
         seed=secrets.randbits(32) if seed is None else seed,
         skip_special_tokens=defaults.skip_special_tokens if skip_special_tokens is None else skip_special_tokens,
-        stop=tuple(stop))
+        stop=tuple(stop), prefix=defaults.thinking_prefix if thinking else "")
     pp = PromptParams(system_prompt=system_prompt, max_slice_nums=max_slice_nums, use_image_id=use_image_id,
-                      parse_special=parse_special, downsample_mode=downsample_mode, enable_thinking=enable_thinking)
+                      parse_special=parse_special, downsample_mode=downsample_mode, enable_thinking=enable_thinking,
+                      temporal_ids=temporal_ids)  # type: ignore[arg-type]
     return gp, pp

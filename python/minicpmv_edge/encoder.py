@@ -12,6 +12,7 @@ One encoder may be shared by threads: calls are serialised in the native object.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class VisionEncoder:
             raise ValueError(f"unknown position_ids rule {position_ids!r}")
         # the graph's variants are the file's keys; llama.cpp's files lack ours and get their family's
         defaults = {"minicpmv_edge.vision.position_ids": self.projector.position_ids or "navit_2d",
-                    "minicpmv_edge.vision.padded_batch": "true" if self.projector.padded_batch else "false"}
+                    "minicpmv_edge.vision.padded_batch": "true" if self.projector.padded_batch else "false",
+                    "minicpmv_edge.resampler.temporal": "true" if self.projector.temporal else "false"}
         family = self.projector.family
         if family is not None:  # (our files carry these keys; a file without them gets its family's)
             defaults["minicpmv_edge.vision.slicing"] = family.slicing
@@ -100,6 +102,8 @@ class VisionEncoder:
         self.hidden: int = hp["n_out"]
         # the prompt's pieces as one zero-padded batch (media.py passes pad_to)
         self.padded_batch: bool = hp["padded_batch"]
+        # MiniCPM-V 4.5's temporal resampler: video frames packed into units (encode_units)
+        self.temporal: bool = hp["temporal"]
 
     @property
     def native(self) -> _core.VisionEncoder:
@@ -143,6 +147,25 @@ class VisionEncoder:
         per_piece = counts[0] if counts else self.query_num
         return rows.reshape(len(arrays), per_piece, self.hidden)
 
+    def encode_units(self, pieces: list[np.ndarray], units: Sequence[tuple[Sequence[int], Sequence[int]]]
+                     ) -> np.ndarray:
+        """float32 [n_units, query_num, hidden]: MiniCPM-V 4.5's packed units (a file with `temporal`). Each unit
+        is (indices into `pieces`, one time id per index; -1: none): the tower runs on every frame-piece, then the
+        resampler attends the unit's frame-pieces as one key sequence, each frame's keys carrying its 2-D position
+        and its time id's code. A unit's pieces must share one size."""
+        if not self.temporal:
+            raise ValueError(f"{self.path}: packed frames need the temporal resampler (MiniCPM-V 4.5), which this "
+                             "file does not have")
+        norm: list[tuple[list[int], list[int]]] = []
+        for k, (index, ids) in enumerate(units):
+            pick = [check_int("piece index", i, 0) for i in index]
+            times = [check_int("time id", t, -1) for t in ids]
+            if not pick or len(pick) != len(times):
+                raise ValueError(f"packed unit {k}: needs one time id per piece and at least one piece")
+            norm.append((pick, times))
+        rows = self.native.encode_units(list(pieces), norm)
+        return rows.reshape(len(norm), self.query_num, self.hidden)
+
     def _counts(self, arrays: list, downsample: str | None) -> list[int] | None:
         """Each piece's rows, or None when some piece is malformed (the native encode then says how)."""
         ps = self.slice_config.patch_size
@@ -169,14 +192,43 @@ class VisionEncoder:
         """(slicing grid, pieces, embeddings [total rows, hidden]) of an RGB uint8 [H, W, 3] image, sliced with
         this file's resolution, patch size, pixel rules and normalisation (4.6: piece sides in the `downsample`
         mode's unit); a piece over the patch limit is refused from the plan, before any pixel is resized."""
+        grid, chw = self.pieces_of(rgb, max_slice_nums, n_threads, downsample)
+        return grid, len(chw), self.encode_rows(chw, pad_to, downsample)
+
+    def pieces_of(self, rgb: np.ndarray, max_slice_nums: int, n_threads: int | None = None,
+                  downsample: str | None = None) -> tuple[tuple[int, int] | None, list[np.ndarray]]:
+        """(slicing grid, normalised float32 [3, H, W] pieces: overview, then slices row-major) of an RGB uint8
+        image, as encode_image slices it."""
         c = self.slice_config_for(max_slice_nums, n_threads, downsample)
         try:
             plan, pieces = _core.slice_pieces(rgb, c.max_slice_nums, c.scale_resolution, c.patch_size, c.n_threads,
                                               c.patch_limit, c.square, unit=c.size_unit, resize=c.resize_kind)
         except ValueError as e:
             raise ImageError(str(e)) from None
-        chw = [_core.normalize_chw(p, list(c.mean), list(c.std), kind=c.resize_kind) for p in pieces]
-        return plan.grid, len(pieces), self.encode_rows(chw, pad_to, downsample)
+        return plan.grid, [_core.normalize_chw(p, list(c.mean), list(c.std), kind=c.resize_kind) for p in pieces]
+
+    def encode_group(self, frames: Sequence[np.ndarray], time_ids: Sequence[int], max_slice_nums: int,
+                     n_threads: int | None = None) -> tuple[tuple[int, int] | None, int, np.ndarray]:
+        """(the first frame's slicing grid, packed units, embeddings [units x query_num, hidden]) of one group of
+        RGB uint8 frames packed by their time ids (4.5's temporal_ids, fact sheet §5.3): each frame sliced as an
+        image; unit s holds piece s of every frame (overview first, then the slices), so all frames must give the
+        same pieces (ValueError otherwise)."""
+        if len(frames) != len(time_ids) or not frames:
+            raise ValueError(f"a packed group needs one time id per frame, got {len(frames)} frames and "
+                             f"{len(time_ids)} ids")
+        sliced = [self.pieces_of(rgb, max_slice_nums, n_threads) for rgb in frames]
+        grid, first = sliced[0]
+        for k, (g, pieces) in enumerate(sliced[1:], 1):
+            shapes = [p.shape for p in pieces]
+            if g != grid or shapes != [p.shape for p in first]:
+                raise ValueError(f"frame {k} of a packed group is sliced into {len(pieces)} pieces of sizes "
+                                 f"{[s[1:] for s in shapes]}, frame 0 into {len(first)} of "
+                                 f"{[p.shape[1:] for p in first]}: the frames of one group must have one size")
+        n = len(first)
+        pieces = [p for s in range(n) for _, ps in sliced for p in ps[s:s + 1]]  # unit-major: piece s of each frame
+        units = [(list(range(s * len(frames), (s + 1) * len(frames))), list(time_ids)) for s in range(n)]
+        rows = self.encode_units(pieces, units)
+        return grid, n, rows.reshape(n * self.query_num, self.hidden)
 
     def slice_config_for(self, max_slice_nums: int, n_threads: int | None = None, downsample: str | None = None
                          ) -> SliceConfig:

@@ -36,6 +36,8 @@ def answer(kv: KVState, model: LlamaModel, prompt: Prompt, p: GenerationParams, 
     t1 = time.perf_counter()
     tokens: Iterator[int] | None = None
     try:
+        if p.prefix:  # what the original puts before the decoded answer (4.5 thinking: the prompt's "<think>\n")
+            yield p.prefix
         if p.sampling or p.num_beams == 1:  # one beam is transformers' greedy search: temperature 0
             tokens = sample(kv, model, p if p.sampling else replace(p, temperature=0.0), stop_ids, stats,
                             penalty_prefix)
@@ -54,7 +56,7 @@ def answer(kv: KVState, model: LlamaModel, prompt: Prompt, p: GenerationParams, 
             yield tail
         if text.stopped:
             stats.finish_reason = "stop"
-        stats.text = text.final
+        stats.text = p.prefix + text.final
     finally:
         if hasattr(tokens, "close"):
             tokens.close()  # type: ignore[union-attr]

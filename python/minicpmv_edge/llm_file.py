@@ -9,6 +9,7 @@ which checks them itself.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -164,6 +165,7 @@ def check_llm_file(path: str | os.PathLike[str], archs: tuple[str, ...]) -> LlmF
                 and key != f"{arch}.rope.dimension_sections":
             raise fail(f"key '{key}' holds {len(value)} values for {n_layer} layers")
 
+    _warn_missing_rope_factors(p, arch, kv, {t.name for t in info.tensors})
     space_prefix = get("tokenizer.ggml.add_space_prefix", bool, required=False)
     template = get("tokenizer.chat_template", str, required=False)
     specials = {}
@@ -228,3 +230,18 @@ def _check_recurrent(arch: str, kv: dict, integer: Callable[..., int | None],
     layers = kv.get(f"{arch}.attention.recurrent_layers")
     if layers is not None and (not isinstance(layers, list) or not all(isinstance(v, bool) for v in layers)):
         raise fail(f"key '{arch}.attention.recurrent_layers' must be a list of true / false, one per layer")
+
+
+def _warn_missing_rope_factors(p: str, arch: str, kv: dict, tensors: set[str]) -> None:
+    """A file that says its RoPE is LongRoPE but carries no factor tensors runs plain RoPE in llama.cpp (its loader
+    reads only `rope_factors_long/short` then, not `rope_freqs`): llama.cpp's own converter writes such files (it has
+    no LongRoPE branch for the `llama` architecture, e.g. for MiniCPM-V 4.0's language model). Loaded, with a
+    warning."""
+    if kv.get(f"{arch}.rope.scaling.type") != "longrope":
+        return
+    if tensors & {"rope_factors_long.weight", "rope_factors_short.weight"}:
+        return
+    logging.getLogger("minicpmv_edge").warning(
+        "%s: says its RoPE is LongRoPE but holds no factors (rope_factors_long/short): llama.cpp runs "
+        "plain RoPE, so answers differ from the original model's (llama.cpp's converter writes such files; convert "
+        "the original checkpoint with `minicpmv-edge convert` to carry the factors)", p)

@@ -22,11 +22,11 @@ joined the chat) is encoded again, and the KV cache keeps nothing from it on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .cache import EmbeddingCache, Encoded, EncodedVideo, pixels_key
+from .cache import EmbeddingCache, Encoded, EncodedVideo, PackedFrame, group_key, pixels_key
 from .chat_options import DOWNSAMPLE_MODES
 from .encoder import VisionEncoder
 from .families import Family
@@ -75,37 +75,56 @@ class Media:
 
     def encode_turns(self, turns: list[Turn], max_slices: int, stats: ChatStats, n_ctx: int | None = None,
                      text_tokens: int = 0, progress: Callable[[int], None] | None = None,
-                     downsample: str | None = None) -> list[Turn]:
+                     downsample: str | None = None, temporal_ids: Sequence[Sequence[int]] | None = None
+                     ) -> list[Turn]:
         """The turns with each image part replaced by its encoding (a video by its frames'); `stats` gets what it
         cost. A prompt whose image rows and `text_tokens` (a lower bound of its text) exceed `n_ctx` is refused
         (ValueError) before any image is decoded. `downsample`: the merger mode (downsample_mode(); None for a
-        resampler)."""
+        resampler). `temporal_ids`: the image parts are frames packed in these groups of time ids (4.5): the first
+        frame of each group becomes the group's encoding, the others PackedFrame; a video whose recipe packs its
+        frames (VideoPlan.groups) is laid out the same way."""
         t0 = time.perf_counter()
         recipe, limits = self.family.video, self._config(max_slices, downsample)
         media = [p for t in turns for p in t.parts if not isinstance(p, str)]
         videos = {k: probe(p, limits.max_pixels, limits.max_side)  # each video once, however often it appears
                   for k, p in {id(p): p for p in media if isinstance(p, Video)}.items()}
-        frames = {k: recipe.frame_indices(v.n_frames, v.fps) for k, v in videos.items()} if recipe else {}
-        # id(part) -> [width, height, max_slice_nums, images it makes], from the headers
-        sizes = {**{k: [v.width, v.height, 0, len(frames.get(k, ()))] for k, v in videos.items()},
-                 **{id(p): [*image_size(p, limits.max_pixels, limits.max_side), max_slices, 1]
-                    for p in media if not isinstance(p, Video)}}
         if videos and recipe is None:
             raise TypeError(f"internal: {self.family.display} has no video recipe")
+        plans = {k: recipe.plan(v.n_frames, v.fps) for k, v in videos.items()} if recipe else {}
+        images = sum(1 for p in media if not isinstance(p, Video))
+        image_groups = self._image_groups(images, temporal_ids)
+        if (temporal_ids is not None or any(p.groups for p in plans.values())) and not self.encoder.temporal:
+            raise ValueError(f"{'temporal_ids' if temporal_ids is not None else 'this video recipe'}: packed "
+                             f"frames need the temporal resampler (MiniCPM-V 4.5's), which this "
+                             f"{self.family.display} mmproj does not have; pass the frames as images without "
+                             "temporal_ids")
+        # id(part) -> [width, height, max_slice_nums, images it makes], from the headers
+        sizes = {**{k: [v.width, v.height, 0, len(plans[k].frames)] for k, v in videos.items()},
+                 **{id(p): [*image_size(p, limits.max_pixels, limits.max_side), max_slices, 1]
+                    for p in media if not isinstance(p, Video)}}
         for k in videos:
             sizes[k][2] = recipe.max_slices(sizes[k][3])  # type: ignore[union-attr]
+        # placeholders of each media part in order: a packed group has one (its first frame's)
+        holders = [len(plans[id(p)].groups or plans[id(p)].frames) if isinstance(p, Video) else 1 for p in media]
+        at = 0
+        for i, p in enumerate(media):
+            if not isinstance(p, Video):
+                holders[i] = 1 if image_groups is None or image_groups[at][1] == 0 else 0
+                at += 1
         for attempt in (1, 2):  # again, once, if a decoded size differs from its header's in a padded batch
-            plans = {k: plan(w, h, self._config(n, downsample))[1] for k, (w, h, n, _) in sizes.items()}
-            rows = sum(sum(self._tokens(plans[id(p)], downsample)) * sizes[id(p)][3] for p in media)
+            planned = {k: plan(w, h, self._config(n, downsample))[1] for k, (w, h, n, _) in sizes.items()}
+            rows = sum(sum(self._tokens(planned[id(p)], downsample)) * n for p, n in zip(media, holders, strict=True))
             if n_ctx is not None and rows + text_tokens > n_ctx:
                 raise ValueError(f"the prompt is at least {rows + text_tokens} tokens ({rows} of them image rows), "
                                  f"more than n_ctx {n_ctx}")
             ps = limits.patch_size
             pad_to = 0 if self.batch is None else self.batch.pad_length(  # the longest piece of the call
-                [max((a // ps) * (b // ps) for a, b in pieces) for pieces in plans.values()])
+                [max((a // ps) * (b // ps) for a, b in pieces) for pieces in planned.values()])
             suffix = f"|padded to {pad_to}" if pad_to else ""
             stats.images = stats.pieces = stats.pieces_encoded = 0
             out: list[Turn] = []
+            packer = _Packer(self, stats, progress)
+            image_at = 0
             try:
                 for t in turns:
                     parts: list = []
@@ -113,30 +132,85 @@ class Media:
                         if isinstance(p, str):
                             parts.append(p)
                             continue
-                        items: Iterator[Image | Video] = iter([p])
-                        if isinstance(p, Video):
-                            items = (Image(f, name=f"{p.name}: frame") for f in
-                                     frames_at(p, frames[id(p)], limits.max_pixels, limits.max_side))
                         w, h, n_slices, _ = sizes[id(p)]
-                        encoded: list[Encoded] = []
-                        for item in items:
-                            rgb = load_rgb(item, limits.max_pixels, limits.max_side, alpha=limits.alpha)
-                            if self.batch and attempt == 1 and (rgb.shape[1], rgb.shape[0]) != (w, h):
-                                sizes[id(p)][:2] = rgb.shape[1], rgb.shape[0]
-                                raise _SizeChanged
-                            hit = self._encode(rgb, n_slices, pad_to, suffix, downsample, stats)
-                            stats.images += 1
-                            stats.pieces += hit.n_pieces
-                            if progress:
-                                progress(hit.n_pieces)
-                            encoded.append(hit)
-                        parts.append(EncodedVideo(tuple(encoded)) if isinstance(p, Video) else encoded[0])
+                        if isinstance(p, Video):
+                            vplan = plans[id(p)]
+                            frames: list = []
+                            packs = [(g, j) for g, ids in enumerate(vplan.groups or ()) for j in range(len(ids))]
+                            vpacker = _Packer(self, stats, progress)
+                            rgbs = frames_at(p, vplan.frames, limits.max_pixels, limits.max_side)
+                            for k, f in enumerate(rgbs):
+                                rgb = load_rgb(Image(f, name=f"{p.name}: frame"), limits.max_pixels,
+                                               limits.max_side, alpha=limits.alpha)
+                                if vplan.groups:
+                                    g, j = packs[k]
+                                    vpacker.add(g, vplan.groups[g], j, rgb, frames, n_slices)
+                                    continue
+                                if self.batch and attempt == 1 and (rgb.shape[1], rgb.shape[0]) != (w, h):
+                                    sizes[id(p)][:2] = rgb.shape[1], rgb.shape[0]
+                                    raise _SizeChanged
+                                frames.append(self._image(rgb, n_slices, pad_to, suffix, downsample, stats, progress))
+                            vpacker.finish()  # a group cut short (fewer frames decoded than the file counts)
+                            parts.append(EncodedVideo(tuple(frames)))
+                            continue
+                        rgb = load_rgb(p, limits.max_pixels, limits.max_side, alpha=limits.alpha)
+                        group = image_groups[image_at] if image_groups is not None else None
+                        image_at += 1
+                        if group is not None:
+                            g, j = group
+                            packer.add(("images", g), temporal_ids[g], j, rgb, parts, n_slices)  # type: ignore
+                            continue
+                        if self.batch and attempt == 1 and (rgb.shape[1], rgb.shape[0]) != (w, h):
+                            sizes[id(p)][:2] = rgb.shape[1], rgb.shape[0]
+                            raise _SizeChanged
+                        parts.append(self._image(rgb, n_slices, pad_to, suffix, downsample, stats, progress))
                     out.append(Turn(t.role, parts))
+                if packer.pending:
+                    raise RuntimeError("internal: a packed group of images was left unfinished")
             except _SizeChanged:
                 continue
             break
         stats.encode_ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    @staticmethod
+    def _image_groups(images: int, temporal_ids: Sequence[Sequence[int]] | None) -> list[tuple[int, int]] | None:
+        """(group, place in the group) of each image part, for temporal_ids that cover exactly the images."""
+        if temporal_ids is None:
+            return None
+        lengths = [len(g) for g in temporal_ids]
+        if sum(lengths) != images:
+            raise ValueError(f"temporal_ids: {len(lengths)} group(s) of {'+'.join(map(str, lengths))} = {sum(lengths)} "
+                             f"time ids, but the conversation has {images} image(s) (each image, in order, needs one "
+                             "id; a Video part gets its own from the video recipe)")
+        return [(g, j) for g, n in enumerate(lengths) for j in range(n)]
+
+    def _image(self, rgb: np.ndarray, n_slices: int, pad_to: int, suffix: str, downsample: str | None,
+               stats: ChatStats, progress: Callable[[int], None] | None) -> Encoded:
+        hit = self._encode(rgb, n_slices, pad_to, suffix, downsample, stats)
+        stats.images += 1
+        stats.pieces += hit.n_pieces
+        if progress:
+            progress(hit.n_pieces)
+        return hit
+
+    def encode_group(self, frames: list[np.ndarray], time_ids: Sequence[int], n_slices: int,
+                     stats: ChatStats) -> Encoded:
+        """A packed group's encoding (its units' rows, in the layout of its first frame's pieces), from the cache or
+        the encoder (then cached)."""
+        key = group_key(frames, list(time_ids), n_slices, self.model_id)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        try:
+            grid, n, emb = self.encoder.encode_group(frames, time_ids, n_slices, self.n_threads)
+        except MemoryError as e:
+            raise MemoryError(f"out of memory while encoding a packed group of {len(frames)} frames"
+                              + (f": {e}" if str(e) else "")) from e
+        hit = Encoded(key, grid, n, emb, (self.encoder.query_num,) * n)
+        self.cache.put(hit)
+        stats.pieces_encoded += n
+        return hit
 
     def _encode(self, rgb: np.ndarray, n_slices: int, pad_to: int, suffix: str, downsample: str | None,
                 stats: ChatStats) -> Encoded:
@@ -159,3 +233,45 @@ class Media:
         self.cache.put(hit)
         stats.pieces_encoded += hit.n_pieces
         return hit
+
+
+class _Packer:
+    """Frames of packed groups as they are decoded: each group is encoded once its last frame arrives, and its
+    encoding takes the place its first frame holds (the later frames hold PackedFrame)."""
+
+    def __init__(self, media: Media, stats: ChatStats, progress: Callable[[int], None] | None) -> None:
+        self.media, self.stats, self.progress = media, stats, progress
+        self.pending: dict[object, tuple[list, int, list[np.ndarray]]] = {}
+        self.ids: dict[object, Sequence[int]] = {}
+        self.slices = 1
+
+    def add(self, group: object, time_ids: Sequence[int], j: int, rgb: np.ndarray, dest: list, n_slices: int
+            ) -> None:
+        """Frame `j` of `group` (time ids `time_ids`), whose place is the next one in `dest`."""
+        if j == 0:
+            self.pending[group] = (dest, len(dest), [])
+            self.ids[group], self.slices = time_ids, n_slices
+            dest.append(None)  # the group's encoding, once its last frame is here
+        else:
+            dest.append(PackedFrame())
+        holder, at, frames = self.pending[group]
+        frames.append(rgb)
+        self.stats.images += 1
+        if len(frames) < len(time_ids):
+            return
+        del self.pending[group]
+        self._encode(holder, at, frames, time_ids, n_slices)
+
+    def finish(self) -> None:
+        """Encode the groups still waiting for frames with the frames they have (their first time ids)."""
+        for group, (holder, at, frames) in list(self.pending.items()):
+            del self.pending[group]
+            self._encode(holder, at, frames, self.ids[group][:len(frames)], self.slices)
+
+    def _encode(self, holder: list, at: int, frames: list[np.ndarray], time_ids: Sequence[int], n_slices: int
+                ) -> None:
+        hit = self.media.encode_group(frames, time_ids, n_slices, self.stats)
+        holder[at] = hit
+        self.stats.pieces += hit.n_pieces
+        if self.progress:
+            self.progress(hit.n_pieces)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .cache import EncodedVideo
+from .cache import EncodedVideo, PackedFrame
 from .families import Family
 from .messages import MessageError, Turn
 
@@ -185,6 +185,9 @@ class _Layout:
         _emit_units(self.em, self.v, len(self.images) - 1, image.grid, _piece_rows(image, self.query_num))
 
     def image(self, image: Any) -> None:
+        if isinstance(image, PackedFrame):  # packed into an earlier frame's group: counted, no placeholder
+            self.n_images += 1
+            return
         if self.use_image_id:
             _emit_id(self.em, self.n_images)
         self.n_images += 1
@@ -197,6 +200,8 @@ class _Layout:
             _emit_id(self.em, self.n_videos)
         self.n_videos += 1
         for i, frame in enumerate(video.frames):
+            if isinstance(frame, PackedFrame):  # its rows are in its group's units
+                continue
             if i and layout.frame_separator:
                 self.em.text(layout.frame_separator)
             self._units(frame, layout.row_token or self.v.row_token)
@@ -310,27 +315,55 @@ def build_prompt(template: str, turns: Sequence[Turn], v: Family, vocab: Vocabul
     chat template's switches the caller gave (enable_thinking)."""
     rendered, where, contents = _render(template, turns, v, template_kwargs)
 
-    em = _Emitter(vocab)
-    layout = _Layout(em, v, query_num, use_image_id)
-    user_text = em.template_text if parse_special else em.text
+    ops: list[tuple[str, Any]] = []  # ("template", text), ("user", text), ("medium", encoding), in prompt order
     cursor = 0
     for (start, length, dropped), (_, spans) in zip(where, contents, strict=True):
-        em.template_text(rendered[cursor:start])
+        ops.append(("template", rendered[cursor:start]))
         for a, b, medium in spans:
             if medium is not None:
                 if b - dropped <= 0:  # in a part the template left out (an earlier answer's think block)
                     continue
                 if a - dropped < 0 or b - dropped > length:
                     raise MessageError("the chat template cut into an image's tag")
-                if isinstance(medium, EncodedVideo):
-                    layout.video(medium)
-                else:
-                    layout.image(medium)
+                ops.append(("medium", medium))
                 continue
             a, b = max(a - dropped, 0), min(b - dropped, length)
             if a < b:
-                user_text(rendered[start + a : start + b])
+                ops.append(("user", rendered[start + a : start + b]))
         cursor = start + length
-    em.template_text(rendered[cursor:])
+    ops.append(("template", rendered[cursor:]))
+    _strip_before_packed(ops)
+
+    em = _Emitter(vocab)
+    layout = _Layout(em, v, query_num, use_image_id)
+    user_text = em.template_text if parse_special else em.text
+    for kind, item in ops:
+        if kind == "medium":
+            if isinstance(item, EncodedVideo):
+                layout.video(item)
+            else:
+                layout.image(item)
+        else:
+            (em.template_text if kind == "template" else user_text)(item)
     em.flush()
     return Prompt(em.out, layout.images, layout.row_tokens)
+
+
+def _strip_before_packed(ops: list[tuple[str, Any]]) -> None:
+    """4.5's processor (fact sheet §5.3): a frame packed into an earlier frame's group has no placeholder, and the
+    text between the previous image's tag and its tag is stripped (`.strip()`: the "\n" chat() put between the
+    frames goes); in place, over the text ops between the two media (a video without a tag of its own is its
+    frames: each frame a medium there)."""
+    last = -1  # the index of the previous medium
+    for i, (kind, item) in enumerate(ops):
+        if kind != "medium":
+            continue
+        if isinstance(item, PackedFrame):
+            chunk = list(range(last + 1, i))
+            for order, strip in ((chunk, str.lstrip), (chunk[::-1], str.rstrip)):
+                for k in order:
+                    text = strip(ops[k][1])
+                    ops[k] = (ops[k][0], text)
+                    if text:
+                        break
+        last = i

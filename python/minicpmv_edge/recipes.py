@@ -120,8 +120,8 @@ def _shapes(p: Preset, v: Family, vocab_size: int) -> list[tuple[str, tuple[int,
     if model_shapes is not None:  # a layout of its own (4.6): the recipe lists every tensor
         return model_shapes(p, v, vocab_size)
     D, E = p.vision_width, p.llm_width
-    head_dim = E // p.llm_heads
-    kv = p.llm_kv_heads * head_dim
+    head_dim = getattr(p, "head_dim", 0) or E // p.llm_heads  # a preset with an explicit head size (4.5)
+    kv, qd = p.llm_kv_heads * head_dim, p.llm_heads * head_dim
     assert v.recipe is not None
     out = v.recipe.vision_shapes(p, v)
     out += [("resampler.query", (p.queries(v), E), "embed"), ("resampler.kv_proj.weight", (E, D), "linear"),
@@ -135,11 +135,14 @@ def _shapes(p: Preset, v: Family, vocab_size: int) -> list[tuple[str, tuple[int,
     out += [("llm.model.embed_tokens.weight", (vocab_size, E), "embed")]
     for i in range(p.llm_layers):
         b = f"llm.model.layers.{i}."
-        out += [(f"{b}self_attn.q_proj.weight", (E, E), "linear"), (f"{b}self_attn.k_proj.weight", (kv, E), "linear"),
-                (f"{b}self_attn.v_proj.weight", (kv, E), "linear"), (f"{b}self_attn.o_proj.weight", (E, E), "linear")]
+        out += [(f"{b}self_attn.q_proj.weight", (qd, E), "linear"), (f"{b}self_attn.k_proj.weight", (kv, E), "linear"),
+                (f"{b}self_attn.v_proj.weight", (kv, E), "linear"), (f"{b}self_attn.o_proj.weight", (E, qd), "linear")]
         if v.llm_qkv_bias:
-            out += [(f"{b}self_attn.q_proj.bias", (E,), "bias"), (f"{b}self_attn.k_proj.bias", (kv,), "bias"),
+            out += [(f"{b}self_attn.q_proj.bias", (qd,), "bias"), (f"{b}self_attn.k_proj.bias", (kv,), "bias"),
                     (f"{b}self_attn.v_proj.bias", (kv,), "bias")]
+        if v.llm_qk_norm:
+            out += [(f"{b}self_attn.q_norm.weight", (head_dim,), "norm"),
+                    (f"{b}self_attn.k_norm.weight", (head_dim,), "norm")]
         out += [(f"{b}mlp.gate_proj.weight", (p.llm_ffn, E), "linear"),
                 (f"{b}mlp.up_proj.weight", (p.llm_ffn, E), "linear"),
                 (f"{b}mlp.down_proj.weight", (E, p.llm_ffn), "linear"),
@@ -190,6 +193,9 @@ def write_checkpoint(preset: str | Preset, out_dir: str | os.PathLike[str]) -> P
             configs = v.recipe.configs(p, v, ids, vocab_size)
         else:
             tok_json, ids = _train_tokenizer(v, p.vocab, p.corpus)
+            placed = getattr(v.recipe, "place_tokens", None)
+            if placed is not None:  # added tokens at the real file's places (4.5's <unk> inside the BPE range)
+                tok_json, ids = placed(tok_json, ids)
             vocab_size = max(ids.values()) + 1
             (tmp / "tokenizer.json").write_text(tok_json, encoding="utf-8")
             configs = v.recipe.configs(p, v, ids, vocab_size)

@@ -120,7 +120,8 @@ class Session:
         least_text = -(-turns.text_chars // m.llm.file.max_token_chars)
         media: Media = m.media
         downsample = media.downsample_mode(pp.downsample_mode)
-        encoded = media.encode_turns(turns, max_slices, stats, n_ctx, least_text, progress, downsample)
+        encoded = media.encode_turns(turns, max_slices, stats, n_ctx, least_text, progress, downsample,
+                                     pp.temporal_ids)
         prompt = build_prompt(m.template, encoded, f, m.llm, enc.query_num, use_image_id, pp.parse_special,
                               pp.template_kwargs)
         stats.prompt_tokens = len(prompt)

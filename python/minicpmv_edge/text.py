@@ -58,6 +58,11 @@ class TextDecoder:
         self._raw += self._utf8.decode(self._piece(token))
         return self._take(final=False)
 
+    def push_text(self, text: str) -> str:
+        """Text decoded elsewhere (a byte run), after what the bytes so far decode to."""
+        self._raw += self._utf8.decode(b"", final=True) + text
+        return self._take(final=False)
+
     def flush(self) -> str:
         self._raw += self._utf8.decode(b"", final=True)
         return self._take(final=True)
@@ -118,7 +123,10 @@ class AnswerText:
         # the family's plain added tokens are text even when special ones are skipped (4.6's <think>, <|fim_pad|>,
         # ...), whatever type llama.cpp gives them (it makes "control-looking" ones control tokens)
         plain = {specials[t] for t in family.plain_tokens if t in specials}
-        self._stream = TextDecoder(lambda t: piece(t, not skip_special or t in plain), family.clean_up_spaces)
+        self._piece = lambda t: piece(t, not skip_special or t in plain)
+        self._stream = TextDecoder(self._piece, family.clean_up_spaces)
+        self._byte_runs = family.byte_runs and bool(pieces)
+        self._run = bytearray()  # the byte-fallback tokens since the last other token (byte_runs)
         self._cut = StopCut(stops, strip)
         # the original decodes generate()'s whole output: where that starts with a dummy BOS (transformers 4.36:
         # Family.penalty_history), its "leading BOS dropped" is the dummy, and a generated BOS stays in the text
@@ -146,10 +154,29 @@ class AnswerText:
         if (first and token == self._bos) or token in self._drop:
             return ""
         self._tokens.append(token)
-        return self._cut.push(self._stream.push(token))
+        if not self._byte_runs:
+            return self._cut.push(self._stream.push(token))
+        p = self._pieces[token]
+        if len(p) == 6 and p.startswith("<0x") and p.endswith(">"):
+            self._run.append(int(p[3:5], 16))
+            return ""
+        if not self._piece(token):  # a special token skipped: the runs on either side join, as the tokenizer drops it
+            return ""
+        return self._cut.push(self._end_run() + self._stream.push(token))
+
+    def _end_run(self) -> str:
+        """The byte run as one string: its UTF-8 text, or one U+FFFD per byte where it is not UTF-8."""
+        if not self._run:
+            return ""
+        try:
+            text = self._run.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "\ufffd" * len(self._run)
+        self._run.clear()
+        return self._stream.push_text(text)
 
     def flush(self) -> str:
-        out = self._cut.push(self._stream.flush())
+        out = self._cut.push(self._end_run() + self._stream.flush())
         return out + self._cut.flush()
 
     @property

@@ -18,6 +18,8 @@ TESTS = Path(__file__).resolve().parent.parent
 TRANSFORMERS_4_36 = Path(os.environ.get("MINICPMV_EDGE_TF436", Path(sys.prefix) / "ref" / "transformers-4.36"))
 # MiniCPM-V 4.6 is native in transformers 5.23, whose tokenizers and huggingface_hub the test extra's 4.46 cannot share
 TRANSFORMERS_5_23 = Path(os.environ.get("MINICPMV_EDGE_TF523", Path(sys.prefix) / "ref" / "transformers-5.23"))
+# MiniCPM-V 4.5's Qwen3 needs transformers >= 4.51 (its config.json records 4.51.0): tokenizers 0.21, the rest shared
+TRANSFORMERS_4_51 = Path(os.environ.get("MINICPMV_EDGE_TF451", Path(sys.prefix) / "ref" / "transformers-4.51"))
 
 
 def call(func: str, *args, env: Path = TRANSFORMERS_4_36, version: str = "4.36.0", timeout: float = 900, **kwargs):

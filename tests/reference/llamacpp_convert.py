@@ -18,8 +18,9 @@ from pathlib import Path
 LLAMA_CPP = Path(os.environ.get("MINICPMV_EDGE_LLAMACPP_CONVERTER", Path(sys.prefix) / "ref" / "llama.cpp-0.3.36"))
 
 
-def convert(hf_dir: Path, out: Path, *args: str, timeout: float = 600) -> Path:
-    """`convert_hf_to_gguf.py hf_dir --outfile out ARGS` (e.g. "--mmproj", "--no-mtp", "--outtype f32")."""
+def convert(hf_dir: Path, out: Path, *args: str, timeout: float = 600, pre: str = "qwen35") -> Path:
+    """`convert_hf_to_gguf.py hf_dir --outfile out ARGS` (e.g. "--mmproj", "--no-mtp", "--outtype f32"); `pre`: the
+    real vocabulary's pre-tokenizer name, which the tiny one is given ("qwen2" for MiniCPM-V 4.5's Qwen3)."""
     if not (LLAMA_CPP / "convert_hf_to_gguf.py").is_file():
         raise RuntimeError(f"{LLAMA_CPP}: llama.cpp's converter is not there (scripts/dev.sh test unpacks it; "
                            "MINICPMV_EDGE_LLAMACPP_CONVERTER names another folder)")
@@ -28,7 +29,7 @@ def convert(hf_dir: Path, out: Path, *args: str, timeout: float = 600) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     tests = Path(__file__).parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRANSFORMERS_5_23), str(tests)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRANSFORMERS_5_23), str(tests)]), "LLAMACPP_PRE": pre}
     p = subprocess.run([sys.executable, "-m", "reference.llamacpp_convert", str(LLAMA_CPP), str(hf_dir),
                         "--outfile", str(out), *args], capture_output=True, text=True, timeout=timeout,
                        cwd=tests, env=env)
@@ -42,7 +43,8 @@ def _main() -> None:
     sys.path[:0] = [os.path.join(root, "gguf-py"), root]
     import conversion.base as base
 
-    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen35"
+    pre = os.environ.get("LLAMACPP_PRE", "qwen35")
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
     modify = base.ModelBase.modify_tensors
 
     def without_merger(self, data, name, bid):

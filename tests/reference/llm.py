@@ -18,7 +18,9 @@ def load_llm(hf_dir: Path) -> torch.nn.Module:
         from .minicpm import MiniCPM
 
         return MiniCPM(hf_dir)
-    cls_name = {"2.6": "Qwen2ForCausalLM", "2.5": "LlamaForCausalLM"}[str(cfg["version"])]
+    # 4.5: Qwen3 (transformers >= 4.51: reference/v4_5.py runs it under that release)
+    cls_name = {"2.6": "Qwen2ForCausalLM", "2.5": "LlamaForCausalLM", "4.5": "Qwen3ForCausalLM",
+                "4.0": "LlamaForCausalLM"}[str(cfg["version"])]
     cls = getattr(transformers, cls_name)
     conf_cls = cls.config_class
     keep = {k: v for k, v in cfg.items() if k not in ("architectures", "auto_map", "model_type", "vision_config",
@@ -42,9 +44,16 @@ def logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
 
 
 def load_tokenizer(hf_dir: Path) -> transformers.PreTrainedTokenizerBase:
-    """The checkpoint's tokenizer as transformers runs it: the fast BPE of tokenizer.json (2.5, 2.6), or the slow
-    Llama SentencePiece tokenizer in legacy mode (2.0)."""
+    """The checkpoint's tokenizer as transformers runs it: the fast BPE of tokenizer.json (2.5, 2.6), the slow
+    Llama SentencePiece tokenizer in legacy mode (2.0), or the fast Llama one made from tokenizer.model (4.0)."""
     if not (hf_dir / "tokenizer.json").exists():
+        if str(load_config(hf_dir).get("version")) == "4.0":  # LlamaTokenizerFast over tokenizer.model (legacy),
+            # without the dummy prefix the SentencePiece model does not have (the converter would add one)
+            from sentencepiece import sentencepiece_model_pb2 as pb
+
+            proto = pb.ModelProto.FromString((hf_dir / "tokenizer.model").read_bytes())
+            return transformers.LlamaTokenizerFast.from_pretrained(
+                str(hf_dir), from_slow=True, legacy=True, add_prefix_space=proto.normalizer_spec.add_dummy_prefix)
         return transformers.LlamaTokenizer.from_pretrained(str(hf_dir))
     tc = json.loads((hf_dir / "tokenizer_config.json").read_text())
     tok = transformers.PreTrainedTokenizerFast(

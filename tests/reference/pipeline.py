@@ -30,10 +30,14 @@ class Original:
     slices_in_slice: bool  # slices as <slice> pieces (2.6) or as <image> pieces inside one <slice>...</slice> (2.5)
     rule: str | None  # the tower's position-id rule (reference/vision.py; None: the timm tower's resampled grid)
     padded_batch: bool  # batch_vision_input runs the pieces as one padded batch
+    thinking: bool = False  # chat() always passes enable_thinking to the template (4.5; default False)
+    bos: bool = False  # the processor's plain encode() adds the tokenizer's BOS (4.0's Llama tokenizer)
 
 
 ORIGINALS = {
     "2.6": Original(("<|im_end|>", "<|endoftext|>"), True, True, "hf", False),
+    "4.5": Original(("<|im_end|>", "<|endoftext|>"), True, True, "hf", False, thinking=True),  # reference/v4_5.py
+    "4.0": Original(("<|im_end|>", "</s>"), True, True, "hf", False, bos=True),  # 2.6's, Llama tokenizer
     "2.5": Original(("<|eot_id|>", "<|end_of_text|>"), False, False, "flat", True),
     "2.0": Original(("</s>",), False, False, None, False),  # its config has no `version` (ReferencePipeline20)
 }
@@ -63,9 +67,11 @@ class ReferencePrompt:
         return s
 
     def prompt(self, msgs: list[dict], system_prompt: str = "", max_slice_nums: int = 9,
-               use_image_id: bool | None = None, pieces_of=None) -> tuple[list[int], list[np.ndarray]]:
+               use_image_id: bool | None = None, pieces_of=None,
+               enable_thinking: bool = False) -> tuple[list[int], list[np.ndarray]]:
         """(input ids, normalised pieces in order) as chat() + the processor build them. `pieces_of(image)`
-        replaces the reference slicing (training passes the native slicer, pixel-exact and faster)."""
+        replaces the reference slicing (training passes the native slicer, pixel-exact and faster);
+        `enable_thinking`: the template's, where the original's chat() passes it (Original.thinking)."""
         use_id = self.original.image_ids if use_image_id is None else use_image_id
         copy, images = [], []
         if system_prompt:
@@ -80,7 +86,8 @@ class ReferencePrompt:
                 else:
                     parts.append(c)
             copy.append({"role": m["role"], "content": "\n".join(parts)})
-        text = self.tok.apply_chat_template(copy, tokenize=False, add_generation_prompt=True)
+        extra = {"enable_thinking": enable_thinking} if self.original.thinking else {}
+        text = self.tok.apply_chat_template(copy, tokenize=False, add_generation_prompt=True, **extra)
         pieces = []
         chunks = text.split(TAG)
         out = chunks[0]
@@ -91,7 +98,7 @@ class ReferencePrompt:
                 pieces += pieces_of(img)
             else:
                 pieces += [slicing.normalize(p) for p in slicing.pieces(img, max_slice_nums)]
-        return self.tok(out, add_special_tokens=False)["input_ids"], pieces
+        return self.tok(out, add_special_tokens=self.original.bos)["input_ids"], pieces
 
 
 class ReferencePipeline(ReferencePrompt):
@@ -134,7 +141,11 @@ class ReferencePipeline(ReferencePrompt):
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         """The answer text as the original chat() returns it for generated `ids` (stop token excluded): the
-        tokenizer's decode, special tokens included, stripped (its deletion of id 0 is a deviation of ours)."""
+        tokenizer's decode, special tokens included, stripped; the original first deletes every id 0, which this does
+        where id 0 is a special token (4.0's `<unk>`), not where it is a character (Qwen's and Llama 3's "!": not
+        deleting it there is a deviation of ours)."""
+        if self.tok.convert_ids_to_tokens(0) in self.tok.all_special_tokens:
+            ids = [t for t in ids if t != 0]
         return self.tok.decode(ids, skip_special_tokens=skip_special_tokens).strip()
 
     @torch.no_grad()

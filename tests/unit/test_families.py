@@ -21,7 +21,10 @@ from minicpmv_edge.families import (
     ({"version": 2.6}, "2.6"),
     ({"version": "2.6"}, "2.6"),
     ({"version": "2.5"}, "2.5"),
+    ({"version": 4.5}, "4.5"),  # MiniCPM-V 4.5 (its config.json: a float)
     ({"version": 2.5}, "2.5"),
+    ({"version": 4.0}, "4.0"),  # MiniCPM-V 4.0 (fact sheet §1: vLLM asserts version (4, 0))
+    ({"version": "4.0"}, "4.0"),
     # 2.0's config has the slicing keys (slice_mode, max_slice_nums), 1.0's has none: their tensors are the same
     ({"vision_encoder": "vit_so400m_patch14_siglip_384.webli", "query_num": 64, "slice_mode": True}, "2.0"),
     ({"vision_encoder": "vit_so400m_patch14_siglip_384.webli", "max_slice_nums": 9}, "2.0"),
@@ -50,6 +53,8 @@ def _mmproj(**kv) -> dict:
 @pytest.mark.parametrize(("kv", "name", "rule", "padded"), [
     (_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 3}), "2.6", "navit_2d", False),
     (_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 2}), "2.5", "flat_1d", True),
+    (_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 6}), "4.5", "navit_2d", False),
+    (_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 5}), "4.0", "navit_2d", False),
     (_mmproj(**{"clip.has_minicpmv_projector": True}), "2.5", "flat_1d", True),  # llama.cpp's older files
     (_mmproj(**{"clip.projector_type": "minicpmv-2.0"}), "2.0", None, False),
     (_mmproj(**{"clip.projector_type": "minicpmv-1.0"}), "1.0", None, False),
@@ -61,10 +66,10 @@ def test_mmproj_files_name_their_family(kv: dict, name: str, rule: str | None, p
 
 
 def test_encoder_only_and_foreign_mmproj_files() -> None:
-    p = detect_mmproj(_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 6}), "m.gguf")
-    assert p.family is None and p.model == "MiniCPM-V 4.5"
-    with pytest.raises(UnsupportedVersionError, match=r"MiniCPM-V 4\.5 is supported by the encoder only"):
-        family_of_files(p, "qwen3", "m.gguf", "l.gguf")
+    p = detect_mmproj(_mmproj(**{"clip.projector_type": "resampler", "clip.minicpmv_version": 4}), "m.gguf")
+    assert p.family is None and p.model == "MiniCPM-o 2.6"
+    with pytest.raises(UnsupportedVersionError, match=r"MiniCPM-o 2\.6 is supported by the encoder only"):
+        family_of_files(p, "qwen2", "m.gguf", "l.gguf")
     with pytest.raises(UnsupportedVersionError, match="projector 'mlp' version None is not a supported MiniCPM-V"):
         detect_mmproj(_mmproj(**{"clip.projector_type": "mlp"}), "m.gguf")
     with pytest.raises(ValueError, match="not 'clip'"):

@@ -67,7 +67,7 @@ def expected(layout: str, vocab: CharVocab, pictures: list[Picture]) -> list:
 
 def placeholder(family: str, grid: tuple[int, int] | None, index: int, image_id: bool) -> str:
     """One image as the family's original processor writes it (4.6: as 2.6, each piece with its own row count)."""
-    if family in ("2.6", "4.6"):
+    if family in ("2.6", "4.0", "4.5", "4.6"):
         s = (f"<image_id>{index}</image_id>" if image_id else "") + f"<image>{ROWS}</image>"
         if grid:
             s += "\n".join("".join(f"<slice>{ROWS}</slice>" for _ in range(grid[0])) for _ in range(grid[1]))
@@ -84,6 +84,10 @@ def conversation(family: str, user: list[str]) -> str:
     if family == "4.6":  # ChatML, no default system prompt, content trimmed, an empty think block (no thinking)
         return ("".join(f"<|im_start|>user\n{c.strip()}<|im_end|>\n" for c in user) +
                 "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    if family == "4.5":  # Qwen3's: no default system prompt; no think block when the template is not told
+        return "".join(f"<|im_start|>user\n{c}<|im_end|>\n" for c in user) + "<|im_start|>assistant\n"
+    if family == "4.0":  # 2.6's, after the BOS its Llama tokenizer adds
+        return "<s>" + conversation("2.6", user)
     if family == "2.6":
         return ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" +
                 "".join(f"<|im_start|>user\n{c}<|im_end|>\n" for c in user) + "<|im_start|>assistant\n")

@@ -33,11 +33,15 @@ _LAYER = {
     "self_attn.v_proj.weight": "attn_v.weight",
     "self_attn.v_proj.bias": "attn_v.bias",
     "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",  # Qwen3's per-head norms (Family.llm_qk_norm)
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
     "mlp.gate_proj.weight": "ffn_gate.weight",
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
+
+_QK_NORM = ("attn_q_norm.weight", "attn_k_norm.weight")
 
 
 def _permute_rows(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -48,17 +52,23 @@ def _permute_rows(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
+def head_dim(cfg: dict) -> int:
+    """The attention head size: config.json's `head_dim` where it has one (Qwen3: need not be hidden / heads)."""
+    return int(cfg.get("head_dim") or int(cfg["hidden_size"]) // int(cfg["num_attention_heads"]))
+
+
 def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[PlannedTensor]:
     n_layer = int(cfg["num_hidden_layers"])
     n_head, n_kv = int(cfg["num_attention_heads"]), int(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
     E, F, V = int(cfg["hidden_size"]), int(cfg["intermediate_size"]), int(cfg["vocab_size"])
-    hd = E // n_head
+    hd = head_dim(cfg)
     with_bias = family.llm_qkv_bias
     shapes = {
         "token_embd.weight": (V, E), "output_norm.weight": (E,), "output.weight": (V, E),
         "attn_norm.weight": (E,), "ffn_norm.weight": (E,),
-        "attn_q.weight": (E, E), "attn_q.bias": (E,), "attn_k.weight": (n_kv * hd, E), "attn_k.bias": (n_kv * hd,),
-        "attn_v.weight": (n_kv * hd, E), "attn_v.bias": (n_kv * hd,), "attn_output.weight": (E, E),
+        "attn_q.weight": (n_head * hd, E), "attn_q.bias": (n_head * hd,), "attn_k.weight": (n_kv * hd, E),
+        "attn_k.bias": (n_kv * hd,), "attn_v.weight": (n_kv * hd, E), "attn_v.bias": (n_kv * hd,),
+        "attn_output.weight": (E, n_head * hd), "attn_q_norm.weight": (hd,), "attn_k_norm.weight": (hd,),
         "ffn_gate.weight": (F, E), "ffn_up.weight": (F, E), "ffn_down.weight": (E, F),
     }
     table: list[tuple[str, str, Callable[[np.ndarray], np.ndarray] | None]] = []
@@ -68,7 +78,7 @@ def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Planne
         table.append((f"llm.{hf}", gg, None))
     for i in range(n_layer):
         for hf, gg in _LAYER.items():
-            if gg.endswith(".bias") and not with_bias:
+            if (gg.endswith(".bias") and not with_bias) or (gg in _QK_NORM and not family.llm_qk_norm):
                 continue
             fn = None
             if family.permute_qk and gg.startswith("attn_q."):
@@ -83,6 +93,9 @@ def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Planne
         src.expect(hf, shape)
         qtype = QT.F32 if len(shape) == 1 or outtype == QT.F32 else matrix_type(shape, outtype)
         out.append(PlannedTensor(gg, shape, qtype, src.reader(hf, fn)))
+    computed = getattr(family.converter, "llm_tensors", None)  # from config.json, e.g. 4.0's rope_freqs
+    for gg, a in computed(cfg) if computed is not None else []:
+        out.append(PlannedTensor(gg, a.shape, QT.F32, lambda a=a: a))
     return out
 
 
@@ -98,7 +111,11 @@ def write_llm_kv(w: gguf.GGUFWriter, cfg: dict, family: Family, file_type: int, 
     w.add_head_count_kv(int(cfg.get("num_key_value_heads", n_head)))
     w.add_rope_freq_base(float(cfg["rope_theta"]))
     w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
-    w.add_rope_dimension_count(int(cfg["hidden_size"]) // n_head)
+    hd = head_dim(cfg)
+    if hd != int(cfg["hidden_size"]) // n_head:  # an explicit head size (config.json's head_dim)
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    w.add_rope_dimension_count(hd)
     w.add_vocab_size(int(cfg["vocab_size"]))
     if family.converter is not None:
         family.converter.llm_kv(w, cfg)

@@ -152,6 +152,8 @@ def write_mmproj_kv(w: gguf.GGUFWriter, cfg: dict, pre: dict, family: Family, fi
     w.add_string("minicpmv_edge.vision.gelu", family.vision_gelu)
     w.add_string("minicpmv_edge.vision.slicing", family.slicing)
     w.add_string("minicpmv_edge.resampler.key_positions", family.resampler_keys)
+    if family.resampler_temporal:  # 4.5's 3-D resampler (video frames packed by time ids)
+        w.add_bool("minicpmv_edge.resampler.temporal", True)
     # a padded vision batch, unless the checkpoint's config turns batching off (then each piece alone)
     w.add_bool("minicpmv_edge.vision.padded_batch",
                family.padded_vision_batch and bool(cfg.get("batch_vision_input", True)))

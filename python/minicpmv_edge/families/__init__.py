@@ -8,21 +8,21 @@ fields of a `Family` and calls its stages; nothing there asks which family it ho
 
 from __future__ import annotations
 
-from . import v1_0, v2_0, v2_5, v2_6, v4_6
+from . import v1_0, v2_0, v2_5, v2_6, v4_0, v4_5, v4_6
 from .family import Family, Projector, UnsupportedVersionError
 from .presets import Preset
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (v4_6.FAMILY, v2_6.FAMILY, v2_5.FAMILY, v2_0.FAMILY, v1_0.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (v4_6.FAMILY, v4_5.FAMILY, v4_0.FAMILY, v2_6.FAMILY,
+                                                  v2_5.FAMILY, v2_0.FAMILY, v1_0.FAMILY)}
 DEFAULT = v2_6.FAMILY.name  # what tools that need some family (`slice`, benchmarks) count in by default
 
 # mmproj files our encoder runs: each family's, and llama.cpp's resampler versions of models that have no family
 # here yet (the encoder runs them; chat does not)
 PROJECTORS: dict[tuple[str, int | None], Projector] = {(p.projector_type, p.number): p for p in (
-    *(Projector(f.projector_type, f.mmproj_version, f.display, f.position_ids, f, f.padded_vision_batch)
+    *(Projector(f.projector_type, f.mmproj_version, f.display, f.position_ids, f, f.padded_vision_batch,
+                f.resampler_temporal)
       for f in FAMILIES.values()),
     Projector("resampler", 4, "MiniCPM-o 2.6", "navit_2d"),
-    Projector("resampler", 5, "MiniCPM-V 4.0", "navit_2d"),
-    Projector("resampler", 6, "MiniCPM-V 4.5", "navit_2d"),
 )}
 DEFAULT_PROJECTOR = 2  # llama.cpp resampler files without the version key are version-2 files (llama.cpp's rule)
 PRESETS: dict[str, Preset] = {k: p for f in FAMILIES.values() if f.recipe for k, p in f.recipe.presets.items()}

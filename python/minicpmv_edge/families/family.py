@@ -17,12 +17,26 @@ class UnsupportedVersionError(ValueError):
     """The checkpoint or GGUF names a MiniCPM-V family this runtime does not handle."""
 
 
+@dataclass(frozen=True)
+class VideoPlan:
+    """A video recipe's choice for one clip: the sampled frames and, for a temporal resampler (4.5), their time ids
+    in packed groups (chat()'s `temporal_ids`: consecutive frames, `packing` a group, the last group perhaps
+    shorter); `groups` None: every frame is an image of its own."""
+
+    frames: list[int]  # indices of the chosen frames in the clip
+    packing: int = 1  # frames per group
+    groups: list[list[int]] | None = None
+
+
 class VideoRecipe(Protocol):
-    """How a family's original feeds a video: which frames, each sliced how, with or without image ids."""
+    """How a family's original feeds a video: which frames (`plan`: and how they are packed), each sliced how, with
+    or without image ids."""
 
     use_image_id: bool
 
     def frame_indices(self, n_frames: int, fps: float) -> list[int]: ...
+
+    def plan(self, n_frames: int, fps: float) -> VideoPlan: ...
 
     def max_slices(self, n_sampled: int) -> int: ...
 
@@ -124,6 +138,12 @@ class ChatDefaults:
     sample: tuple[tuple[str, float], ...] = SAMPLE_SETTINGS
     beam: tuple[tuple[str, float], ...] = BEAM_SETTINGS
     skip_special_tokens: bool = False
+    # the chat template's enable_thinking as the original chat() passes it when the caller does not (4.5: False;
+    # None: not passed); sampling=True's settings when thinking is on (None: `sample`); the text the original
+    # prepends to the answer when thinking is on (4.5: the "<think>\n" its prompt ends with)
+    enable_thinking: bool | None = None
+    thinking_sample: tuple[tuple[str, float], ...] | None = None
+    thinking_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,6 +203,9 @@ class Family:
     clean_up_spaces: bool  # the tokenizer's clean_up_tokenization_spaces: decode drops the space before , . ? ! 's
     text_drops_pad: bool  # the original deletes generated pad ids from the answer (where pad is not a character)
     penalty_history: tuple[str, ...] = ()  # tokens the repetition penalty counts as generated before the answer
+    # SentencePiece byte-fallback tokens (<0xNN>) decode a run at a time, U+FFFD for each byte of a run that is not
+    # UTF-8 (transformers' fast Llama tokenizer, 4.0); otherwise a byte stream (invalid bytes replaced, valid ones kept)
+    byte_runs: bool = False
     # how an image part enters the message text the chat template sees: the tag, what follows it, and what joins a
     # message's parts (2.6's chat(): "(<image>./</image>)" parts joined by "\n"; 4.6's template: "<|image_pad|>\n"
     # per image item, parts concatenated)
@@ -190,6 +213,8 @@ class Family:
     image_after: str = ""
     part_separator: str = "\n"
     plain_tokens: tuple[str, ...] = ()  # added tokens that are not special: whole when encoding, kept by decode
+    # the language model normalises each query and key head (RMSNorm, `q_norm` / `k_norm`) before RoPE (Qwen3)
+    llm_qk_norm: bool = False
     # the original processor's pixel rules, for mmproj files without `minicpmv_edge.vision.preprocess`: "pil"
     # (Pillow's bicubic, alpha dropped) or "torchvision" (torch's int16-weight bicubic, alpha composited on white)
     preprocess: str = "pil"
@@ -197,6 +222,9 @@ class Family:
     # per token), which makes a piece's tokens and the slicer's size unit (patch_size x merge); the first is the default
     downsample: tuple[tuple[str, int], ...] = ()
     video_layout: VideoLayout = VideoLayout()  # how a video's frames enter the prompt
+    # the resampler's temporal path (4.5's "3-D" resampler: video frames packed by time ids), for mmproj files
+    # without `minicpmv_edge.resampler.temporal` (llama.cpp's)
+    resampler_temporal: bool = False
     # the placeholder token the original processor writes where an image's embedding rows go (its input_ids)
     row_token: str = "<unk>"
     hf_version: float | str | None = None  # config.json's `version` as the original writes it (None: no key)
@@ -250,3 +278,4 @@ class Projector:
     position_ids: str | None  # bucket rule: "flat_1d", "navit_2d"; None: resampled grid
     family: Family | None = None  # the family the chat runtime uses with it (None: encoder only)
     padded_batch: bool = False  # for files without `minicpmv_edge.vision.padded_batch` (llama.cpp's)
+    temporal: bool = False  # for files without `minicpmv_edge.resampler.temporal` (llama.cpp's)

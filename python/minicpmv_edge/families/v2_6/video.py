@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..family import VideoPlan
+
 
 @dataclass(frozen=True)
 class OneFramePerSecond:
@@ -24,6 +26,9 @@ class OneFramePerSecond:
             return list(range(0, n_frames, step))
         gap = count / self.max_frames
         return [step * int(i * gap + gap / 2) for i in range(self.max_frames)]
+
+    def plan(self, n_frames: int, fps: float) -> VideoPlan:
+        return VideoPlan(self.frame_indices(n_frames, fps))  # each frame an image of its own
 
     def max_slices(self, n_sampled: int) -> int:
         return 1 if n_sampled > self.many_frames else 2

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..family import VideoPlan
+
 
 @dataclass(frozen=True)
 class SecondsThenSpread:
@@ -27,6 +29,9 @@ class SecondsThenSpread:
         frames = [min(int(t * fps), n_frames - 1) for t in times]
         picks = np.linspace(0, len(frames) - 1, self.max_num_frames).astype(int)
         return [frames[i] for i in picks]
+
+    def plan(self, n_frames: int, fps: float) -> VideoPlan:
+        return VideoPlan(self.frame_indices(n_frames, fps))  # each frame an image of its own
 
     def max_slices(self, n_sampled: int) -> int:
         return self.slices
