@@ -285,11 +285,7 @@ std::vector<float> VisionEncoder::encode_units(const std::vector<Piece> & pieces
     return out;
 }
 
-void VisionEncoder::run_units(const std::vector<Piece> & pieces, const std::vector<PackedUnit> & units,
-                              const std::vector<size_t> & index, int rh, int rw, int n_frames, float * out) {
-    const std::string what = std::to_string(index.size()) + " packed unit(s) of " + std::to_string(n_frames) +
-        " frame-pieces of " + std::to_string(rw) + "x" + std::to_string(rh) + " patches";
-    const EncoderGraph g = build_graph(rh, rw, int(index.size()) * n_frames, rh, rw, 0, n_frames);
+void VisionEncoder::allocate(const EncoderGraph & g, const std::string & what) {
     ggml_backend_sched_reset(sched_.get());
     if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
         throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
@@ -302,6 +298,14 @@ void VisionEncoder::run_units(const std::vector<Piece> & pieces, const std::vect
         }
     }
     last_node_ = std::chrono::steady_clock::now();
+}
+
+void VisionEncoder::run_units(const std::vector<Piece> & pieces, const std::vector<PackedUnit> & units,
+                              const std::vector<size_t> & index, int rh, int rw, int n_frames, float * out) {
+    const std::string what = std::to_string(index.size()) + " packed unit(s) of " + std::to_string(n_frames) +
+        " frame-pieces of " + std::to_string(rw) + "x" + std::to_string(rh) + " patches";
+    const EncoderGraph g = build_graph(rh, rw, int(index.size()) * n_frames, rh, rw, 0, n_frames);
+    allocate(g, what);
     std::vector<const float *> pixels;
     std::vector<int> ids;
     for (size_t u : index) {
@@ -395,18 +399,7 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
         (rh * rw != ph * pw ? " padded to " + std::to_string(ph * pw) : std::string()) +
         (downsample ? " in " + mode_name(downsample) + " mode" : std::string());
     const EncoderGraph g = build_graph(ph, pw, int(index.size()), rh, rw, downsample);
-    ggml_backend_sched_reset(sched_.get());
-    if (!ggml_backend_sched_alloc_graph(sched_.get(), g.graph)) {
-        throw OutOfMemory("cannot allocate the vision encoder's compute buffers for " + what);
-    }
-    if (scratch_) {
-        try {
-            scratch_->prepare();
-        } catch (const std::bad_alloc &) {
-            throw OutOfMemory("cannot allocate the BLAS scratch memory for " + what);
-        }
-    }
-    last_node_ = std::chrono::steady_clock::now();
+    allocate(g, what);
     std::vector<const float *> pixels;
     for (size_t i : index) pixels.push_back(pieces[i].chw);
     if (g.v46) {

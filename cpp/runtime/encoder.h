@@ -116,6 +116,8 @@ public:
 private:
     // a batch of pieces whose tower grid is ph x pw and whose own patch grid is rh x rw (equal unless padded);
     // piece index[b]'s rows start at row offset[index[b]] of `out`
+    // compute buffers (and the BLAS scratch) for graph `g`; `what` names the work in the OutOfMemory message
+    void allocate(const EncoderGraph & g, const std::string & what);
     void run_batch(const std::vector<Piece> & pieces, const std::vector<size_t> & index,
                    const std::vector<size_t> & offset, int ph, int pw, int rh, int rw, int downsample, float * out);
     EncoderGraph build_graph(int ph, int pw, int n_batch, int rh, int rw, int downsample, int n_frames = 0);
