@@ -5,10 +5,14 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #ifdef MINICPMV_BLAS
 #include <cblas.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
 #endif
 
 namespace mcv {
@@ -177,10 +181,33 @@ ggml_tensor * blas_attention(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_
 
 #endif
 
+namespace {
+
+// OpenBLAS maps a working buffer (BUFFER_SIZE: 32 MiB in scipy-openblas32 0.3.34 on x86-64, measured) the first time
+// a thread calls sgemm while no free one is left, and ends the whole process when that mapping fails ("Memory
+// allocation still failed after 10 retries"). Room for one per thread (plus 8 MiB) is checked here instead, in
+// the thread that asked for the encoding, so that an address-space limit (RLIMIT_AS, `ulimit -v`) gives a
+// MemoryError rather than an exit.
+constexpr size_t kBlasThreadBuffer = size_t(40) << 20;
+
+bool address_space_has_room(size_t bytes) {
+#if defined(__unix__) || defined(__APPLE__)
+    void * p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return false;
+    munmap(p, bytes);
+#else
+    (void)bytes;
+#endif
+    return true;
+}
+
+}  // namespace
+
 void BlasScratch::prepare() {
     for (auto & b : buffers_) {
         if (b.size() < need_) b.resize(need_);
     }
+    if (blas_available() && !address_space_has_room(buffers_.size() * kBlasThreadBuffer)) throw std::bad_alloc();
 }
 
 float * BlasScratch::get(int ith, size_t floats) {

@@ -21,7 +21,7 @@ class BlasScratch {
 public:
     explicit BlasScratch(int n_threads) : buffers_(size_t(n_threads > 0 ? n_threads : 1)) {}
     void need(size_t floats) { need_ = floats > need_ ? floats : need_; }  // while building a graph
-    void prepare();                       // allocate what was recorded (throws std::bad_alloc)
+    void prepare();  // allocate what was recorded; check room for OpenBLAS's own buffers (throws std::bad_alloc)
     float * get(int ith, size_t floats);  // in an op: the thread's buffer, or null (then failed() is set)
     bool take_failure() { return failed_.exchange(false); }
     size_t n_threads() const { return buffers_.size(); }

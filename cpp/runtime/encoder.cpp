@@ -294,7 +294,9 @@ void VisionEncoder::allocate(const EncoderGraph & g, const std::string & what) {
         try {
             scratch_->prepare();
         } catch (const std::bad_alloc &) {
-            throw OutOfMemory("cannot allocate the BLAS scratch memory for " + what);
+            throw OutOfMemory("cannot allocate the BLAS scratch memory (or leave room for OpenBLAS's per-thread "
+                              "buffers) for " +
+                              what);
         }
     }
     last_node_ = std::chrono::steady_clock::now();
