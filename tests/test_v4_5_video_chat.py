@@ -153,3 +153,26 @@ def test_bad_temporal_ids_are_refused(files, converted) -> None:  # noqa: F811
     with MiniCPMV(res.model, res.mmproj, n_threads=2) as m26:
         with pytest.raises(ValueError, match=r"need the temporal resampler \(MiniCPM-V 4\.5's\).*MiniCPM-V 2\.6"):
             m26.chat(msgs, temporal_ids=[[0, 1, 2]], max_new_tokens=2)
+
+
+def test_the_server_takes_temporal_ids(original, files, tmp_path: Path) -> None:  # noqa: F811
+    """`temporal_ids`, `max_slice_nums` and `use_image_id` as extra request fields (the official client's
+    extra_body): the frames as image parts give the original's greedy answer; a count that does not fit is a 400."""
+    import openai
+    from test_server import KEY, Server, data_url, png
+
+    msgs, groups, slices, image_id = SCENARIOS["packed by 3"]  # 1 slice and no image ids: not the defaults
+    parts = [{"type": "image_url", "image_url": {"url": data_url(png(c))}} if isinstance(c, Image.Image)
+             else {"type": "text", "text": c} for c in msgs[0]["content"]]
+    server = Server(*files["ours"], tmp_path / "server.log", "--api-key", KEY, "-c", "4096", "-t", "2")
+    try:
+        client = server.client()
+        extra = {"temporal_ids": groups, "max_slice_nums": slices, "use_image_id": image_id, "repetition_penalty": 1.0}
+        got = client.chat.completions.create(model="m", messages=[{"role": "user", "content": parts}], temperature=0,
+                                             max_tokens=N_TOKENS, extra_body=extra)
+        assert got.choices[0].message.content == original["packed by 3"]["text"]
+        with pytest.raises(openai.BadRequestError, match=r"2\+2\+1 = 5 time ids, but the conversation has 6 image"):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": parts}], max_tokens=2,
+                                           extra_body={**extra, "temporal_ids": [[0, 1], [2, 3], [4]]})
+    finally:
+        server.stop()

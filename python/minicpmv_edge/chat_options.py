@@ -119,9 +119,13 @@ class PromptParams:
         return {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
 
 
+INT32_MAX = (1 << 31) - 1  # time ids are int32, as the original's recipe makes them
+
+
 def check_temporal_ids(value: object) -> tuple[tuple[int, ...], ...]:
     """chat()'s `temporal_ids` as the original takes them: a list of groups (lists or numpy arrays) of integer time
-    ids (-1: none), one group per packed set of consecutive images; TypeError / ValueError naming what is wrong."""
+    ids (-1: none; at most int32's largest), one group per packed set of consecutive images; TypeError / ValueError
+    naming what is wrong."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(f"temporal_ids must be a list of groups of integer time ids (e.g. [[0, 3, 7], [10, 13]]), "
                         f"not {type(value).__name__}")
@@ -130,7 +134,7 @@ def check_temporal_ids(value: object) -> tuple[tuple[int, ...], ...]:
         if isinstance(group, (str, bytes)) or not hasattr(group, "__iter__"):
             raise TypeError(f"temporal_ids[{g}] must be a group (a list) of integer time ids, not "
                             f"{type(group).__name__} (a flat list is one group: wrap it, [[...]])")
-        ids = tuple(check_int(f"temporal_ids[{g}][{i}]", t, -1) for i, t in enumerate(group))
+        ids = tuple(check_int(f"temporal_ids[{g}][{i}]", t, -1, INT32_MAX) for i, t in enumerate(group))
         if not ids:
             raise ValueError(f"temporal_ids[{g}] is an empty group (each group holds at least one image's id)")
         groups.append(ids)

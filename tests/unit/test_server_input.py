@@ -92,10 +92,14 @@ HELLO = [{"role": "user", "content": "Hello"}]
     ({"chat_template_kwargs": {"enable_thinking": False}}, {"enable_thinking": False}),  # vLLM's and llama-server's
     ({"enable_thinking": True, "chat_template_kwargs": {"enable_thinking": True}}, {"enable_thinking": True}),
     ({"downsample_mode": None, "enable_thinking": None, "chat_template_kwargs": {}}, {}),
+    ({"temporal_ids": [[0, 3, 7], [10, 13]], "max_slice_nums": 1, "use_image_id": False},  # 4.5's packed frames
+     {"temporal_ids": ((0, 3, 7), (10, 13)), "max_slice_nums": 1, "use_image_id": False}),
+    ({"temporal_ids": [[-1, 2147483647]]}, {"temporal_ids": ((-1, 2147483647),)}),
 ])
 def test_prompt_switches_reach_chat(extra: dict, kwargs: dict) -> None:
     req = parse_chat_request({"messages": HELLO, **extra}, None)
-    assert {k: v for k, v in req.chat_kwargs.items() if k in ("downsample_mode", "enable_thinking")} == kwargs
+    switches = ("downsample_mode", "enable_thinking", "temporal_ids", "max_slice_nums", "use_image_id")
+    assert {k: v for k, v in req.chat_kwargs.items() if k in switches} == kwargs
     chat_params(FAMILIES["4.6"].chat, **req.chat_kwargs, seed=1)  # keywords chat_params takes
 
 
@@ -107,6 +111,17 @@ def test_prompt_switches_reach_chat(extra: dict, kwargs: dict) -> None:
     ({"chat_template_kwargs": {"enable_thinking": 1}}, "chat_template_kwargs.enable_thinking", "must be true or"),
     ({"chat_template_kwargs": {"tools_style": "x"}}, "chat_template_kwargs", "may hold 'enable_thinking' only"),
     ({"enable_thinking": True, "chat_template_kwargs": {"enable_thinking": False}}, "enable_thinking", "disagree"),
+    ({"temporal_ids": [0, 1, 2]}, "temporal_ids", r"temporal_ids\[0\] must be a group .*a flat list is one group"),
+    ({"temporal_ids": []}, "temporal_ids", "temporal_ids is empty"),
+    ({"temporal_ids": [[0], []]}, "temporal_ids", r"temporal_ids\[1\] is an empty group"),
+    ({"temporal_ids": [[0, "3"]]}, "temporal_ids", r"temporal_ids\[0\]\[1\] must be an integer, not str"),
+    ({"temporal_ids": [[0, 1.5]]}, "temporal_ids", r"temporal_ids\[0\]\[1\] must be an integer, not float"),
+    ({"temporal_ids": [[-2]]}, "temporal_ids", r"temporal_ids\[0\]\[0\] must be between -1 and 2147483647, got -2"),
+    ({"temporal_ids": [[1 << 31]]}, "temporal_ids", "must be between -1 and 2147483647, got 2147483648"),
+    ({"temporal_ids": {"a": 1}}, "temporal_ids", "temporal_ids.* must be a group"),
+    ({"temporal_ids": [[0] * 70_000]}, "temporal_ids", "more than 65536 time ids"),
+    ({"max_slice_nums": 0}, "max_slice_nums", "'max_slice_nums' must be between 1 and 1024, got 0"),
+    ({"use_image_id": 1}, "use_image_id", "'use_image_id' must be true or false"),
 ])
 def test_bad_prompt_switches_are_400(extra: dict, param: str, words: str) -> None:
     with pytest.raises(APIError, match=words) as e:

@@ -13,7 +13,10 @@ Sampling defaults are the model's (its generation_config.json where the GGUF car
 that omits them gets what `model.chat()` would give. `temperature` 0 is greedy. vLLM's extra sampling fields `top_k`,
 `repetition_penalty` and `min_tokens` are taken too, and two per-request prompt switches: `downsample_mode` ("16x" or
 "4x", MiniCPM-V 4.6's image tokens per piece) and `enable_thinking` (the chat template's; also as vLLM's and
-llama-server's `chat_template_kwargs: {"enable_thinking": ...}`, its only key taken here).
+llama-server's `chat_template_kwargs: {"enable_thinking": ...}`, its only key taken here); and MiniCPM-V 4.5's
+`temporal_ids` (the original chat()'s argument: the request's images are video frames, packed by groups of time ids,
+e.g. `[[0, 3, 7], [10, 13, 17]]`), with chat()'s `max_slice_nums` and `use_image_id` (the model card's video call
+sets 1 and false).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..chat_options import DOWNSAMPLE_MODES
+from ..chat_options import DOWNSAMPLE_MODES, check_temporal_ids
 from ..image import Image
 from ..messages import MessageError, Rules, Turn, decode_data_url, normalize, part_url
 from ..video import Video
 from .errors import APIError
 
 MAX_STOPS = 4  # as OpenAI
+MAX_TIME_IDS = 1 << 16  # 4.5's temporal_ids: far more frames than any request body can carry
 
 
 def _bad(message: str, param: str | None = None) -> APIError:
@@ -138,7 +142,8 @@ def parse_chat_request(body: Any, local_dir: Path | None) -> ChatRequest:
 
 
 def _prompt_switches(body: dict) -> dict[str, Any]:
-    """`downsample_mode` and `enable_thinking` (directly or in `chat_template_kwargs`), checked; only those given."""
+    """`downsample_mode`, `enable_thinking` (directly or in `chat_template_kwargs`), `max_slice_nums`, `use_image_id`
+    and `temporal_ids`, checked; only those given."""
     kw: dict[str, Any] = {}
     mode = body.get("downsample_mode")
     if mode is not None:
@@ -164,6 +169,22 @@ def _prompt_switches(body: dict) -> dict[str, Any]:
         raise _bad("'enable_thinking' and 'chat_template_kwargs.enable_thinking' disagree", "enable_thinking")
     if thinking:
         kw["enable_thinking"] = thinking[0][1]
+    slices = _number(body, "max_slice_nums", 1, 1 << 10, integer=True)
+    if slices is not None:
+        kw["max_slice_nums"] = int(slices)
+    image_id = body.get("use_image_id")
+    if image_id is not None:
+        if not isinstance(image_id, bool):
+            raise _bad("'use_image_id' must be true or false", "use_image_id")
+        kw["use_image_id"] = image_id
+    ids = body.get("temporal_ids")
+    if ids is not None:
+        if isinstance(ids, list) and sum(len(g) if isinstance(g, list) else 1 for g in ids) > MAX_TIME_IDS:
+            raise _bad(f"'temporal_ids' holds more than {MAX_TIME_IDS} time ids", "temporal_ids")
+        try:
+            kw["temporal_ids"] = check_temporal_ids(ids)
+        except (TypeError, ValueError) as e:
+            raise _bad(f"'temporal_ids': {str(e)[:300]}", "temporal_ids") from None
     return kw
 
 
