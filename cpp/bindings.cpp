@@ -393,10 +393,29 @@ PYBIND11_MODULE(_core, m) {
             return mcv::ggml_matmul_gops(type, n_threads);
         },
         py::arg("type"), py::arg("n_threads"), "ggml's CPU matmul throughput for a weight type, GOP/s");
-    m.def("int8_dot_peak_gops", &mcv::int8_dot_peak_gops, py::arg("n_threads"),
-          py::call_guard<py::gil_scoped_release>(),
-          "peak of the CPU's int8 dot-product unit (VPDPBUSD), GOP/s; 0 without our int8 kernel");
-    m.def("int8_gemm_available", &mcv::int8_gemm_available, "whether this CPU runs our AVX512-VNNI int8 kernel");
+    m.def(
+        "int8_dot_peak_gops",
+        [](int n_threads, const std::string & kernel) {
+            if (kernel != "vnni" && kernel != "avx2") {
+                throw std::invalid_argument("kernel must be 'vnni' or 'avx2', not '" + kernel + "'");
+            }
+            py::gil_scoped_release nogil;
+            return mcv::int8_dot_peak_gops(n_threads, kernel == "vnni" ? mcv::Int8Isa::vnni : mcv::Int8Isa::avx2);
+        },
+        py::arg("n_threads"), py::arg("kernel") = "vnni",
+        "peak of the int8 unit through a kernel's own instructions (vnni: VPDPBUSD; avx2: VPMADDUBSW + VPMADDWD), "
+        "GOP/s; 0 where this CPU cannot run that kernel");
+    m.def("int8_gemm_available", &mcv::int8_gemm_available, "whether this CPU runs one of our int8 kernels");
+    m.def(
+        "int8_kernels",
+        []() {
+            std::vector<std::string> out;
+            for (mcv::Int8Isa isa : {mcv::Int8Isa::vnni, mcv::Int8Isa::avx2}) {
+                if (mcv::int8_isa_available(isa)) out.emplace_back(mcv::int8_isa_name(isa));
+            }
+            return out;
+        },
+        "our int8 kernels this CPU runs, fastest first ('vnni', 'avx2'); int8='auto' takes the first");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
           "header, key/values and tensor infos of a GGUF file (ValueError if it is not valid)");
     m.def("ggml_commit", []() { return std::string(ggml_commit()); }, "the ggml build this module runs on");

@@ -327,22 +327,27 @@ def test_memory_mapped_weights_give_the_copied_weights_results(converted, outtyp
 
 
 def _int8_kernel(int8: str) -> str:
-    """The kernel an `int8` option picks on this CPU: ours (AVX512-VNNI), ggml's or none."""
-    if int8 == "on" and _core.int8_gemm_available():
-        return "vnni"
+    """The kernel an `int8` option picks on this CPU: ours (the fastest: AVX512-VNNI, else AVX2), ggml's or none."""
+    if int8 in ("vnni", "avx2"):
+        return int8
+    if int8 == "on" and _core.int8_kernels():
+        return _core.int8_kernels()[0]
     return "off" if int8 == "off" else "ggml"
 
 
 @pytest.mark.arm64(version="2.6", blas=True, int8=("ggml", "off"))  # ggml's DOTPROD kernels; dequantized
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("blas", "int8"),
-                         [(True, "on"), (True, "ggml"), (True, "off"), (False, "on"), (False, "ggml")],
-                         ids=["int8+openblas", "ggml-int8+openblas", "dequantized+openblas", "int8+pure-ggml",
-                              "ggml-int8+pure-ggml"])
+                         [(True, "on"), (True, "avx2"), (True, "ggml"), (True, "off"), (False, "on"),
+                          (False, "ggml")],
+                         ids=["int8+openblas", "avx2-int8+openblas", "ggml-int8+openblas", "dequantized+openblas",
+                              "int8+pure-ggml", "ggml-int8+pure-ggml"])
 def test_q8_0_files_cosine_against_the_f32_reference(converted, refs, version: str, blas: bool, int8: str) -> None:
-    """Every q8_0 path (our VNNI kernel where the CPU has it, ggml's int8 kernels, the dequantizing one; activations
-    quantized per block on the int8 ones): cosine >= 0.999 per output row against the PyTorch model on the f32
-    weights, with or without the OpenBLAS hook."""
+    """Every q8_0 path (our fastest kernel the CPU has, our AVX2 one forced, ggml's int8 kernels, the dequantizing
+    one; activations quantized per block on the int8 ones): cosine >= 0.999 per output row against the PyTorch model
+    on the f32 weights, with or without the OpenBLAS hook."""
+    if int8 == "avx2" and "avx2" not in _core.int8_kernels():
+        pytest.skip("this CPU cannot run our AVX2 int8 kernel")
     enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=2, blas=blas, int8=int8)
     assert enc.native.uses_int8 == (int8 != "off") and enc.native.int8_kernel == _int8_kernel(int8)
     assert ("int8 dot products" in enc.native.matmul_summary) == (int8 != "off")
@@ -358,9 +363,10 @@ def test_int8_is_chosen_where_the_cpu_has_integer_dot_products(converted) -> Non
     """"auto": our kernel where the CPU has AVX512-VNNI, else ggml's where ggml reports VNNI / DOTPROD / I8MM."""
     features = {n for n, v in _core.cpu_features() if v != "0"}
     has = bool(features & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"})
+    ours = _core.int8_kernels()
     auto = VisionEncoder(converted("2.6", "q8_0").mmproj, n_threads=1).native
-    assert auto.uses_int8 == has
-    assert auto.int8_kernel == ("vnni" if _core.int8_gemm_available() else "ggml" if has else "off")
+    assert auto.uses_int8 == (has or bool(ours))
+    assert auto.int8_kernel == (ours[0] if ours else "ggml" if has else "off")
     # the graph really takes that path: ggml's op, our quantize + product ops, or our dequantizing sgemm op
     paths = [("ggml", "MUL_MAT:x v.blk.#.attn_q.weight", False), ("off", "CUSTOM:x v.blk.#.attn_q.weight", False)]
     if _core.int8_gemm_available():
@@ -378,12 +384,14 @@ def test_cli_info_reports_how_the_encoder_runs(converted) -> None:
     """`minicpmv-edge info MMPROJ`: the file's keys, then the path chosen at load per weight type (as ggml's own
     feature report says the CPU allows), mapped weights, and the CPU features."""
     features = [n for n, v in _core.cpu_features() if v != "0"]
-    int8 = bool(set(features) & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"})
+    int8 = bool(set(features) & {"AVX512_VNNI", "AVX_VNNI", "DOTPROD", "MATMUL_INT8"}) or bool(_core.int8_kernels())
     out = subprocess.run([cli(), "info", str(converted("2.6", "q8_0").mmproj)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "cpu features: " + " ".join(features) in out.stdout
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("vision encoder: "))
     assert ("q8_0 (" in line) and ("int8 dot products" in line) == int8 and "weights: memory-mapped" in line
-    assert ("our AVX512-VNNI kernel" in line) == _core.int8_gemm_available()
+    ours = _core.int8_kernels()
+    assert ("our AVX512-VNNI kernel" in line) == (ours[:1] == ["vnni"])
+    assert ("our AVX2 kernel" in line) == (ours[:1] == ["avx2"])
     assert "clip.projector_type = 'resampler'" in out.stdout

@@ -15,6 +15,7 @@
 #define MINICPMV_VNNI 1
 #include <immintrin.h>
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
 #endif
 
 namespace mcv {
@@ -155,14 +156,156 @@ VNNI_TARGET void tile_rows(int rows, const uint8_t * act, const ActLayout & lay,
     }
 }
 
-// dst [stride, M] int8 rows = src0 [k, M] f32, rows split over threads
-void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
+// The AVX2 kernel: same rows, panels and float steps as the VNNI one (so the same bits), 256-bit vectors.
+
+AVX2_TARGET float hmax8(__m256 v) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+}
+
+AVX2_TARGET int32_t hsum8(__m256i v) {
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1)));
+}
+
+AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
+    auto * q = reinterpret_cast<int8_t *>(row);
+    auto * d = reinterpret_cast<float *>(row + lay.scales());
+    auto * corr = reinterpret_cast<int32_t *>(row + lay.corrections());
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' lane interleave
+    alignas(32) float tail[kBlock];
+    for (int64_t b = 0; b < lay.blocks; ++b) {
+        const int64_t j0 = b * kBlock, n = std::min<int64_t>(kBlock, k - j0);
+        const float * src = x + j0;
+        if (n < kBlock) {  // the last, partial block: zeros past k, as the VNNI kernel's masked loads
+            std::memset(tail, 0, sizeof(tail));
+            std::memcpy(tail, src, size_t(n) * sizeof(float));
+            src = tail;
+        }
+        __m256 v[4];
+        for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(src + 8 * i);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        const float scale = hmax8(m) / 127.0f;
+        const __m256 inv = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+        __m256i qi[4];
+        for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // round to nearest (even)
+        const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j0), _mm256_permutevar8x32_epi32(packed, order));
+        d[b] = scale;
+        corr[b] = -128 * hsum8(_mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3])));
+    }
+}
+
+// out[i][0:16] for the panel's outputs 16c .. 16c + 15 and MR activation rows; `cols` of them are stored
+template <int MR>
+AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c, float * out,
+                             int64_t ldo, int64_t cols) {
+    __m256 acc[MR][2];
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    const float * sa[MR];
+    const uint8_t * qa[MR];
+    for (int i = 0; i < MR; ++i) {
+        qa[i] = act + i * lay.stride;
+        sa[i] = reinterpret_cast<const float *>(qa[i] + lay.scales());
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i flip = _mm256_set1_epi8(char(0x80));  // stored w + 128 -> w
+    for (int64_t b = 0; b < lay.blocks; ++b) {
+        const uint8_t * wb = panel + size_t(b) * kBlockBytes;
+        __m256i sum[MR][2];
+        for (int i = 0; i < MR; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int64_t g = 0; g < kGroups; ++g) {
+            const uint8_t * wg = wb + (g * kVectors + c) * 64;
+            const __m256i w0 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i *>(wg)), flip);
+            const __m256i w1 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32)), flip);
+            for (int i = 0; i < MR; ++i) {
+                int32_t four;
+                std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
+                const __m256i a = _mm256_set1_epi32(four);
+                const __m256i abs_a = _mm256_sign_epi8(a, a);
+                const __m256i p0 = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(w0, a));
+                const __m256i p1 = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(w1, a));
+                sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(p0, ones));
+                sum[i][1] = _mm256_add_epi32(sum[i][1], _mm256_madd_epi16(p1, ones));
+            }
+        }
+        const auto * sw = reinterpret_cast<const float *>(wb + kBlockInts) + c * 16;
+        for (int h = 0; h < 2; ++h) {
+            const __m256 s = _mm256_loadu_ps(sw + h * 8);
+            for (int i = 0; i < MR; ++i) {
+                const __m256 scale = _mm256_mul_ps(s, _mm256_set1_ps(sa[i][b]));
+                acc[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[i][h]), scale, acc[i][h]);
+            }
+        }
+    }
+    for (int h = 0; h < 2; ++h) {
+        const int64_t left = std::clamp<int64_t>(cols - c * 16 - h * 8, 0, 8);
+        if (left == 0) continue;
+        for (int i = 0; i < MR; ++i) {
+            float * dst = out + i * ldo + c * 16 + h * 8;
+            if (left == 8) {
+                _mm256_storeu_ps(dst, acc[i][h]);
+            } else {
+                alignas(32) float tmp[8];
+                _mm256_store_ps(tmp, acc[i][h]);
+                std::memcpy(dst, tmp, size_t(left) * sizeof(float));
+            }
+        }
+    }
+}
+
+AVX2_TARGET void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel,
+                                float * out, int64_t ldo, int64_t cols) {
+    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
+        switch (rows) {
+            case 4: tile16_avx2<4>(act, lay, panel, c, out, ldo, cols); break;
+            case 3: tile16_avx2<3>(act, lay, panel, c, out, ldo, cols); break;
+            case 2: tile16_avx2<2>(act, lay, panel, c, out, ldo, cols); break;
+            default: tile16_avx2<1>(act, lay, panel, c, out, ldo, cols); break;
+        }
+    }
+}
+
+AVX2_TARGET double madd_chains(int64_t iters) {
+    constexpr int kChains = 8;
+    __m256i acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(i);
+    __m256i a = _mm256_set1_epi8(3);
+    const __m256i b = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t it = 0; it < iters; ++it) {
+        for (int i = 0; i < kChains; ++i) {
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b, a)), ones));
+        }
+        __asm__ volatile("" : "+x"(a));
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    __m256i total = acc[0];
+    for (int i = 1; i < kChains; ++i) total = _mm256_add_epi32(total, acc[i]);
+    volatile int sink = hsum8(total);
+    (void)sink;
+    return double(iters) * kChains * 32 * 2 / s / 1e9;
+}
+
+// dst [stride, M] int8 rows = src0 [k, M] f32, rows split over threads; userdata: the PackedWeight (its isa)
+void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const bool vnni = static_cast<const PackedWeight *>(userdata)->isa() == Int8Isa::vnni;
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
     const ActLayout lay(k);
     for (int64_t r = ith; r < m; r += nth) {
-        quantize_row(static_cast<const float *>(x->data) + r * k, k, static_cast<uint8_t *>(dst->data) + r * lay.stride,
-                     lay);
+        const float * src = static_cast<const float *>(x->data) + r * k;
+        uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
+        if (vnni) {
+            quantize_row(src, k, row, lay);
+        } else {
+            quantize_row_avx2(src, k, row, lay);
+        }
     }
 }
 
@@ -170,6 +313,7 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
 // contiguous ranges per thread so that a thread walks the panels over one chunk while it stays in cache
 void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const auto & w = *static_cast<const PackedWeight *>(userdata);
+    const bool vnni = w.isa() == Int8Isa::vnni;
     const ggml_tensor * a = dst->src[0];
     const ActLayout lay(w.k());
     const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
@@ -181,8 +325,12 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const int64_t col = p * kPanel, cols = std::min(kPanel, w.n() - col);
         const int64_t r1 = std::min(m, (c + 1) * kChunkRows);
         for (int64_t r = c * kChunkRows; r < r1; r += kTileRows) {
-            tile_rows(int(std::min<int64_t>(kTileRows, r1 - r)), act + r * lay.stride, lay, w.panel(p),
-                      out + r * w.n() + col, w.n(), cols);
+            const int rows = int(std::min<int64_t>(kTileRows, r1 - r));
+            if (vnni) {
+                tile_rows(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols);
+            } else {
+                tile_rows_avx2(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols);
+            }
         }
     }
 }
@@ -210,14 +358,15 @@ VNNI_TARGET double dot_chains(int64_t iters) {
 
 }  // namespace
 
-double int8_dot_peak_gops(int n_threads) {
+double int8_dot_peak_gops(int n_threads, Int8Isa isa) {
 #ifdef MINICPMV_VNNI
-    if (!int8_gemm_available() || n_threads < 1) return 0.0;
+    if (isa == Int8Isa::none || !int8_isa_available(isa) || n_threads < 1) return 0.0;
+    const bool vnni = isa == Int8Isa::vnni;
     std::vector<double> rates(size_t(n_threads), 0.0);
     parallel_for(n_threads, n_threads, [&](int lo, int hi) {
         for (int i = lo; i < hi; ++i) {
-            dot_chains(2000000);  // warm-up: clocks and the unit's power state
-            rates[size_t(i)] = dot_chains(20000000);
+            (vnni ? dot_chains : madd_chains)(2000000);  // warm-up: clocks and the unit's power state
+            rates[size_t(i)] = (vnni ? dot_chains : madd_chains)(20000000);
         }
     });
     double total = 0.0;
@@ -225,22 +374,40 @@ double int8_dot_peak_gops(int n_threads) {
     return total;
 #else
     (void)n_threads;
+    (void)isa;
     return 0.0;
 #endif
 }
 
-bool int8_gemm_available() {
+const char * int8_isa_name(Int8Isa isa) {
+    return isa == Int8Isa::vnni ? "vnni" : isa == Int8Isa::avx2 ? "avx2" : "none";
+}
+
+bool int8_isa_available(Int8Isa isa) {
 #ifdef MINICPMV_VNNI
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vnni");
+    if (isa == Int8Isa::vnni) {
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512vnni");
+    }
+    return isa == Int8Isa::avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
+    (void)isa;
     return false;
 #endif
 }
 
-PackedWeight::PackedWeight(const ggml_tensor * w) : k_(w->ne[0]), n_(w->ne[1]) {
+Int8Isa int8_best_isa() {
+    if (int8_isa_available(Int8Isa::vnni)) return Int8Isa::vnni;
+    if (int8_isa_available(Int8Isa::avx2)) return Int8Isa::avx2;
+    return Int8Isa::none;
+}
+
+bool int8_gemm_available() { return int8_best_isa() != Int8Isa::none; }
+
+PackedWeight::PackedWeight(const ggml_tensor * w, Int8Isa isa) : k_(w->ne[0]), n_(w->ne[1]), isa_(isa) {
+    if (isa == Int8Isa::none) throw std::invalid_argument("PackedWeight: no int8 kernel named");
     if (!ggml_is_contiguous(w) || ggml_n_dims(w) > 2 || !w->data) {
         throw std::invalid_argument(std::string("cannot repack ") + w->name + ": not a contiguous host matrix");
     }
@@ -286,10 +453,10 @@ void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float
     std::memcpy(dst + kBlockInts + size_t(r) * sizeof(float), &scale, sizeof(float));
 }
 
-void PackedWeights::add(const std::vector<const ggml_tensor *> & weights, int n_threads) {
+void PackedWeights::add(const std::vector<const ggml_tensor *> & weights, int n_threads, Int8Isa isa) {
     std::vector<std::unique_ptr<PackedWeight>> done(weights.size());
     parallel_for(int(weights.size()), n_threads, [&](int lo, int hi) {
-        for (int i = lo; i < hi; ++i) done[size_t(i)] = std::make_unique<PackedWeight>(weights[size_t(i)]);
+        for (int i = lo; i < hi; ++i) done[size_t(i)] = std::make_unique<PackedWeight>(weights[size_t(i)], isa);
     });
     for (size_t i = 0; i < weights.size(); ++i) packed_.emplace(weights[i], std::move(done[i]));
 }
@@ -309,7 +476,7 @@ ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeigh
     const ActLayout lay(w.k());
     ggml_tensor * args[1] = {x};
     ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args, 1, quantize_op,
-                                     GGML_N_TASKS_MAX, nullptr);
+                                     GGML_N_TASKS_MAX, const_cast<PackedWeight *>(&w));
     ggml_format_name(q, "quantize %s", x->name);
     ggml_tensor * qa[1] = {q};
     return ggml_custom_4d(ctx, GGML_TYPE_F32, w.n(), x->ne[1], x->ne[2], x->ne[3], qa, 1, gemm_op, GGML_N_TASKS_MAX,

@@ -1,8 +1,11 @@
-// Matrix products on the CPU's integer dot-product unit (AVX512-VNNI), for block-quantized vision weights.
+// Matrix products on the CPU's integer dot-product unit (AVX512-VNNI, or AVX2's VPMADDUBSW), for block-quantized
+// vision weights.
 // ggml's own q8_0 matmul runs at about the f32 FMA rate on the encoder's shapes (it converts each 32-block's
 // int32 sum to float on its own); here the weights are repacked once at load into 48-row panels laid out for
 // VPDPBUSD and the products run in 4 x 48 register tiles, so each 32-block costs 8 dot-product instructions and
-// three float ones per accumulator: ~3x ggml's q8_0 rate (benchmarks/bench_encode.py prints both).
+// three float ones per accumulator: ~3x ggml's q8_0 rate (benchmarks/bench_encode.py prints both). The AVX2
+// kernel reads the same panels 16 outputs at a time: each 4-input group is VPSIGNB (the activation's sign onto the
+// weight, so both VPMADDUBSW operands stay within 127 and the int16 pair sums cannot saturate), VPMADDUBSW, VPMADDWD.
 // Arithmetic is q8_0's (llama.cpp's language-model path): weights in 32-blocks of int8 with one scale each,
 // activations quantized the same way per call (amax / 127, round to nearest); int32 sums within a block,
 // f32 across blocks.
@@ -20,6 +23,18 @@
 
 namespace mcv {
 
+// Which of our int8 kernels runs a packed matrix: AVX512-VNNI (VPDPBUSD on 512-bit vectors), or AVX2 (VPMADDUBSW +
+// VPMADDWD on 256-bit vectors, for x86 without AVX-512). Both read the same packed layout and give the same bits: the
+// int32 block sums are exact on both, and the float steps are the same operations in the same order.
+enum class Int8Isa { none, vnni, avx2 };
+
+// "vnni", "avx2" or "none"
+const char * int8_isa_name(Int8Isa isa);
+// whether this CPU and build run `isa`
+bool int8_isa_available(Int8Isa isa);
+// the fastest of ours this CPU runs (none: ggml's kernels or dequantizing)
+Int8Isa int8_best_isa();
+
 // One weight matrix [k inputs, n outputs] repacked: for each panel of 48 outputs and each 32-block of inputs,
 // 8 groups of 4 inputs x 3 vectors of 16 outputs (w + 128 as unsigned bytes, what VPDPBUSD multiplies), then the
 // 48 scales. k and n are padded with zeros to whole blocks and panels.
@@ -30,7 +45,7 @@ public:
 
     // From a host-readable ggml matrix of any type ggml can dequantize. q8_0 and q4_0 blocks are taken exactly;
     // other types are dequantized and quantized to 32-blocks (rows zero-padded to whole blocks).
-    explicit PackedWeight(const ggml_tensor * w);
+    explicit PackedWeight(const ggml_tensor * w, Int8Isa isa = Int8Isa::vnni);
 
     int64_t k() const { return k_; }
     int64_t n() const { return n_; }
@@ -38,6 +53,7 @@ public:
     int64_t panels() const { return n_pad_ / kPanel; }
     size_t bytes() const { return bytes_; }
     bool exact() const { return exact_; }  // the file's own integers and scales, not re-quantized
+    Int8Isa isa() const { return isa_; }   // the kernel that multiplies it
     const uint8_t * panel(int64_t p) const { return data_.get() + size_t(p) * panel_bytes(); }
     size_t panel_bytes() const { return size_t(blocks()) * (kBlock * kPanel + kPanel * sizeof(float)); }
 
@@ -50,27 +66,31 @@ private:
     int64_t k_ = 0, n_ = 0, k_pad_ = 0, n_pad_ = 0;
     size_t bytes_ = 0;
     bool exact_ = false;
+    Int8Isa isa_ = Int8Isa::vnni;
     std::unique_ptr<uint8_t, Free> data_;  // 64-byte aligned
 };
 
-// Whether this CPU and build run the kernel (x86-64 with AVX512F/BW/VL and AVX512-VNNI)
+// Whether this CPU and build run one of our kernels (int8_best_isa() is not none)
 bool int8_gemm_available();
 
-// The dot-product unit's peak on this CPU, G multiply-adds x 2 per second: independent VPDPBUSD chains on
-// n_threads threads (0 where the kernel is not available); what benchmarks/bench_encode.py sets our rate beside
-double int8_dot_peak_gops(int n_threads);
+// The dot-product unit's peak on this CPU for `isa`, G multiply-adds x 2 per second: independent chains of the
+// kernel's own instructions (VPDPBUSD; VPMADDUBSW + VPMADDWD + VPADDD) on n_threads threads (0 where `isa` is not
+// available); what benchmarks/bench_encode.py sets our rate beside
+double int8_dot_peak_gops(int n_threads, Int8Isa isa = Int8Isa::vnni);
 
 // Packed weights of one encoder, by the ggml tensor they replace in graphs.
 class PackedWeights {
 public:
-    // repacks `weights` (host-readable) on n_threads threads; exceptions (std::bad_alloc) reach the caller
-    void add(const std::vector<const ggml_tensor *> & weights, int n_threads);
+    // repacks `weights` (host-readable) on n_threads threads for `isa`'s kernel; exceptions (std::bad_alloc) reach
+    // the caller
+    void add(const std::vector<const ggml_tensor *> & weights, int n_threads, Int8Isa isa);
     const PackedWeight * find(const ggml_tensor * w) const {
         auto it = packed_.find(w);
         return it == packed_.end() ? nullptr : it->second.get();
     }
     size_t size() const { return packed_.size(); }
     size_t bytes() const;
+    Int8Isa isa() const { return packed_.empty() ? Int8Isa::none : packed_.begin()->second->isa(); }
 
 private:
     std::unordered_map<const ggml_tensor *, std::unique_ptr<PackedWeight>> packed_;
@@ -78,7 +98,7 @@ private:
 
 // x: [k, N, ...] f32 -> [n, N, ...] f32 = w x, as two ggml custom ops on the CPU backend: the activations are
 // quantized per 32-block (rows split over threads), then the product (panels split over threads). `w` must
-// outlive the graph; int8_gemm_available() must be true.
+// outlive the graph; w.isa() must be available.
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w);
 
 }  // namespace mcv

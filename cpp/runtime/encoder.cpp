@@ -69,12 +69,22 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
         scratch_ = std::make_unique<BlasScratch>(opt_.n_threads);
         mm_.blas = scratch_.get();
     }
-    if (opt_.int8 != "auto" && opt_.int8 != "on" && opt_.int8 != "ggml" && opt_.int8 != "off") {
-        throw std::invalid_argument("int8 must be 'auto', 'on', 'ggml' or 'off', not '" + opt_.int8 + "'");
+    const std::string & int8 = opt_.int8;
+    if (int8 != "auto" && int8 != "on" && int8 != "vnni" && int8 != "avx2" && int8 != "ggml" && int8 != "off") {
+        throw std::invalid_argument("int8 must be 'auto', 'on', 'vnni', 'avx2', 'ggml' or 'off', not '" + int8 + "'");
     }
-    const bool own = on_cpu && int8_gemm_available() && (opt_.int8 == "auto" || opt_.int8 == "on");
-    mm_.int8 =
-        on_cpu && (own || opt_.int8 == "on" || opt_.int8 == "ggml" || (opt_.int8 == "auto" && cpu_has_int8_dot()));
+    if (int8 == "vnni" || int8 == "avx2") {  // one of our kernels by name: refused where the CPU cannot run it
+        isa_ = int8 == "vnni" ? Int8Isa::vnni : Int8Isa::avx2;
+        if (!int8_isa_available(isa_)) {
+            throw std::invalid_argument("int8='" + int8 + "': this CPU or build cannot run our " + int8 +
+                                        " kernel (available: " + int8_isa_name(int8_best_isa()) + ")");
+        }
+    } else if (int8 == "auto" || int8 == "on") {
+        isa_ = int8_best_isa();
+    }
+    if (!on_cpu) isa_ = Int8Isa::none;
+    const bool own = isa_ != Int8Isa::none;
+    mm_.int8 = on_cpu && (own || int8 == "on" || int8 == "ggml" || (int8 == "auto" && cpu_has_int8_dot()));
     if (own) pack_int8_weights();
 
     meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
@@ -154,7 +164,7 @@ void VisionEncoder::pack_int8_weights() {
         if (block_quantized(t->type) || t->ne[0] % PackedWeight::kBlock != 0) chosen.push_back(t);
     }
     try {
-        packed_.add(chosen, opt_.n_threads);
+        packed_.add(chosen, opt_.n_threads, isa_);
     } catch (const std::bad_alloc &) {
         throw OutOfMemory(model_.path + ": cannot allocate the int8 kernel's repacked weights");
     }
@@ -471,8 +481,8 @@ std::string VisionEncoder::matmul_summary() const {
     for (const ggml_tensor * t : matrices()) {
         std::string how;
         if (const PackedWeight * p = packed_.find(t)) {
-            how = std::string("int8 dot products on our AVX512-VNNI kernel (") +
-                (p->exact() ? "the file's blocks" : "quantized to q8_0 blocks at load") +
+            how = std::string("int8 dot products on our ") + (p->isa() == Int8Isa::vnni ? "AVX512-VNNI" : "AVX2") +
+                " kernel (" + (p->exact() ? "the file's blocks" : "quantized to q8_0 blocks at load") +
                 ", repacked at load; activations quantized per block)";
         } else if (mm_.int8 && block_quantized(t->type)) {
             how = "ggml int8 dot products (activations quantized per block)";

@@ -32,9 +32,10 @@ struct EncoderOptions {
     bool blas = true;         // OpenBLAS matmuls and attention on the CPU, when this build has it
     bool profile = false;     // time every node (slower: the scheduler then runs one node at a time)
     bool use_mmap = true;     // CPU weights straight from the memory-mapped file (no copy at load)
-    // block-quantized weights on integer dot products: "auto" (our AVX512-VNNI kernel where the CPU has it, else
-    // ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM, else off), "on" (ours, else ggml's),
-    // "ggml" (ggml's), or "off" (dequantized for OpenBLAS, like f16)
+    // block-quantized weights on integer dot products: "auto" (our fastest int8 kernel the CPU runs: AVX512-VNNI,
+    // else AVX2; else ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM, else off), "on" (ours, else
+    // ggml's), "vnni" or "avx2" (that kernel of ours; std::invalid_argument where the CPU lacks it), "ggml" (ggml's),
+    // or "off" (dequantized for OpenBLAS, like f16)
     std::string int8 = "auto";
 };
 
@@ -101,9 +102,11 @@ public:
     bool uses_blas() const { return mm_.blas != nullptr; }
     bool weights_mapped() const { return model_.mapped(); }
     bool uses_int8() const { return mm_.int8; }
-    // what runs this file's block-quantized matrices: "vnni" (our kernel, weights repacked at load), "ggml" (its
-    // int8 kernels) or "off" (dequantized, or the file has none)
-    std::string int8_kernel() const { return packed_.size() ? "vnni" : mm_.int8 && quantized_file() ? "ggml" : "off"; }
+    // what runs this file's block-quantized matrices: "vnni" or "avx2" (our kernels, weights repacked at load),
+    // "ggml" (its int8 kernels) or "off" (dequantized, or the file has none)
+    std::string int8_kernel() const {
+        return packed_.size() ? int8_isa_name(packed_.isa()) : mm_.int8 && quantized_file() ? "ggml" : "off";
+    }
     size_t packed_bytes() const { return packed_.bytes(); }
     // how this file's matrix products run, in words (minicpmv-edge info)
     std::string matmul_summary() const;
@@ -139,6 +142,7 @@ private:
     int n_evals_ = 0;
     std::unique_ptr<BlasScratch> scratch_;  // the BLAS ops' per-thread memory (null on the pure ggml path)
     PackedWeights packed_;                  // matrices repacked for the int8 kernel (empty when it is not used)
+    Int8Isa isa_ = Int8Isa::none;           // which of our int8 kernels runs them (none: not ours)
     void pack_int8_weights();
     std::vector<const ggml_tensor *> matrices() const;  // every layer's and the projector's weight matrices
     bool quantized_file() const;                        // some of them are block-quantized

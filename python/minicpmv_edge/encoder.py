@@ -51,10 +51,11 @@ class VisionEncoder:
         node;
         `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece); `use_mmap`: CPU
         weights are the memory-mapped file (loading copies nothing; False reads them into memory); `int8`: block-
-        quantized files (q8_0, q4_0) on integer dot products: "auto" runs our AVX512-VNNI kernel where the CPU has
-        it (the matrices repacked at load; the file's f16 leftovers such as fc2 quantized to q8_0 blocks), else
-        ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM; "on" (ours, else ggml's), "ggml" (ggml's), or
-        "off" (dequantized for OpenBLAS like f16). `native.int8_kernel` says which ran."""
+        quantized files (q8_0, q4_0) on integer dot products: "auto" runs our fastest int8 kernel the CPU has,
+        AVX512-VNNI, else AVX2 (the matrices repacked at load; the file's f16 leftovers such as fc2 quantized to q8_0
+        blocks; both kernels give the same bits), else ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM;
+        "on" (ours, else ggml's), "vnni" or "avx2" (that kernel of ours, a ValueError where the CPU lacks it), "ggml"
+        (ggml's), or "off" (dequantized for OpenBLAS like f16). `native.int8_kernel` says which ran."""
         self._enc: _core.VisionEncoder | None = None
         self.path = Path(path)
         threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
