@@ -200,12 +200,13 @@ AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, co
     }
 }
 
-// out[i][0:16] for the panel's outputs 16c .. 16c + 15 and MR activation rows; `cols` of them are stored
+// out[i][0:16] for the panel's outputs 16c .. 16c + 15 and MR activation rows; `cols` of them are stored. The
+// int32 sums stay in registers through a block; the float accumulators live in a small array (touched once per
+// block), which keeps the inner loop within AVX2's 16 registers.
 template <int MR>
 AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c, float * out,
                              int64_t ldo, int64_t cols) {
-    __m256 acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    alignas(32) float acc[MR][16] = {};
     const float * sa[MR];
     const uint8_t * qa[MR];
     for (int i = 0; i < MR; ++i) {
@@ -213,23 +214,22 @@ AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const u
         sa[i] = reinterpret_cast<const float *>(qa[i] + lay.scales());
     }
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i flip = _mm256_set1_epi8(char(0x80));  // stored w + 128 -> w
     for (int64_t b = 0; b < lay.blocks; ++b) {
         const uint8_t * wb = panel + size_t(b) * kBlockBytes;
         __m256i sum[MR][2];
         for (int i = 0; i < MR; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_si256();
-#pragma GCC unroll 8
+#pragma GCC unroll 2
         for (int64_t g = 0; g < kGroups; ++g) {
-            const uint8_t * wg = wb + (g * kVectors + c) * 64;
-            const __m256i w0 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i *>(wg)), flip);
-            const __m256i w1 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32)), flip);
+            const uint8_t * wg = wb + (g * kVectors + c) * 64;  // signed weights (packed for this kernel)
+            const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg));
+            const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32));
+            const __m256i abs0 = _mm256_sign_epi8(w0, w0), abs1 = _mm256_sign_epi8(w1, w1);  // shared by the rows
             for (int i = 0; i < MR; ++i) {
                 int32_t four;
                 std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
                 const __m256i a = _mm256_set1_epi32(four);
-                const __m256i abs_a = _mm256_sign_epi8(a, a);
-                const __m256i p0 = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(w0, a));
-                const __m256i p1 = _mm256_maddubs_epi16(abs_a, _mm256_sign_epi8(w1, a));
+                const __m256i p0 = _mm256_maddubs_epi16(abs0, _mm256_sign_epi8(a, w0));
+                const __m256i p1 = _mm256_maddubs_epi16(abs1, _mm256_sign_epi8(a, w1));
                 sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(p0, ones));
                 sum[i][1] = _mm256_add_epi32(sum[i][1], _mm256_madd_epi16(p1, ones));
             }
@@ -239,24 +239,13 @@ AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const u
             const __m256 s = _mm256_loadu_ps(sw + h * 8);
             for (int i = 0; i < MR; ++i) {
                 const __m256 scale = _mm256_mul_ps(s, _mm256_set1_ps(sa[i][b]));
-                acc[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[i][h]), scale, acc[i][h]);
+                const __m256 prev = _mm256_load_ps(acc[i] + h * 8);
+                _mm256_store_ps(acc[i] + h * 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[i][h]), scale, prev));
             }
         }
     }
-    for (int h = 0; h < 2; ++h) {
-        const int64_t left = std::clamp<int64_t>(cols - c * 16 - h * 8, 0, 8);
-        if (left == 0) continue;
-        for (int i = 0; i < MR; ++i) {
-            float * dst = out + i * ldo + c * 16 + h * 8;
-            if (left == 8) {
-                _mm256_storeu_ps(dst, acc[i][h]);
-            } else {
-                alignas(32) float tmp[8];
-                _mm256_store_ps(tmp, acc[i][h]);
-                std::memcpy(dst, tmp, size_t(left) * sizeof(float));
-            }
-        }
-    }
+    const int64_t left = std::clamp<int64_t>(cols - c * 16, 0, 16);
+    for (int i = 0; i < MR; ++i) std::memcpy(out + i * ldo + c * 16, acc[i], size_t(left) * sizeof(float));
 }
 
 AVX2_TARGET void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel,
@@ -272,17 +261,20 @@ AVX2_TARGET void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout &
 }
 
 AVX2_TARGET double madd_chains(int64_t iters) {
-    constexpr int kChains = 8;
-    __m256i acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(i);
+    constexpr int kChains = 8;  // each with its own multiplicand, so no product is shared between chains
+    __m256i acc[kChains], b[kChains];
+    for (int i = 0; i < kChains; ++i) {
+        acc[i] = _mm256_set1_epi32(i);
+        b[i] = _mm256_set1_epi8(char(5 + i));
+    }
     __m256i a = _mm256_set1_epi8(3);
-    const __m256i b = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t it = 0; it < iters; ++it) {
         for (int i = 0; i < kChains; ++i) {
-            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(b, a)), ones));
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b[i]), ones));
         }
-        __asm__ volatile("" : "+x"(a));
+        __asm__ volatile("" : "+x"(a));  // a new multiplier each round: the products cannot be hoisted
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     __m256i total = acc[0];
@@ -448,7 +440,10 @@ void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float
     const int64_t r = row % kPanel, v = r / 16, lane = r % 16;
     uint8_t * dst = data_.get() + size_t(row / kPanel) * panel_bytes() + size_t(block) * kBlockBytes;
     for (int64_t g = 0; g < kGroups; ++g) {
-        for (int64_t j = 0; j < 4; ++j) dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(q[g * 4 + j] + 128);
+        for (int64_t j = 0; j < 4; ++j) {  // VNNI: w + 128 (VPDPBUSD's unsigned operand); AVX2: w itself
+            const int w = q[g * 4 + j] + (isa_ == Int8Isa::vnni ? 128 : 0);
+            dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(w & 0xff);
+        }
     }
     std::memcpy(dst + kBlockInts + size_t(r) * sizeof(float), &scale, sizeof(float));
 }
