@@ -231,7 +231,8 @@ def test_temporal_ids_must_cover_the_images() -> None:
     ([[0, 1], []], ValueError, r"temporal_ids\[1\] is an empty group"),
     ([], ValueError, "temporal_ids is empty"),
     ([[0, 1.5]], TypeError, r"temporal_ids\[0\]\[1\] must be an integer"),
-    ([[0, -2]], ValueError, r"temporal_ids\[0\]\[1\] must be at least -1"),
+    ([[0, -2]], ValueError, r"temporal_ids\[0\]\[1\] must be between -1 and 2147483647, got -2"),
+    ([[0, 1 << 31]], ValueError, r"temporal_ids\[0\]\[1\] must be between -1 and 2147483647, got 2147483648"),
     ([[0, True]], TypeError, r"temporal_ids\[0\]\[1\] must be an integer"),
 ])
 def test_bad_temporal_ids(value: object, error: type, match: str) -> None:
