@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from minicpmv_edge.families import FAMILIES
 
@@ -112,3 +113,8 @@ def prompt_ids(m, msgs: list[dict], parse_special: bool = False, max_slices: int
     turns = w.media.encode_turns(normalize(msgs), max_slices, ChatStats())
     prompt = build_prompt(w.template, turns, w.family, w.llm, m.encoder.query_num, False, parse_special)
     return [p if isinstance(p, int) else 0 for p in prompt.positions]
+
+
+def message_images(msgs: list[dict]) -> list[Image.Image]:
+    """The PIL images of a conversation's messages, in order (what the references are handed)."""
+    return [c for m in msgs if isinstance(m["content"], list) for c in m["content"] if isinstance(c, Image.Image)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import prompt_ids
+from helpers import message_images, prompt_ids
 from PIL import Image
 
 from minicpmv_edge.chat import MiniCPMV
@@ -65,7 +65,7 @@ def test_prompt_and_embeddings_equal_the_originals(original, runtime, scenario: 
     msgs, _ = SCENARIOS[scenario]
     want = original[scenario, "greedy"]
     assert prompt_ids(runtime, msgs) == want["ids"]
-    images = [c for m in msgs if isinstance(m["content"], list) for c in m["content"] if isinstance(c, Image.Image)]
+    images = message_images(msgs)
     assert len(images) == len(want["pieces"])
     for img, ref in zip(images, want["pieces"], strict=True):
         grid, n, got = runtime.encoder.encode_image(np.asarray(img.convert("RGB")), 9)

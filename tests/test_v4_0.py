@@ -19,6 +19,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from helpers import message_images
 from PIL import Image
 
 from minicpmv_edge.chat import MiniCPMV
@@ -260,7 +261,7 @@ def test_prompt_and_embeddings_equal_the_reference(pipeline, runtime, scenario: 
     ids, _ = pipeline.prompt(msgs)
     assert ids[0] == pipeline.tok.bos_token_id
     assert runtime.prompt_ids(msgs) == ids
-    images = [c for m in msgs if isinstance(m["content"], list) for c in m["content"] if isinstance(c, Image.Image)]
+    images = message_images(msgs)
     for img in images:
         want = np.concatenate([pipeline.vision.encode(slicing.normalize(p), rule="hf")
                                for p in slicing.pieces(img, 9)])

@@ -17,6 +17,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from helpers import message_images
 from PIL import Image
 
 from minicpmv_edge.chat import MiniCPMV
@@ -130,17 +131,13 @@ def runtime(request, files):
         yield m
 
 
-def _images(msgs: list[dict]) -> list[Image.Image]:
-    return [c for m in msgs if isinstance(m["content"], list) for c in m["content"] if isinstance(c, Image.Image)]
-
-
 @pytest.mark.arm64(scenario=("small image", "thinking on"))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_prompt_and_embeddings_equal_the_originals(original, runtime, scenario: str) -> None:
     msgs, kw = SCENARIOS[scenario]
     want = original[scenario]
     assert runtime.prompt_ids(msgs, **kw) == want["ids"]
-    images = _images(msgs)
+    images = message_images(msgs)
     assert len(images) == len(want["pieces"])
     for img, ref in zip(images, want["pieces"], strict=True):
         _, _, got = runtime.encoder.encode_image(np.asarray(img.convert("RGB")), 9)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import message_images
 from PIL import Image
 
 from minicpmv_edge.chat import MiniCPMV
@@ -76,17 +77,13 @@ def runtime(request, files):
         yield m
 
 
-def _images(msgs: list[dict]) -> list[Image.Image]:
-    return [c for m in msgs if isinstance(m["content"], list) for c in m["content"] if isinstance(c, Image.Image)]
-
-
 @pytest.mark.arm64(scenario=("small image", "4x mode"))
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_prompt_and_embeddings_equal_transformers(original, runtime, scenario: str) -> None:
     msgs, kw = SCENARIOS[scenario]
     want = original[scenario]
     assert runtime.prompt_ids(msgs, **kw) == want["ids"]
-    images = _images(msgs)
+    images = message_images(msgs)
     assert len(images) == len(want["pieces"])
     mode = kw.get("downsample_mode")
     for img, ref in zip(images, want["pieces"], strict=True):
