@@ -15,6 +15,7 @@
 #include "preprocess/resize.h"
 #include "preprocess/resize_torch.h"
 #include "preprocess/slicing.h"
+#include "runtime/attention_probe.h"
 #include "runtime/backends.h"
 #include "runtime/cpu_threads.h"
 #include "runtime/encoder.h"
@@ -26,6 +27,7 @@ namespace py = pybind11;
 namespace {
 
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // A view on an [H, W, 3] uint8 array (the array must outlive the view).
 mcv::ImageView rgb_view(const U8Array & a) {
@@ -228,8 +230,9 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init([](const std::string & path, int n_threads, const std::string & device,
                          const mcv::KeyValues & key_defaults, const mcv::KeyValues & key_overrides,
                          size_t max_batch_bytes, bool profile, bool blas, int64_t max_patches, bool use_mmap,
-                         const std::string & int8) {
+                         const std::string & int8, const std::string & attention) {
                  mcv::EncoderOptions opt;
+                 opt.attention = attention;
                  opt.use_mmap = use_mmap;
                  opt.int8 = int8;
                  opt.profile = profile;
@@ -246,7 +249,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("path"), py::arg("n_threads"), py::arg("device"), py::arg("key_defaults") = mcv::KeyValues{},
              py::arg("key_overrides") = mcv::KeyValues{}, py::arg("max_batch_bytes") = size_t(256) << 20,
              py::arg("profile") = false, py::arg("blas") = true, py::arg("max_patches") = 0, py::arg("use_mmap") = true,
-             py::arg("int8") = "auto")
+             py::arg("int8") = "auto", py::arg("attention") = "auto")
         .def(
             "encode",
             [](mcv::VisionEncoder & enc,
@@ -353,6 +356,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("weights_mapped", &mcv::VisionEncoder::weights_mapped)
         .def_property_readonly("uses_int8", &mcv::VisionEncoder::uses_int8)
         .def_property_readonly("int8_kernel", &mcv::VisionEncoder::int8_kernel)
+        .def_property_readonly("attention_kernel", &mcv::VisionEncoder::attention_kernel)
         .def_property_readonly("packed_bytes", &mcv::VisionEncoder::packed_bytes)
         .def_property_readonly("matmul_summary", &mcv::VisionEncoder::matmul_summary)
         .def_property(
@@ -405,6 +409,38 @@ PYBIND11_MODULE(_core, m) {
         py::arg("n_threads"), py::arg("kernel") = "vnni",
         "peak of the int8 unit through a kernel's own instructions (vnni: VPDPBUSD; avx2: VPMADDUBSW + VPMADDWD), "
         "GOP/s; 0 where this CPU cannot run that kernel");
+    m.def(
+        "attention",
+        [](const F32Array & q, const F32Array & k, const F32Array & v, const std::string & kind, int n_threads,
+           int repeat) {
+            if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) {
+                throw std::invalid_argument("attention: q, k and v must be 4-D [batch, tokens, heads, head width]");
+            }
+            for (int d : {0, 2, 3}) {
+                if (k.shape(d) != v.shape(d) || (d > 1 && q.shape(d) != k.shape(d))) {
+                    throw std::invalid_argument("attention: q, k and v shapes do not match");
+                }
+            }
+            if (k.shape(1) != v.shape(1) || (q.shape(0) != 1 && q.shape(0) != k.shape(0))) {
+                throw std::invalid_argument("attention: k and v need the same tokens; q a batch of 1 or k's");
+            }
+            std::vector<float> qv(q.data(), q.data() + q.size()), kv(k.data(), k.data() + k.size()),
+                vv(v.data(), v.data() + v.size());
+            mcv::AttentionRun run;
+            {
+                py::gil_scoped_release nogil;
+                run = mcv::run_attention(qv, kv, vv, k.shape(0), q.shape(0), q.shape(1), k.shape(1), k.shape(2),
+                                         k.shape(3), kind, n_threads, repeat);
+            }
+            py::array_t<float> out({k.shape(0), q.shape(1), k.shape(2) * k.shape(3)});
+            std::copy(run.out.begin(), run.out.end(), out.mutable_data());
+            return py::make_tuple(out, run.seconds);
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kind") = "f32", py::arg("n_threads") = 1,
+        py::arg("repeat") = 1,
+        "(out [B, n_q, heads * width], best seconds) of softmax(q k^T / sqrt(width)) v run alone as the encoder's "
+        "op: kind 'f32' (its f32 path), 'vnni' or 'avx2' (our fused int8 attention); q [B or 1, n_q, heads, width], "
+        "k and v [B, n_kv, heads, width]");
     m.def("int8_gemm_available", &mcv::int8_gemm_available, "whether this CPU runs one of our int8 kernels");
     m.def(
         "int8_kernels",

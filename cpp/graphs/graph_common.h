@@ -7,6 +7,7 @@
 
 #include "ggml.h"
 #include "kernels/blas_ops.h"
+#include "kernels/int8_attention.h"
 #include "kernels/int8_gemm.h"
 #include "runtime/mmproj.h"
 
@@ -34,10 +35,15 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
 // `packed` weights run on our AVX512-VNNI kernel (int8_gemm.h). Otherwise, with `int8`, block-quantized weights
 // (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the activations per block and multiply on
 // integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for sgemm where the CPU has them.
+// `attention` names our int8 kernel that runs attention (int8_attention.h) where it takes the shape and has at
+// least `attention_min_queries` query rows (packing the keys and values costs about as much as 100 query rows'
+// products: the resampler's 64 queries are faster in f32); none: f32.
 struct MatmulHook {
     BlasScratch * blas = nullptr;
     bool int8 = false;
     const PackedWeights * packed = nullptr;
+    Int8Isa attention = Int8Isa::none;
+    int64_t attention_min_queries = 1;
 };
 
 // x: [in, ...], w: [in, out] -> [out, ...]
@@ -49,10 +55,18 @@ inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w
     return b ? ggml_add(ctx, x, b) : x;
 }
 
-// Multi-head attention without a mask: ggml's fused flash attention (no n_q x n_kv score matrix in memory).
-// q: [d_head, n_head, n_q, B], k and v: [d_head, n_head, n_kv, B] -> [d_head * n_head, n_q, B]
+// Multi-head attention without a mask: our fused int8 attention, OpenBLAS in tiles of query rows, or ggml's fused
+// flash attention (none keeps an n_q x n_kv score matrix in memory).
+// q: [d_head, n_head, n_q, B] (B may be 1 on our paths: shared queries), k and v: [d_head, n_head, n_kv, B]
+// -> [d_head * n_head, n_q, B]
 inline ggml_tensor * attend(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, ggml_type kv_type,
                             int il, MatmulHook mm = {}) {
+    if (mm.attention != Int8Isa::none && q->ne[2] >= mm.attention_min_queries &&
+        int8_attention_supports(mm.attention, q->ne[0], k->ne[2])) {
+        ggml_tensor * out = int8_attention(ctx, q, k, v, mm.attention);
+        cb(out->src[1], "attn-pack", il);  // the packed keys and values (profiled as attention)
+        return cb(out, "attn", il);
+    }
     if (mm.blas) return cb(blas_attention(ctx, q, k, v, *mm.blas), "attn", il);
     const int64_t d_head = q->ne[0], n_head = q->ne[1], n_q = q->ne[2], batch = q->ne[3];
     q = ggml_permute(ctx, q, 0, 2, 1, 3);  // [d_head, n_q, n_head, B]

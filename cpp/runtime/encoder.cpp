@@ -86,6 +86,25 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     const bool own = isa_ != Int8Isa::none;
     mm_.int8 = on_cpu && (own || int8 == "on" || int8 == "ggml" || (int8 == "auto" && cpu_has_int8_dot()));
     if (own) pack_int8_weights();
+    const std::string & attn = opt_.attention;
+    if (attn != "auto" && attn != "int8" && attn != "f32") {
+        throw std::invalid_argument("attention must be 'auto', 'int8' or 'f32', not '" + attn + "'");
+    }
+    if (attn == "int8" && !own) {
+        throw std::invalid_argument(
+            std::string("attention='int8': none of our int8 kernels runs here (") +
+            (on_cpu ? "int8='" + int8 + "', CPU kernels available: " + int8_isa_name(int8_best_isa())
+                    : std::string("the encoder is not on the CPU")) +
+            ")");
+    }
+    // auto: for self-attention of 256 tokens or more (the resampler's 64 queries are as fast in f32: packing the
+    // keys and values costs what ~100 query rows' products do); "int8": wherever ours takes the shape
+    if (attn == "int8") {
+        mm_.attention = isa_;
+    } else if (attn == "auto" && packed_.size()) {
+        mm_.attention = isa_;
+        mm_.attention_min_queries = 256;
+    }
 
     meta_.resize(ggml_tensor_overhead() * kGraphNodes + ggml_graph_overhead_custom(kGraphNodes, false));
     sched_.reset(ggml_backend_sched_new(backends_.data(), nullptr, int(backends_.size()), kGraphNodes, false, true));
@@ -497,7 +516,15 @@ std::string VisionEncoder::matmul_summary() const {
     for (const auto & [key, n] : groups) {
         out += (out.empty() ? "" : "; ") + key.first + " (" + std::to_string(n) + " matrices): " + key.second;
     }
-    out += std::string("; attention: ") + (mm_.blas ? "OpenBLAS" : "ggml flash attention");
+    out += std::string("; attention: ") +
+        (mm_.attention != Int8Isa::none ? std::string("our fused int8 attention on the ") +
+                 (mm_.attention == Int8Isa::vnni ? "AVX512-VNNI" : "AVX2") + " kernel (" +
+                 (mm_.blas ? "OpenBLAS" : "ggml flash attention") + " below 32 keys" +
+                 (mm_.attention_min_queries > 1 ? " or " + std::to_string(mm_.attention_min_queries) + " queries"
+                                                : "") +
+                 ")"
+             : mm_.blas ? "OpenBLAS"
+                        : "ggml flash attention");
     out += std::string("; weights: ") + (model_.mapped() ? "memory-mapped" : "in a buffer");
     return out;  // (the CPU's features: cpu_features(), which minicpmv-edge info prints beside this)
 }

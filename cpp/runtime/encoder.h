@@ -37,6 +37,11 @@ struct EncoderOptions {
     // ggml's), "vnni" or "avx2" (that kernel of ours; std::invalid_argument where the CPU lacks it), "ggml" (ggml's),
     // or "off" (dequantized for OpenBLAS, like f16)
     std::string int8 = "auto";
+    // attention: "auto" (our fused int8 attention for self-attention of 256 tokens or more where our int8 kernel
+    // runs the file's block-quantized matrices, else f32), "int8" (ours wherever it takes the shape, on any
+    // file; std::invalid_argument where none of our int8 kernels runs here) or "f32" (OpenBLAS, or ggml's flash
+    // attention)
+    std::string attention = "auto";
 };
 
 // One graph evaluation: B pieces of one patch grid through SigLIP and the resampler, or through MiniCPM-V 4.6's
@@ -108,6 +113,10 @@ public:
         return packed_.size() ? int8_isa_name(packed_.isa()) : mm_.int8 && quantized_file() ? "ggml" : "off";
     }
     size_t packed_bytes() const { return packed_.bytes(); }
+    // what runs attention: "vnni" or "avx2" (our fused int8 attention, where it takes the shape) or "f32"
+    std::string attention_kernel() const {
+        return mm_.attention == Int8Isa::none ? "f32" : int8_isa_name(mm_.attention);
+    }
     // how this file's matrix products run, in words (minicpmv-edge info)
     std::string matmul_summary() const;
     size_t scratch_bytes() const { return scratch_ ? scratch_->bytes() : 0; }

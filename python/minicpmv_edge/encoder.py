@@ -45,7 +45,7 @@ class VisionEncoder:
     def __init__(self, path: str | os.PathLike[str], n_threads: int | None = None, device: str = "cpu",
                  max_batch_bytes: int = 256 << 20, position_ids: str | None = None, blas: bool = True,
                  profile: bool = False, max_patches: int | None = None, use_mmap: bool = True,
-                 int8: str = "auto") -> None:
+                 int8: str = "auto", attention: str = "auto") -> None:
         """`position_ids` overrides the file's rule ("navit_2d", "flat_1d", "nearest_2d" (4.6's), or llama.cpp's
         "floor_2d"); `blas=False` keeps every matmul in ggml (what GPU devices use); `profile` times each graph
         node;
@@ -55,7 +55,10 @@ class VisionEncoder:
         AVX512-VNNI, else AVX2 (the matrices repacked at load; the file's f16 leftovers such as fc2 quantized to q8_0
         blocks; both kernels give the same bits), else ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM;
         "on" (ours, else ggml's), "vnni" or "avx2" (that kernel of ours, a ValueError where the CPU lacks it), "ggml"
-        (ggml's), or "off" (dequantized for OpenBLAS like f16). `native.int8_kernel` says which ran."""
+        (ggml's), or "off" (dequantized for OpenBLAS like f16). `native.int8_kernel` says which ran. `attention`:
+        "auto" runs our fused int8 attention wherever our int8 kernel runs the file's matrices (per-row cosine
+        >= 0.9999 against f32: tests/test_int8_attention.py), else f32; "int8" on any file (ValueError where none
+        of our int8 kernels runs here); "f32" (OpenBLAS, or ggml's flash attention). `native.attention_kernel`."""
         self._enc: _core.VisionEncoder | None = None
         self.path = Path(path)
         threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
@@ -78,7 +81,7 @@ class VisionEncoder:
         overrides = {"minicpmv_edge.vision.position_ids": position_ids} if position_ids else {}
         logs.install()
         enc = _core.VisionEncoder(str(self.path), threads, device, defaults, overrides, max_batch_bytes, profile,
-                                  blas, 0, use_mmap, int8)
+                                  blas, 0, use_mmap, int8, attention)
         # prompt defaults the converter carried from the checkpoint (None: the family's)
         self.max_slice_nums: int | None = _positive(kv.get("minicpmv_edge.max_slice_nums"))
         use_image_id = kv.get("minicpmv_edge.use_image_id")
