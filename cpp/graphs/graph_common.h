@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <stdexcept>
 #include <string>
 
 #include "ggml.h"
@@ -46,12 +47,23 @@ struct MatmulHook {
     int64_t attention_min_queries = 1;
 };
 
-// x: [in, ...], w: [in, out] -> [out, ...]
-inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, MatmulHook mm = {}) {
+// whether `w` runs on our int8 kernel, which can take GELU into its input (linear's gelu_input)
+inline bool int8_packed(const MatmulHook & mm, const ggml_tensor * w) { return mm.packed && mm.packed->find(w); }
+
+// x: [in, ...], w: [in, out] -> [out, ...]; `gelu_input` (only where int8_packed): w times gelu(x), the tanh form,
+// fused into the int8 kernel's quantization of x. On our int8 kernel an f32 bias is added as the product is stored.
+inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, MatmulHook mm = {},
+                            bool gelu_input = false) {
     const PackedWeight * packed = mm.packed ? mm.packed->find(w) : nullptr;
+    if (gelu_input && !packed)
+        throw std::logic_error(std::string("linear: GELU fused into a product not ours: ") + w->name);
     const bool blas = !packed && mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
-    x = packed ? int8_linear(ctx, x, *packed) : blas ? blas_linear(ctx, x, w, *mm.blas) : ggml_mul_mat(ctx, w, x);
+    ggml_tensor * fused_bias = packed && int8_fusable_bias(b, *packed) ? b : nullptr;
+    x = packed ? int8_linear(ctx, x, *packed, fused_bias, gelu_input)
+        : blas ? blas_linear(ctx, x, w, *mm.blas)
+               : ggml_mul_mat(ctx, w, x);
     ggml_format_name(x, "x %s", w->name);
+    if (fused_bias) return ggml_reshape(ctx, x, x);  // (a free view for the caller to name: the product keeps its)
     return b ? ggml_add(ctx, x, b) : x;
 }
 

@@ -72,7 +72,52 @@ float unpack_block(ggml_type type, const uint8_t * blk, int8_t * q) {
 
 #ifdef MINICPMV_VNNI
 
-VNNI_TARGET void quantize_row(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
+// GELU's tanh form (gelu_pytorch_tanh, SigLIP's), fused into the quantization of the next product's activations:
+// x / (1 + e^-t), t = 2 sqrt(2/pi) (x + 0.044715 x^3), e^-t as 2^n times a degree-6 polynomial (about 1e-7
+// relative; ggml_gelu's CPU table: ~1e-3). The two kernels run the same operations in the same order: the same bits.
+constexpr float kGeluC = 1.5957691216057308f, kGeluA = 0.044715f * 1.5957691216057308f;
+
+VNNI_TARGET inline __m512 gelu_512(__m512 x) {
+    const __m512 x2 = _mm512_mul_ps(x, x);
+    const __m512 t = _mm512_mul_ps(x, _mm512_fmadd_ps(x2, _mm512_set1_ps(kGeluA), _mm512_set1_ps(kGeluC)));
+    // -t log2(e), kept within float's exponent range
+    const __m512 y =
+        _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t, _mm512_set1_ps(-1.44269504088896341f)), _mm512_set1_ps(-126.0f)),
+                      _mm512_set1_ps(126.0f));
+    const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(y, n);
+    __m512 p = _mm512_set1_ps(1.5403530e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.24022651f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.69314718f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512 e = _mm512_scalef_ps(p, n);
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+AVX2_TARGET inline __m256 gelu_256(__m256 x) {
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    const __m256 t = _mm256_mul_ps(x, _mm256_fmadd_ps(x2, _mm256_set1_ps(kGeluA), _mm256_set1_ps(kGeluC)));
+    const __m256 y =
+        _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(t, _mm256_set1_ps(-1.44269504088896341f)), _mm256_set1_ps(-126.0f)),
+                      _mm256_set1_ps(126.0f));
+    const __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_sub_ps(y, n);
+    __m256 p = _mm256_set1_ps(1.5403530e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504109e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.24022651f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.69314718f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+template <bool GELU> VNNI_TARGET void quantize_row(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
     auto * q = reinterpret_cast<int8_t *>(row);
     auto * d = reinterpret_cast<float *>(row + lay.scales());
     auto * corr = reinterpret_cast<int32_t *>(row + lay.corrections());
@@ -81,8 +126,12 @@ VNNI_TARGET void quantize_row(const float * x, int64_t k, uint8_t * row, const A
         const int64_t j0 = b * kBlock, n = std::min<int64_t>(kBlock, k - j0);
         const __mmask16 m0 = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
         const __mmask16 m1 = n >= 32 ? __mmask16(0xffff) : n > 16 ? __mmask16((1u << (n - 16)) - 1) : __mmask16(0);
-        const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + j0);
-        const __m512 v1 = _mm512_maskz_loadu_ps(m1, x + j0 + 16);
+        __m512 v0 = _mm512_maskz_loadu_ps(m0, x + j0);
+        __m512 v1 = _mm512_maskz_loadu_ps(m1, x + j0 + 16);
+        if constexpr (GELU) {  // (gelu(0) = 0: the padding stays zero)
+            v0 = gelu_512(v0);
+            v1 = gelu_512(v1);
+        }
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1)));
         const float scale = amax / 127.0f;
         const __m512 inv = _mm512_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
@@ -99,7 +148,7 @@ VNNI_TARGET void quantize_row(const float * x, int64_t k, uint8_t * row, const A
 // `cols` of the 48 outputs are stored (the panel's padding is not)
 template <int MR>
 VNNI_TARGET void tile(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out, int64_t ldo,
-                      int64_t cols) {
+                      int64_t cols, const float * bias) {
     __m512 acc[MR][kVectors];
     for (int i = 0; i < MR; ++i) {
         for (int v = 0; v < kVectors; ++v) acc[i][v] = _mm512_setzero_ps();
@@ -142,17 +191,21 @@ VNNI_TARGET void tile(const uint8_t * act, const ActLayout & lay, const uint8_t 
     for (int v = 0; v < kVectors; ++v) {
         const int64_t left = std::clamp<int64_t>(cols - v * 16, 0, 16);
         const __mmask16 m = left == 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+        if (bias) {  // + the bias as ggml_add would (same sum)
+            const __m512 b = _mm512_maskz_loadu_ps(m, bias + v * 16);
+            for (int i = 0; i < MR; ++i) acc[i][v] = _mm512_add_ps(acc[i][v], b);
+        }
         for (int i = 0; i < MR; ++i) _mm512_mask_storeu_ps(out + i * ldo + v * 16, m, acc[i][v]);
     }
 }
 
 VNNI_TARGET void tile_rows(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
-                           int64_t ldo, int64_t cols) {
+                           int64_t ldo, int64_t cols, const float * bias) {
     switch (rows) {
-        case 4: tile<4>(act, lay, panel, out, ldo, cols); break;
-        case 3: tile<3>(act, lay, panel, out, ldo, cols); break;
-        case 2: tile<2>(act, lay, panel, out, ldo, cols); break;
-        default: tile<1>(act, lay, panel, out, ldo, cols); break;
+        case 4: tile<4>(act, lay, panel, out, ldo, cols, bias); break;
+        case 3: tile<3>(act, lay, panel, out, ldo, cols, bias); break;
+        case 2: tile<2>(act, lay, panel, out, ldo, cols, bias); break;
+        default: tile<1>(act, lay, panel, out, ldo, cols, bias); break;
     }
 }
 
@@ -170,6 +223,7 @@ AVX2_TARGET int32_t hsum8(__m256i v) {
     return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1)));
 }
 
+template <bool GELU>
 AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
     auto * q = reinterpret_cast<int8_t *>(row);
     auto * d = reinterpret_cast<float *>(row + lay.scales());
@@ -186,7 +240,7 @@ AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, co
             src = tail;
         }
         __m256 v[4];
-        for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(src + 8 * i);
+        for (int i = 0; i < 4; ++i) v[i] = GELU ? gelu_256(_mm256_loadu_ps(src + 8 * i)) : _mm256_loadu_ps(src + 8 * i);
         const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
                                        _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
         const float scale = hmax8(m) / 127.0f;
@@ -205,7 +259,7 @@ AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, co
 // block), which keeps the inner loop within AVX2's 16 registers.
 template <int MR>
 AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c, float * out,
-                             int64_t ldo, int64_t cols) {
+                             int64_t ldo, int64_t cols, const float * bias) {
     alignas(32) float acc[MR][16] = {};
     const float * sa[MR];
     const uint8_t * qa[MR];
@@ -245,17 +299,22 @@ AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const u
         }
     }
     const int64_t left = std::clamp<int64_t>(cols - c * 16, 0, 16);
+    if (bias) {
+        for (int i = 0; i < MR; ++i) {
+            for (int64_t j = 0; j < left; ++j) acc[i][j] += bias[c * 16 + j];
+        }
+    }
     for (int i = 0; i < MR; ++i) std::memcpy(out + i * ldo + c * 16, acc[i], size_t(left) * sizeof(float));
 }
 
 AVX2_TARGET void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel,
-                                float * out, int64_t ldo, int64_t cols) {
+                                float * out, int64_t ldo, int64_t cols, const float * bias) {
     for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
         switch (rows) {
-            case 4: tile16_avx2<4>(act, lay, panel, c, out, ldo, cols); break;
-            case 3: tile16_avx2<3>(act, lay, panel, c, out, ldo, cols); break;
-            case 2: tile16_avx2<2>(act, lay, panel, c, out, ldo, cols); break;
-            default: tile16_avx2<1>(act, lay, panel, c, out, ldo, cols); break;
+            case 4: tile16_avx2<4>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 3: tile16_avx2<3>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 2: tile16_avx2<2>(act, lay, panel, c, out, ldo, cols, bias); break;
+            default: tile16_avx2<1>(act, lay, panel, c, out, ldo, cols, bias); break;
         }
     }
 }
@@ -284,8 +343,9 @@ AVX2_TARGET double madd_chains(int64_t iters) {
     return double(iters) * kChains * 32 * 2 / s / 1e9;
 }
 
-// dst [stride, M] int8 rows = src0 [k, M] f32, rows split over threads; userdata: the PackedWeight (its isa)
-void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+// dst [stride, M] int8 rows = src0 [k, M] f32 (with GELU: of gelu(src0)), rows split over threads; userdata: the
+// PackedWeight (its isa)
+template <bool GELU> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const bool vnni = static_cast<const PackedWeight *>(userdata)->isa() == Int8Isa::vnni;
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
@@ -294,14 +354,15 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         const float * src = static_cast<const float *>(x->data) + r * k;
         uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
         if (vnni) {
-            quantize_row(src, k, row, lay);
+            quantize_row<GELU>(src, k, row, lay);
         } else {
-            quantize_row_avx2(src, k, row, lay);
+            quantize_row_avx2<GELU>(src, k, row, lay);
         }
     }
 }
 
-// dst [n, M] f32 = w (userdata) x the quantized rows (src0); work = (chunk of rows, panel) pairs, split into
+// dst [n, M] f32 = w (userdata) x the quantized rows (src0) (+ src1, an f32 bias, where given); work = (chunk of
+// rows, panel) pairs, split into
 // contiguous ranges per thread so that a thread walks the panels over one chunk while it stays in cache
 void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const auto & w = *static_cast<const PackedWeight *>(userdata);
@@ -311,17 +372,19 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
     const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
     const auto * act = static_cast<const uint8_t *>(a->data);
+    const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     auto * out = static_cast<float *>(dst->data);
     for (int64_t u = u0; u < u1; ++u) {
         const int64_t c = u / panels, p = u % panels;
         const int64_t col = p * kPanel, cols = std::min(kPanel, w.n() - col);
+        const float * b = bias ? bias + col : nullptr;
         const int64_t r1 = std::min(m, (c + 1) * kChunkRows);
         for (int64_t r = c * kChunkRows; r < r1; r += kTileRows) {
             const int rows = int(std::min<int64_t>(kTileRows, r1 - r));
             if (vnni) {
-                tile_rows(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols);
+                tile_rows(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols, b);
             } else {
-                tile_rows_avx2(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols);
+                tile_rows_avx2(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols, b);
             }
         }
     }
@@ -462,7 +525,12 @@ size_t PackedWeights::bytes() const {
     return total;
 }
 
-ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w) {
+bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w) {
+    return b && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b) && ggml_nelements(b) == w.n();
+}
+
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias,
+                          bool gelu_input) {
 #ifdef MINICPMV_VNNI
     if (x->type != GGML_TYPE_F32 || x->ne[0] != w.k()) {
         throw std::invalid_argument("int8_linear: activations must be f32 with " + std::to_string(w.k()) + " rows");
@@ -470,16 +538,20 @@ ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeigh
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
     const ActLayout lay(w.k());
     ggml_tensor * args[1] = {x};
-    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args, 1, quantize_op,
-                                     GGML_N_TASKS_MAX, const_cast<PackedWeight *>(&w));
+    if (bias && !int8_fusable_bias(bias, w)) throw std::invalid_argument("int8_linear: the bias is not f32 [n]");
+    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args, 1,
+                                     gelu_input ? quantize_op<true> : quantize_op<false>, GGML_N_TASKS_MAX,
+                                     const_cast<PackedWeight *>(&w));
     ggml_format_name(q, "quantize %s", x->name);
-    ggml_tensor * qa[1] = {q};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w.n(), x->ne[1], x->ne[2], x->ne[3], qa, 1, gemm_op, GGML_N_TASKS_MAX,
-                          const_cast<PackedWeight *>(&w));
+    ggml_tensor * qa[2] = {q, bias};
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w.n(), x->ne[1], x->ne[2], x->ne[3], qa, bias ? 2 : 1, gemm_op,
+                          GGML_N_TASKS_MAX, const_cast<PackedWeight *>(&w));
 #else
     (void)ctx;
     (void)x;
     (void)w;
+    (void)bias;
+    (void)gelu_input;
     throw std::logic_error("int8_linear: this build has no int8 kernel");
 #endif
 }

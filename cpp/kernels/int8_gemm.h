@@ -99,6 +99,11 @@ private:
 // x: [k, N, ...] f32 -> [n, N, ...] f32 = w x, as two ggml custom ops on the CPU backend: the activations are
 // quantized per 32-block (rows split over threads), then the product (panels split over threads). `w` must
 // outlive the graph; w.isa() must be available.
-ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w);
+// `bias` (f32 [n], int8_fusable_bias): added as each tile is stored (the sums ggml_add would give, without its pass
+// over memory); `gelu_input`: the product takes gelu(x) (the tanh form), computed as the activations are quantized
+// (the graph then has no GELU node).
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias = nullptr,
+                          bool gelu_input = false);
+bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w);
 
 }  // namespace mcv
