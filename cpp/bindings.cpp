@@ -400,15 +400,16 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "int8_dot_peak_gops",
         [](int n_threads, const std::string & kernel) {
-            if (kernel != "vnni" && kernel != "avx2") {
-                throw std::invalid_argument("kernel must be 'vnni' or 'avx2', not '" + kernel + "'");
+            const mcv::Int8Isa isa = mcv::int8_isa_named(kernel);
+            if (isa == mcv::Int8Isa::none) {
+                throw std::invalid_argument("kernel must be 'vnni', 'avx2' or 'neon', not '" + kernel + "'");
             }
             py::gil_scoped_release nogil;
-            return mcv::int8_dot_peak_gops(n_threads, kernel == "vnni" ? mcv::Int8Isa::vnni : mcv::Int8Isa::avx2);
+            return mcv::int8_dot_peak_gops(n_threads, isa);
         },
         py::arg("n_threads"), py::arg("kernel") = "vnni",
-        "peak of the int8 unit through a kernel's own instructions (vnni: VPDPBUSD; avx2: VPMADDUBSW + VPMADDWD), "
-        "GOP/s; 0 where this CPU cannot run that kernel");
+        "peak of the int8 unit through a kernel's own instructions (vnni: VPDPBUSD; avx2: VPMADDUBSW + VPMADDWD; "
+        "neon: SDOT), GOP/s; 0 where this CPU cannot run that kernel");
     m.def(
         "attention",
         [](const F32Array & q, const F32Array & k, const F32Array & v, const std::string & kind, int n_threads,
@@ -439,19 +440,21 @@ PYBIND11_MODULE(_core, m) {
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kind") = "f32", py::arg("n_threads") = 1,
         py::arg("repeat") = 1,
         "(out [B, n_q, heads * width], best seconds) of softmax(q k^T / sqrt(width)) v run alone as the encoder's "
-        "op: kind 'f32' (its f32 path), 'vnni' or 'avx2' (our fused int8 attention); q [B or 1, n_q, heads, width], "
+        "op: kind 'f32' (its f32 path), 'vnni' or 'avx2' (our fused int8 attention); q [B or 1, n_q, heads, "
+        "width], "
         "k and v [B, n_kv, heads, width]");
     m.def("int8_gemm_available", &mcv::int8_gemm_available, "whether this CPU runs one of our int8 kernels");
     m.def(
         "int8_kernels",
         []() {
             std::vector<std::string> out;
-            for (mcv::Int8Isa isa : {mcv::Int8Isa::vnni, mcv::Int8Isa::avx2}) {
+            for (mcv::Int8Isa isa : {mcv::Int8Isa::vnni, mcv::Int8Isa::avx2, mcv::Int8Isa::neon}) {
                 if (mcv::int8_isa_available(isa)) out.emplace_back(mcv::int8_isa_name(isa));
             }
             return out;
         },
-        "our int8 kernels this CPU runs, fastest first ('vnni', 'avx2'); int8='auto' takes the first");
+        "our int8 kernels this CPU runs, fastest first ('vnni', 'avx2'; 'neon' on aarch64); int8='auto' takes the "
+        "first");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
           "header, key/values and tensor infos of a GGUF file (ValueError if it is not valid)");
     m.def("ggml_commit", []() { return std::string(ggml_commit()); }, "the ggml build this module runs on");

@@ -335,7 +335,7 @@ def _int8_kernel(int8: str) -> str:
     return "off" if int8 == "off" else "ggml"
 
 
-@pytest.mark.arm64(version="2.6", blas=True, int8=("ggml", "off"))  # ggml's DOTPROD kernels; dequantized
+@pytest.mark.arm64(version="2.6", blas=True, int8=("on", "ggml", "off"))  # our NEON kernel; ggml's DOTPROD; dequantized
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("blas", "int8"),
                          [(True, "on"), (True, "avx2"), (True, "ggml"), (True, "off"), (False, "on"),

@@ -14,7 +14,7 @@ from minicpmv_edge._native import _core
 from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
 from minicpmv_edge.encoder import VisionEncoder
 
-KERNELS = ["vnni", "avx2"]
+KERNELS = ["vnni", "avx2", "neon"]
 HERE = _core.int8_kernels()
 
 
@@ -31,6 +31,7 @@ def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 PIECES = ([_pixels(7, 3, 1)], [_pixels(11, 13, 2)], [_pixels(9, 10, 3), _pixels(9, 10, 4)])
 
 
+@pytest.mark.arm64(kernel="neon")  # the aarch64 run: our NEON kernel against ggml's DOTPROD kernels
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
 def test_kernel_agrees_with_ggml_int8(converted, tmp_path, qtype: str, kernel: str) -> None:
@@ -45,7 +46,8 @@ def test_kernel_agrees_with_ggml_int8(converted, tmp_path, qtype: str, kernel: s
     assert ours.native.int8_kernel == kernel and ggml.native.int8_kernel == "ggml"
     assert "the file's blocks" in ours.native.matmul_summary
     assert "quantized to q8_0 blocks at load" in ours.native.matmul_summary  # fc2, f16 in the file
-    assert {"vnni": "AVX512-VNNI", "avx2": "AVX2"}[kernel] + " kernel" in ours.native.matmul_summary
+    words = {"vnni": "AVX512-VNNI", "avx2": "AVX2", "neon": "NEON SDOT"}[kernel]
+    assert words + " kernel" in ours.native.matmul_summary
     for pieces in PIECES:
         a, b = ours.encode(pieces), ggml.encode(pieces)
         assert _cos_rows(a, b).min() >= 0.9995, _cos_rows(a, b).min()
@@ -62,12 +64,15 @@ def test_the_avx2_kernel_gives_the_vnni_kernels_bits(converted, tmp_path, qtype:
         np.testing.assert_array_equal(avx2.encode(pieces), vnni.encode(pieces))
 
 
+@pytest.mark.arm64(kernel="neon")
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_thread_count_does_not_change_the_result(converted, kernel: str) -> None:
     """Each output is computed by one thread with the same arithmetic, whatever the split."""
     path = converted("2.6", "q8_0").mmproj
     pieces = [_pixels(13, 17, 5)]
-    one = VisionEncoder(path, n_threads=1, int8=_kernel(kernel)).encode(pieces)
+    enc = VisionEncoder(path, n_threads=1, int8=_kernel(kernel))
+    assert enc.native.int8_kernel == kernel  # (which kernel ran)
+    one = enc.encode(pieces)
     for n in (2, 3):
         np.testing.assert_array_equal(VisionEncoder(path, n_threads=n, int8=kernel).encode(pieces), one)
 
@@ -84,10 +89,13 @@ def test_only_block_quantized_files_are_repacked(converted) -> None:
 
 def test_a_kernel_is_named_or_refused(converted) -> None:
     path = converted("2.6", "q8_0").mmproj
-    with pytest.raises(ValueError, match="int8 must be 'auto', 'on', 'vnni', 'avx2', 'ggml' or 'off', not 'avx'"):
+    names = "'auto', 'on', 'vnni', 'avx2', 'neon', 'ggml' or 'off'"
+    with pytest.raises(ValueError, match=f"int8 must be {names}, not 'avx'"):
         VisionEncoder(path, n_threads=1, int8="avx")
     for name in set(KERNELS) - set(HERE):  # where the CPU lacks one
         with pytest.raises(ValueError, match=f"int8='{name}': this CPU or build cannot run our {name} kernel"):
             VisionEncoder(path, n_threads=1, int8=name)
-    with pytest.raises(ValueError, match="kernel must be 'vnni' or 'avx2'"):
-        _core.int8_dot_peak_gops(1, "neon")
+    with pytest.raises(ValueError, match="kernel must be 'vnni', 'avx2' or 'neon'"):
+        _core.int8_dot_peak_gops(1, "sve")
+    for name in set(KERNELS) - set(HERE):
+        assert _core.int8_dot_peak_gops(1, name) == 0.0

@@ -9,38 +9,24 @@
 #include <string>
 #include <vector>
 
+#include "kernels/int8_layout.h"
 #include "runtime/parallel.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_VNNI 1
+#define MINICPMV_INT8 1
 #include <immintrin.h>
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
+#endif
+#ifdef MINICPMV_NEON
+#define MINICPMV_INT8 1
 #endif
 
 namespace mcv {
 namespace {
 
-constexpr int64_t kBlock = PackedWeight::kBlock;
-constexpr int64_t kPanel = PackedWeight::kPanel;
-constexpr int64_t kGroups = kBlock / 4;         // VPDPBUSD takes 4 inputs per lane
-constexpr int64_t kVectors = kPanel / 16;       // 16 outputs per AVX-512 vector
-constexpr size_t kBlockInts = kBlock * kPanel;  // bytes of one block of a panel
-constexpr size_t kBlockBytes = kBlockInts + kPanel * sizeof(float);
-constexpr int kTileRows = 4;         // activation rows per register tile
-constexpr int64_t kChunkRows = 128;  // activation rows kept hot in L2 while panels stream by
-
-int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
-// quantized activations, one row per token: k_pad int8 values, then `blocks` float scales, then `blocks` int32
-// corrections (-128 x the block's sum: the weights are stored + 128), the row padded to 64 bytes
-struct ActLayout {
-    int64_t k_pad, blocks, stride;
-    explicit ActLayout(int64_t k)
-        : k_pad(round_up(k, kBlock)), blocks(k_pad / kBlock), stride(round_up(k_pad + blocks * 8, 64)) {}
-    size_t scales() const { return size_t(k_pad); }
-    size_t corrections() const { return size_t(k_pad + blocks * 4); }
-};
+using namespace int8;  // NOLINT: the shared layout (int8_layout.h)
 
 // q = round(x / d), d = amax / 127, for one block of 32 (q8_0's rule, the scale kept in f32). Returns d.
 float quantize_block(const float * x, int8_t * q) {
@@ -343,53 +329,6 @@ AVX2_TARGET double madd_chains(int64_t iters) {
     return double(iters) * kChains * 32 * 2 / s / 1e9;
 }
 
-// dst [stride, M] int8 rows = src0 [k, M] f32 (with GELU: of gelu(src0)), rows split over threads; userdata: the
-// PackedWeight (its isa)
-template <bool GELU> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const bool vnni = static_cast<const PackedWeight *>(userdata)->isa() == Int8Isa::vnni;
-    const ggml_tensor * x = dst->src[0];
-    const int64_t k = x->ne[0], m = ggml_nrows(x);
-    const ActLayout lay(k);
-    for (int64_t r = ith; r < m; r += nth) {
-        const float * src = static_cast<const float *>(x->data) + r * k;
-        uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
-        if (vnni) {
-            quantize_row<GELU>(src, k, row, lay);
-        } else {
-            quantize_row_avx2<GELU>(src, k, row, lay);
-        }
-    }
-}
-
-// dst [n, M] f32 = w (userdata) x the quantized rows (src0) (+ src1, an f32 bias, where given); work = (chunk of
-// rows, panel) pairs, split into
-// contiguous ranges per thread so that a thread walks the panels over one chunk while it stays in cache
-void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const auto & w = *static_cast<const PackedWeight *>(userdata);
-    const bool vnni = w.isa() == Int8Isa::vnni;
-    const ggml_tensor * a = dst->src[0];
-    const ActLayout lay(w.k());
-    const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
-    const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
-    const auto * act = static_cast<const uint8_t *>(a->data);
-    const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
-    auto * out = static_cast<float *>(dst->data);
-    for (int64_t u = u0; u < u1; ++u) {
-        const int64_t c = u / panels, p = u % panels;
-        const int64_t col = p * kPanel, cols = std::min(kPanel, w.n() - col);
-        const float * b = bias ? bias + col : nullptr;
-        const int64_t r1 = std::min(m, (c + 1) * kChunkRows);
-        for (int64_t r = c * kChunkRows; r < r1; r += kTileRows) {
-            const int rows = int(std::min<int64_t>(kTileRows, r1 - r));
-            if (vnni) {
-                tile_rows(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols, b);
-            } else {
-                tile_rows_avx2(rows, act + r * lay.stride, lay, w.panel(p), out + r * w.n() + col, w.n(), cols, b);
-            }
-        }
-    }
-}
-
 VNNI_TARGET double dot_chains(int64_t iters) {
     constexpr int kChains = 12;  // enough independent accumulators to cover the instruction's latency
     __m512i acc[kChains];
@@ -411,17 +350,78 @@ VNNI_TARGET double dot_chains(int64_t iters) {
 
 #endif  // MINICPMV_VNNI
 
+#ifdef MINICPMV_INT8
+// dst [stride, M] int8 rows = src0 [k, M] f32 (with GELU: of gelu(src0)), rows split over threads; userdata: the
+// PackedWeight (its isa)
+template <bool GELU> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const Int8Isa isa = static_cast<const PackedWeight *>(userdata)->isa();
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], m = ggml_nrows(x);
+    const ActLayout lay(k);
+    for (int64_t r = ith; r < m; r += nth) {
+        const float * src = static_cast<const float *>(x->data) + r * k;
+        uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
+#ifdef MINICPMV_VNNI
+        if (isa == Int8Isa::vnni) quantize_row<GELU>(src, k, row, lay);
+        if (isa == Int8Isa::avx2) quantize_row_avx2<GELU>(src, k, row, lay);
+#endif
+#ifdef MINICPMV_NEON
+        if (isa == Int8Isa::neon) quantize_row_neon(src, k, row, lay, GELU);
+#endif
+        (void)isa;
+    }
+}
+
+// dst [n, M] f32 = w (userdata) x the quantized rows (src0) (+ src1, an f32 bias, where given); work = (chunk of
+// rows, panel) pairs, split into
+// contiguous ranges per thread so that a thread walks the panels over one chunk while it stays in cache
+void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const auto & w = *static_cast<const PackedWeight *>(userdata);
+    const Int8Isa isa = w.isa();
+    const ggml_tensor * a = dst->src[0];
+    const ActLayout lay(w.k());
+    const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
+    const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+    const auto * act = static_cast<const uint8_t *>(a->data);
+    const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
+    auto * out = static_cast<float *>(dst->data);
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t c = u / panels, p = u % panels;
+        const int64_t col = p * kPanel, cols = std::min(kPanel, w.n() - col);
+        const float * b = bias ? bias + col : nullptr;
+        const int64_t r1 = std::min(m, (c + 1) * kChunkRows);
+        for (int64_t r = c * kChunkRows; r < r1; r += kTileRows) {
+            const int rows = int(std::min<int64_t>(kTileRows, r1 - r));
+            const uint8_t * ar = act + r * lay.stride;
+            float * o = out + r * w.n() + col;
+#ifdef MINICPMV_VNNI
+            if (isa == Int8Isa::vnni) tile_rows(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
+            if (isa == Int8Isa::avx2) tile_rows_avx2(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
+#endif
+#ifdef MINICPMV_NEON
+            if (isa == Int8Isa::neon) tile_rows_neon(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
+#endif
+        }
+    }
+}
+
+#endif  // MINICPMV_INT8
+
 }  // namespace
 
 double int8_dot_peak_gops(int n_threads, Int8Isa isa) {
-#ifdef MINICPMV_VNNI
+#ifdef MINICPMV_INT8
     if (isa == Int8Isa::none || !int8_isa_available(isa) || n_threads < 1) return 0.0;
-    const bool vnni = isa == Int8Isa::vnni;
+#ifdef MINICPMV_VNNI
+    double (*chains)(int64_t) = isa == Int8Isa::vnni ? dot_chains : madd_chains;
+#else
+    double (*chains)(int64_t) = sdot_chains;
+#endif
     std::vector<double> rates(size_t(n_threads), 0.0);
     parallel_for(n_threads, n_threads, [&](int lo, int hi) {
         for (int i = lo; i < hi; ++i) {
-            (vnni ? dot_chains : madd_chains)(2000000);  // warm-up: clocks and the unit's power state
-            rates[size_t(i)] = (vnni ? dot_chains : madd_chains)(20000000);
+            chains(2000000);  // warm-up: clocks and the unit's power state
+            rates[size_t(i)] = chains(20000000);
         }
     });
     double total = 0.0;
@@ -435,7 +435,26 @@ double int8_dot_peak_gops(int n_threads, Int8Isa isa) {
 }
 
 const char * int8_isa_name(Int8Isa isa) {
-    return isa == Int8Isa::vnni ? "vnni" : isa == Int8Isa::avx2 ? "avx2" : "none";
+    switch (isa) {
+        case Int8Isa::vnni: return "vnni";
+        case Int8Isa::avx2: return "avx2";
+        case Int8Isa::neon: return "neon";
+        default: return "none";
+    }
+}
+
+Int8Isa int8_isa_named(const std::string & name) {
+    for (Int8Isa isa : {Int8Isa::vnni, Int8Isa::avx2, Int8Isa::neon}) {
+        if (name == int8_isa_name(isa)) return isa;
+    }
+    return Int8Isa::none;
+}
+
+const char * int8_isa_words(Int8Isa isa) {
+    return isa == Int8Isa::vnni ? "AVX512-VNNI"
+        : isa == Int8Isa::avx2  ? "AVX2"
+        : isa == Int8Isa::neon  ? "NEON SDOT"
+                                : "none";
 }
 
 bool int8_isa_available(Int8Isa isa) {
@@ -447,6 +466,8 @@ bool int8_isa_available(Int8Isa isa) {
             __builtin_cpu_supports("avx512vnni");
     }
     return isa == Int8Isa::avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(MINICPMV_NEON)
+    return isa == Int8Isa::neon && neon_dot_available();
 #else
     (void)isa;
     return false;
@@ -456,6 +477,7 @@ bool int8_isa_available(Int8Isa isa) {
 Int8Isa int8_best_isa() {
     if (int8_isa_available(Int8Isa::vnni)) return Int8Isa::vnni;
     if (int8_isa_available(Int8Isa::avx2)) return Int8Isa::avx2;
+    if (int8_isa_available(Int8Isa::neon)) return Int8Isa::neon;
     return Int8Isa::none;
 }
 
@@ -531,7 +553,7 @@ bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w) {
 
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias,
                           bool gelu_input) {
-#ifdef MINICPMV_VNNI
+#ifdef MINICPMV_INT8
     if (x->type != GGML_TYPE_F32 || x->ne[0] != w.k()) {
         throw std::invalid_argument("int8_linear: activations must be f32 with " + std::to_string(w.k()) + " rows");
     }

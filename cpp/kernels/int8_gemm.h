@@ -23,15 +23,20 @@
 
 namespace mcv {
 
-// Which of our int8 kernels runs a packed matrix: AVX512-VNNI (VPDPBUSD on 512-bit vectors), or AVX2 (VPMADDUBSW +
-// VPMADDWD on 256-bit vectors, for x86 without AVX-512). Both read the same packed layout and give the same bits: the
-// int32 block sums are exact on both, and the float steps are the same operations in the same order.
-enum class Int8Isa { none, vnni, avx2 };
+// Which of our int8 kernels runs a packed matrix: AVX512-VNNI (VPDPBUSD on 512-bit vectors), AVX2 (VPMADDUBSW +
+// VPMADDWD on 256-bit vectors, for x86 without AVX-512) or NEON (SDOT, aarch64 with the dot-product extension). All
+// read the same packed layout and give the same bits: the int32 block sums are exact on each, and the float steps
+// are the same operations in the same order.
+enum class Int8Isa { none, vnni, avx2, neon };
 
-// "vnni", "avx2" or "none"
+// "vnni", "avx2", "neon" or "none"
 const char * int8_isa_name(Int8Isa isa);
 // whether this CPU and build run `isa`
 bool int8_isa_available(Int8Isa isa);
+// the kernel named "vnni", "avx2" or "neon" (Int8Isa::none for any other name)
+Int8Isa int8_isa_named(const std::string & name);
+// how the kernel is named in words ("AVX512-VNNI", "AVX2", "NEON SDOT")
+const char * int8_isa_words(Int8Isa isa);
 // the fastest of ours this CPU runs (none: ggml's kernels or dequantizing)
 Int8Isa int8_best_isa();
 

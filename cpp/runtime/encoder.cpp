@@ -70,11 +70,13 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
         mm_.blas = scratch_.get();
     }
     const std::string & int8 = opt_.int8;
-    if (int8 != "auto" && int8 != "on" && int8 != "vnni" && int8 != "avx2" && int8 != "ggml" && int8 != "off") {
-        throw std::invalid_argument("int8 must be 'auto', 'on', 'vnni', 'avx2', 'ggml' or 'off', not '" + int8 + "'");
+    const Int8Isa named = int8_isa_named(int8);
+    if (int8 != "auto" && int8 != "on" && named == Int8Isa::none && int8 != "ggml" && int8 != "off") {
+        throw std::invalid_argument("int8 must be 'auto', 'on', 'vnni', 'avx2', 'neon', 'ggml' or 'off', not '" + int8 +
+                                    "'");
     }
-    if (int8 == "vnni" || int8 == "avx2") {  // one of our kernels by name: refused where the CPU cannot run it
-        isa_ = int8 == "vnni" ? Int8Isa::vnni : Int8Isa::avx2;
+    if (named != Int8Isa::none) {  // one of our kernels by name: refused where the CPU cannot run it
+        isa_ = named;
         if (!int8_isa_available(isa_)) {
             throw std::invalid_argument("int8='" + int8 + "': this CPU or build cannot run our " + int8 +
                                         " kernel (available: " + int8_isa_name(int8_best_isa()) + ")");
@@ -500,8 +502,8 @@ std::string VisionEncoder::matmul_summary() const {
     for (const ggml_tensor * t : matrices()) {
         std::string how;
         if (const PackedWeight * p = packed_.find(t)) {
-            how = std::string("int8 dot products on our ") + (p->isa() == Int8Isa::vnni ? "AVX512-VNNI" : "AVX2") +
-                " kernel (" + (p->exact() ? "the file's blocks" : "quantized to q8_0 blocks at load") +
+            how = std::string("int8 dot products on our ") + int8_isa_words(p->isa()) + " kernel (" +
+                (p->exact() ? "the file's blocks" : "quantized to q8_0 blocks at load") +
                 ", repacked at load; activations quantized per block)";
         } else if (mm_.int8 && block_quantized(t->type)) {
             how = "ggml int8 dot products (activations quantized per block)";
@@ -517,8 +519,8 @@ std::string VisionEncoder::matmul_summary() const {
         out += (out.empty() ? "" : "; ") + key.first + " (" + std::to_string(n) + " matrices): " + key.second;
     }
     out += std::string("; attention: ") +
-        (mm_.attention != Int8Isa::none ? std::string("our fused int8 attention on the ") +
-                 (mm_.attention == Int8Isa::vnni ? "AVX512-VNNI" : "AVX2") + " kernel (" +
+        (mm_.attention != Int8Isa::none
+             ? std::string("our fused int8 attention on the ") + int8_isa_words(mm_.attention) + " kernel (" +
                  (mm_.blas ? "OpenBLAS" : "ggml flash attention") + " below 32 keys" +
                  (mm_.attention_min_queries > 1 ? " or " + std::to_string(mm_.attention_min_queries) + " queries"
                                                 : "") +

@@ -1,0 +1,44 @@
+// The layouts our int8 kernels share (int8_gemm.cpp, and int8_gemm_neon.cpp for aarch64): the packed panels of
+// PackedWeight and the quantized activation rows, and each instruction set's entry points.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/int8_gemm.h"
+
+namespace mcv::int8 {
+
+constexpr int64_t kBlock = PackedWeight::kBlock;
+constexpr int64_t kPanel = PackedWeight::kPanel;
+constexpr int64_t kGroups = kBlock / 4;         // 4 inputs per 32-bit lane (VPDPBUSD, SDOT)
+constexpr int64_t kVectors = kPanel / 16;       // 16 outputs per 64 bytes of a group
+constexpr size_t kBlockInts = kBlock * kPanel;  // bytes of one block of a panel
+constexpr size_t kBlockBytes = kBlockInts + kPanel * sizeof(float);
+constexpr int kTileRows = 4;         // activation rows per register tile
+constexpr int64_t kChunkRows = 128;  // activation rows kept hot in L2 while panels stream by
+
+inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// quantized activations, one row per token: k_pad int8 values, then `blocks` float scales, then `blocks` int32
+// corrections (-128 x the block's sum, for VNNI's weights stored + 128; unused elsewhere), the row padded to 64 bytes
+struct ActLayout {
+    int64_t k_pad, blocks, stride;
+    explicit ActLayout(int64_t k)
+        : k_pad(round_up(k, kBlock)), blocks(k_pad / kBlock), stride(round_up(k_pad + blocks * 8, 64)) {}
+    size_t scales() const { return size_t(k_pad); }
+    size_t corrections() const { return size_t(k_pad + blocks * 4); }
+};
+
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define MINICPMV_NEON 1
+// aarch64 with the dot-product extension (SDOT: armv8.2-a+dotprod; Raspberry Pi 5, Apple silicon), on the
+// weights stored signed: int8_gemm_neon.cpp
+bool neon_dot_available();
+void quantize_row_neon(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, bool gelu);
+void tile_rows_neon(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                    int64_t ldo, int64_t cols, const float * bias);
+double sdot_chains(int64_t iters);
+#endif
+
+}  // namespace mcv::int8
