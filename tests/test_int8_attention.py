@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_encoder import RULE, VERSIONS, _grids, _pixels, refs  # noqa: F401  (refs: the fixture)
+from test_encoder import VERSIONS, _pixels, assert_rows_match_reference, refs  # noqa: F401  (refs: the fixture)
 
 from minicpmv_edge._native import _core
 from minicpmv_edge.encoder import VisionEncoder
@@ -135,12 +135,7 @@ def test_encoder_with_int8_attention_cosine_against_the_reference(converted, ref
     kernel = _kernel(HERE[0] if HERE else "vnni")
     enc = VisionEncoder(converted(version, "f16").mmproj, n_threads=2, attention="int8")
     assert enc.native.attention_kernel == kernel and "our fused int8 attention" in enc.native.matmul_summary
-    for i, (h, w) in enumerate(_grids(enc, 6)):
-        pix = _pixels(h, w, i)
-        got = enc.encode([pix])[0]
-        want = refs[version].encode(pix, rule=RULE[version])
-        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-        assert cos.min() >= 0.9999, ((h, w), cos.min())
+    assert_rows_match_reference(enc, refs[version], version, 6, 0.9999)
 
 
 def test_encoder_chooses_it_for_quantized_files(converted) -> None:

@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "kernels/simd_exp.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_ATTN_X86 1
 #include <immintrin.h>
@@ -182,35 +184,8 @@ void mask_tail(Tile & t, int64_t nk) {
     }
 }
 
-// 2^x for x <= 0 (down to -126), about 1e-7 relative: 2^n * (a degree-6 polynomial of the rest, |r| <= 1/2)
-VNNI_TARGET inline __m512 exp2_512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.5403530e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504109e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.24022651f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.69314718f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
-AVX2_TARGET inline __m256 exp2_256(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
-    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 r = _mm256_sub_ps(x, n);
-    __m256 p = _mm256_set1_ps(1.5403530e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504109e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.24022651f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.69314718f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+using simd::exp2_256;
+using simd::exp2_512;
 
 // p[j] = round(2^(s[j] - m) * inv) as int16 for a block of 64; returns their sum
 VNNI_TARGET float weights_512(const float * s, float m, float inv, int16_t * p) {

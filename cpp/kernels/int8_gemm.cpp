@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/int8_layout.h"
+#include "kernels/simd_exp.h"
 #include "runtime/parallel.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -64,42 +65,16 @@ float unpack_block(ggml_type type, const uint8_t * blk, int8_t * q) {
 constexpr float kGeluC = 1.5957691216057308f, kGeluA = 0.044715f * 1.5957691216057308f;
 
 VNNI_TARGET inline __m512 gelu_512(__m512 x) {
-    const __m512 x2 = _mm512_mul_ps(x, x);
-    const __m512 t = _mm512_mul_ps(x, _mm512_fmadd_ps(x2, _mm512_set1_ps(kGeluA), _mm512_set1_ps(kGeluC)));
-    // -t log2(e), kept within float's exponent range
-    const __m512 y =
-        _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(t, _mm512_set1_ps(-1.44269504088896341f)), _mm512_set1_ps(-126.0f)),
-                      _mm512_set1_ps(126.0f));
-    const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r = _mm512_sub_ps(y, n);
-    __m512 p = _mm512_set1_ps(1.5403530e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504109e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.24022651f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.69314718f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512 e = _mm512_scalef_ps(p, n);
+    const __m512 t =
+        _mm512_mul_ps(x, _mm512_fmadd_ps(_mm512_mul_ps(x, x), _mm512_set1_ps(kGeluA), _mm512_set1_ps(kGeluC)));
+    const __m512 e = simd::exp2_512(_mm512_mul_ps(t, _mm512_set1_ps(-1.44269504088896341f)));  // e^-t
     return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
 AVX2_TARGET inline __m256 gelu_256(__m256 x) {
-    const __m256 x2 = _mm256_mul_ps(x, x);
-    const __m256 t = _mm256_mul_ps(x, _mm256_fmadd_ps(x2, _mm256_set1_ps(kGeluA), _mm256_set1_ps(kGeluC)));
-    const __m256 y =
-        _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(t, _mm256_set1_ps(-1.44269504088896341f)), _mm256_set1_ps(-126.0f)),
-                      _mm256_set1_ps(126.0f));
-    const __m256 n = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 r = _mm256_sub_ps(y, n);
-    __m256 p = _mm256_set1_ps(1.5403530e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504109e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.24022651f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.69314718f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    const __m256 t =
+        _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_mul_ps(x, x), _mm256_set1_ps(kGeluA), _mm256_set1_ps(kGeluC)));
+    const __m256 e = simd::exp2_256(_mm256_mul_ps(t, _mm256_set1_ps(-1.44269504088896341f)));
     return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 

@@ -1,0 +1,42 @@
+// 2^x on AVX-512 and AVX2 vectors, shared by the int8 kernels' fused steps (softmax in int8_attention.cpp, GELU in
+// int8_gemm.cpp): x clamped to [-126, 126], 2^n times a degree-6 polynomial of the rest (|r| <= 1/2), about 1e-7
+// relative. Both versions run the same operations in the same order, so they give the same bits.
+#pragma once
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+namespace mcv::simd {
+
+__attribute__((target("avx512f"))) inline __m512 exp2_512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(126.0f));
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5403530e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.24022651f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.69314718f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 exp2_256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(126.0f));
+    const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.5403530e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504109e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.24022651f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.69314718f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+}  // namespace mcv::simd
+
+#endif
