@@ -43,6 +43,17 @@ def ref(tiny_hf):
     return reference_vision(hf), Reference3DResampler(load_state(hf), load_config(hf)["hidden_size"])
 
 
+# q8_0 against the f32 reference, the largest deviation over the largest value: int8 activations make it jumpy. The
+# tiny tower's rows are few and narrow, so one activation rounding the other way moves it: a 1e-6 relative change
+# of the GELU before fc2's quantization (measured, 2026-12-03) moved it by up to 0.011, and equally exact GELUs (the
+# fused formula, ggml's f16 table) give 0.0164-0.0206 on these units. Per-row cosine (>= 0.999) is checked beside.
+Q8_MAX_REL = 3e-2
+
+
+def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
 def _reference(ref, pieces: list[np.ndarray], units, arrangement: str = "hf") -> np.ndarray:
     vision, resampler = ref
     feats = [vision.tower(p) for p in pieces]
@@ -82,9 +93,11 @@ def test_tiny_4_5_packed_units(converted, tiny_hf, outtype: str) -> None:
     ref = reference_vision(hf), Reference3DResampler(load_state(hf), load_config(hf)["hidden_size"])
     got = enc.encode_units(PIECES, UNITS)
     want = _reference(ref, PIECES, UNITS)
-    tol = 1e-4 if outtype == "f32" else 2e-2
+    tol = 1e-4 if outtype == "f32" else Q8_MAX_REL
     for u, unit in enumerate(UNITS):
         assert _rel(got[u], want[u]) <= tol, (unit, _rel(got[u], want[u]))
+        if outtype == "q8_0":
+            assert _cos_rows(got[u], want[u]).min() >= 0.999, unit
 
 
 def test_single_pieces_without_time_are_the_image_path(temporal_mmproj: Path) -> None:
@@ -116,7 +129,8 @@ def test_q8_0_packed_units(converted, tmp_path: Path, ref) -> None:
     got = enc.encode_units(PIECES, UNITS)
     want = _reference(ref, PIECES, UNITS)
     for u in range(len(UNITS)):
-        assert _rel(got[u], want[u]) <= 2e-2, (UNITS[u], _rel(got[u], want[u]))
+        assert _rel(got[u], want[u]) <= Q8_MAX_REL, (UNITS[u], _rel(got[u], want[u]))
+        assert _cos_rows(got[u], want[u]).min() >= 0.999, UNITS[u]
     single = enc.encode_units([PIECES[9]], [([0], [-1])])
     assert np.abs(single - enc.encode([PIECES[9]])).max() <= 1e-6 * np.abs(single).max()
 
