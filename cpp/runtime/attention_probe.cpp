@@ -10,6 +10,7 @@
 #include "ggml-cpp.h"
 #include "graphs/graph_common.h"
 #include "kernels/int8_attention.h"
+#include "runtime/backends.h"
 
 namespace mcv {
 
@@ -41,13 +42,7 @@ AttentionRun run_attention(const std::vector<float> & q, const std::vector<float
         throw std::invalid_argument("run_attention: kind must be 'f32', 'vnni' or 'avx2', not '" + kind + "'");
     }
 
-    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    ggml_backend_ptr cpu(dev ? ggml_backend_dev_init(dev, nullptr) : nullptr);
-    if (!cpu) throw std::runtime_error("no ggml CPU backend");
-    if (auto fn = reinterpret_cast<ggml_backend_set_n_threads_t>(
-            ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), "ggml_backend_set_n_threads"))) {
-        fn(cpu.get(), n_threads);
-    }
+    ggml_backend_ptr cpu = cpu_backend(n_threads);
     ggml_init_params ip{ggml_tensor_overhead() * 32 + ggml_graph_overhead(), nullptr, /*no_alloc =*/true};
     ggml_context_ptr ctx(ggml_init(ip));
     ggml_tensor * tq = ggml_new_tensor_4d(ctx.get(), GGML_TYPE_F32, d_head, n_head, n_q, q_batch);

@@ -15,6 +15,23 @@
 
 namespace mcv {
 
+void set_backend_threads(ggml_backend_t backend, int n_threads) {
+    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
+    auto fn = reg ? reinterpret_cast<ggml_backend_set_n_threads_t>(
+                        ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))
+                  : nullptr;
+    if (fn) fn(backend, n_threads);
+}
+
+ggml_backend_ptr cpu_backend(int n_threads) {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_ptr cpu(dev ? ggml_backend_dev_init(dev, nullptr) : nullptr);
+    if (!cpu) throw std::runtime_error("no ggml CPU backend");
+    set_backend_threads(cpu.get(), n_threads);
+    return cpu;
+}
+
 size_t load_backend_modules() {
 #if !defined(_WIN32)
     if (ggml_backend_reg_count() == 0) {
@@ -91,14 +108,7 @@ double ggml_matmul_gops(const std::string & type, int n_threads, int k, int n, i
     if (n_threads < 1 || k <= 0 || n <= 0 || m <= 0 || k % 32) {
         throw std::invalid_argument("ggml_matmul_gops: n_threads >= 1 and positive sizes (k a multiple of 32)");
     }
-    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    ggml_backend_ptr cpu(dev ? ggml_backend_dev_init(dev, nullptr) : nullptr);
-    if (!cpu) throw std::runtime_error("no ggml CPU backend");
-    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-    if (auto fn = reinterpret_cast<ggml_backend_set_n_threads_t>(
-            ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))) {
-        fn(cpu.get(), n_threads);
-    }
+    ggml_backend_ptr cpu = cpu_backend(n_threads);
     ggml_init_params ip{ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, /*no_alloc =*/true};
     ggml_context_ptr ctx(ggml_init(ip));
     ggml_tensor * w = ggml_new_tensor_2d(ctx.get(), t, k, n);

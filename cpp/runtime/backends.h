@@ -6,7 +6,16 @@
 #include <utility>
 #include <vector>
 
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
+
 namespace mcv {
+
+// A backend's thread count, where its registry offers the setting (the CPU backend); others are left as they are
+void set_backend_threads(ggml_backend_t backend, int n_threads);
+
+// A fresh ggml CPU backend on n_threads threads (std::runtime_error where this process has none)
+ggml_backend_ptr cpu_backend(int n_threads);
 
 struct DeviceInfo {
     std::string name;

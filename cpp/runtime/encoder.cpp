@@ -35,15 +35,6 @@ ggml_backend_dev_t pick_device(const std::string & name) {
     throw std::invalid_argument("unknown device '" + name + "' (available: cpu, auto, " + known + ")");
 }
 
-void set_threads(ggml_backend_t backend, int n_threads) {
-    ggml_backend_dev_t dev = ggml_backend_get_device(backend);
-    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : nullptr;
-    auto fn = reg ? reinterpret_cast<ggml_backend_set_n_threads_t>(
-                        ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"))
-                  : nullptr;
-    if (fn) fn(backend, n_threads);
-}
-
 }  // namespace
 
 VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & opt) : opt_(opt) {
@@ -53,12 +44,12 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     pool_ = std::make_unique<CpuThreadPool>(opt_.n_threads);
     backend_.reset(ggml_backend_dev_init(dev, nullptr));
     if (!backend_) throw std::runtime_error(std::string("cannot start ggml device ") + ggml_backend_dev_name(dev));
-    set_threads(backend_.get(), opt_.n_threads);
+    set_backend_threads(backend_.get(), opt_.n_threads);
     backends_.push_back(backend_.get());
     if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
         cpu_.reset(ggml_backend_dev_init(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU), nullptr));
         if (!cpu_) throw std::runtime_error("cannot start the ggml CPU device");
-        set_threads(cpu_.get(), opt_.n_threads);
+        set_backend_threads(cpu_.get(), opt_.n_threads);
         backends_.push_back(cpu_.get());
     }
     pool_->attach(cpu_ ? cpu_.get() : backend_.get());
