@@ -33,10 +33,10 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
 
 // How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU
 // (with the owner's scratch memory).
-// `packed` weights run on our AVX512-VNNI kernel (int8_gemm.h). Otherwise, with `int8`, block-quantized weights
-// (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the activations per block and multiply on
-// integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for sgemm where the CPU has them.
-// `attention` names our int8 kernel that runs attention (int8_attention.h) where it takes the shape and has at
+// `packed` weights run on our int8 kernel (int8_gemm.h: AVX512-VNNI, AVX2 or NEON). Otherwise, with `int8`,
+// block-quantized weights (q8_0, q4_0, k-quants) stay on ggml's CPU kernels, which quantize the activations per block
+// and multiply on integer dot products (VNNI, DOTPROD, I8MM): faster than dequantizing for sgemm where the CPU has
+// them. `attention` names our int8 kernel that runs attention (int8_attention.h) where it takes the shape and has at
 // least `attention_min_queries` query rows (packing the keys and values costs about as much as 100 query rows'
 // products: the resampler's 64 queries are faster in f32); none: f32.
 struct MatmulHook {

@@ -6,7 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
-#include "kernels/simd_exp.h"
+#include "kernels/simd_math.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_ATTN_X86 1
@@ -90,7 +90,7 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
         uint8_t * out = static_cast<uint8_t *>(dst->data) + size_t(head) * lay.stride;
         std::memset(out, 0, lay.stride);
 
-        // keys less their mean over the keys (the same shift for every score of a query row), int8 per key
+        // keys less their mean over the keys (the same shift for every score of a query row), int16 per key
         std::fill(mean, mean + dh, 0.0f);
         for (int64_t j = 0; j < n_kv; ++j) {
             for (int64_t d = 0; d < dh; ++d) mean[d] += kh[j * dim + d];
@@ -148,7 +148,7 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     }
 }
 
-// A tile's working set (on the worker's stack): int8 queries with their scales, scores, weights, outputs, and the
+// A tile's working set (on the worker's stack): int16 queries with their scales, scores, weights, outputs, and the
 // online softmax's running max and sum per row.
 struct Tile {
     alignas(64) int16_t q[kRows][kMaxHead];  // queries (quantize_i16)
@@ -186,6 +186,8 @@ void mask_tail(Tile & t, int64_t nk) {
 
 using simd::exp2_256;
 using simd::exp2_512;
+using simd::hmax_256;
+using simd::hsum_256;
 
 // p[j] = round(2^(s[j] - m) * inv) as int16 for a block of 64; returns their sum
 VNNI_TARGET float weights_512(const float * s, float m, float inv, int16_t * p) {
@@ -198,12 +200,6 @@ VNNI_TARGET float weights_512(const float * s, float m, float inv, int16_t * p) 
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(p + v * 16), _mm512_cvtsepi32_epi16(q));
     }
     return float(_mm512_reduce_add_epi32(sum));
-}
-
-AVX2_TARGET int32_t hsum_256(__m256i v) {
-    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
-    return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
 }
 
 AVX2_TARGET float weights_256(const float * s, float m, float inv, int16_t * p) {
@@ -317,12 +313,7 @@ AVX2_TARGET void scores_avx2(Tile & t, int64_t r, int64_t k0, const uint8_t * ke
             mx[i] = u == 0 ? x : _mm256_max_ps(mx[i], x);
         }
     }
-    for (int i = 0; i < 2; ++i) {
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx[i]), _mm256_extractf128_ps(mx[i], 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        const float m = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
-        t.bm[r + i] = k0 == 0 ? m : std::max(t.bm[r + i], m);
-    }
+    for (int i = 0; i < 2; ++i) t.bm[r + i] = k0 == 0 ? hmax_256(mx[i]) : std::max(t.bm[r + i], hmax_256(mx[i]));
 }
 
 // o[r .. r + MR)[16 c0 .. 16 (c0 + CV)) = o * alpha + ps * sv * (p . v) over the block's 64 keys (VPDPWSSD)

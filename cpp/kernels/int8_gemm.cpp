@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kernels/int8_layout.h"
-#include "kernels/simd_exp.h"
+#include "kernels/simd_math.h"
 #include "runtime/parallel.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -172,17 +172,8 @@ VNNI_TARGET void tile_rows(int rows, const uint8_t * act, const ActLayout & lay,
 
 // The AVX2 kernel: same rows, panels and float steps as the VNNI one (so the same bits), 256-bit vectors.
 
-AVX2_TARGET float hmax8(__m256 v) {
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
-}
-
-AVX2_TARGET int32_t hsum8(__m256i v) {
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1)));
-}
+using simd::hmax_256;
+using simd::hsum_256;
 
 template <bool GELU>
 AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
@@ -204,14 +195,14 @@ AVX2_TARGET void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, co
         for (int i = 0; i < 4; ++i) v[i] = GELU ? gelu_256(_mm256_loadu_ps(src + 8 * i)) : _mm256_loadu_ps(src + 8 * i);
         const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
                                        _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-        const float scale = hmax8(m) / 127.0f;
+        const float scale = hmax_256(m) / 127.0f;
         const __m256 inv = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
         __m256i qi[4];
         for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // round to nearest (even)
         const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j0), _mm256_permutevar8x32_epi32(packed, order));
         d[b] = scale;
-        corr[b] = -128 * hsum8(_mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3])));
+        corr[b] = -128 * hsum_256(_mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3])));
     }
 }
 
@@ -299,7 +290,7 @@ AVX2_TARGET double madd_chains(int64_t iters) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     __m256i total = acc[0];
     for (int i = 1; i < kChains; ++i) total = _mm256_add_epi32(total, acc[i]);
-    volatile int sink = hsum8(total);
+    volatile int sink = hsum_256(total);
     (void)sink;
     return double(iters) * kChains * 32 * 2 / s / 1e9;
 }

@@ -33,9 +33,9 @@ struct EncoderOptions {
     bool profile = false;     // time every node (slower: the scheduler then runs one node at a time)
     bool use_mmap = true;     // CPU weights straight from the memory-mapped file (no copy at load)
     // block-quantized weights on integer dot products: "auto" (our fastest int8 kernel the CPU runs: AVX512-VNNI,
-    // else AVX2; else ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM, else off), "on" (ours, else
-    // ggml's), "vnni" or "avx2" (that kernel of ours; std::invalid_argument where the CPU lacks it), "ggml" (ggml's),
-    // or "off" (dequantized for OpenBLAS, like f16)
+    // else AVX2, else NEON SDOT; else ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM, else off), "on"
+    // (ours, else ggml's), "vnni", "avx2" or "neon" (that kernel of ours; std::invalid_argument where the CPU lacks
+    // it), "ggml" (ggml's), or "off" (dequantized for OpenBLAS, like f16)
     std::string int8 = "auto";
     // attention: "auto" (our fused int8 attention for self-attention of 256 tokens or more where our int8 kernel
     // runs the file's block-quantized matrices, else f32), "int8" (ours wherever it takes the shape, on any
@@ -107,13 +107,13 @@ public:
     bool uses_blas() const { return mm_.blas != nullptr; }
     bool weights_mapped() const { return model_.mapped(); }
     bool uses_int8() const { return mm_.int8; }
-    // what runs this file's block-quantized matrices: "vnni" or "avx2" (our kernels, weights repacked at load),
+    // what runs this file's block-quantized matrices: "vnni", "avx2" or "neon" (our kernels, weights repacked at load),
     // "ggml" (its int8 kernels) or "off" (dequantized, or the file has none)
     std::string int8_kernel() const {
         return packed_.size() ? int8_isa_name(packed_.isa()) : mm_.int8 && quantized_file() ? "ggml" : "off";
     }
     size_t packed_bytes() const { return packed_.bytes(); }
-    // what runs attention: "vnni" or "avx2" (our fused int8 attention, where it takes the shape) or "f32"
+    // what runs attention: "vnni" or "avx2" (our fused int8 attention, x86 only, where it takes the shape) or "f32"
     std::string attention_kernel() const {
         return mm_.attention == Int8Isa::none ? "f32" : int8_isa_name(mm_.attention);
     }

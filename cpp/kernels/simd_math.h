@@ -1,10 +1,13 @@
-// 2^x on AVX-512 and AVX2 vectors, shared by the int8 kernels' fused steps (softmax in int8_attention.cpp, GELU in
-// int8_gemm.cpp): x clamped to [-126, 126], 2^n times a degree-6 polynomial of the rest (|r| <= 1/2), about 1e-7
-// relative. Both versions run the same operations in the same order, so they give the same bits.
+// Vector math the int8 kernels share (int8_gemm.cpp, int8_attention.cpp): 2^x on AVX-512 and AVX2 vectors for
+// their fused steps (softmax, GELU): x clamped to [-126, 126], 2^n times a degree-6 polynomial of the rest
+// (|r| <= 1/2), about 1e-7 relative; both versions run the same operations in the same order, so they give the same
+// bits. And AVX2's horizontal max and sum.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include <cstdint>
 
 namespace mcv::simd {
 
@@ -35,6 +38,18 @@ __attribute__((target("avx2,fma"))) inline __m256 exp2_256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2"))) inline float hmax_256(__m256 v) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+}
+
+__attribute__((target("avx2"))) inline int32_t hsum_256(__m256i v) {
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    return _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1)));
 }
 
 }  // namespace mcv::simd
