@@ -16,6 +16,7 @@ from minicpmv_edge.encoder import VisionEncoder
 
 KERNELS = ["vnni", "avx2"]
 HERE = _core.int8_kernels()
+ATTENTION = [k for k in HERE if k in KERNELS]  # the attention runs on the x86 kernels (not NEON)
 
 
 def _kernel(name: str) -> str:
@@ -119,7 +120,7 @@ def test_both_kernels_give_the_same_bits() -> None:
 
 def test_shapes_it_does_not_take_are_refused() -> None:
     q, k, v = _data(5, 1, 1, 8, 31, 2, 16)
-    kernel = HERE[0] if HERE else "vnni"
+    kernel = ATTENTION[0] if ATTENTION else "vnni"
     with pytest.raises(ValueError, match="cannot run here"):  # under 32 keys: the f32 path's
         _core.attention(q, k, v, kernel, 1)
     with pytest.raises(ValueError, match="kind must be"):
@@ -132,26 +133,27 @@ def test_shapes_it_does_not_take_are_refused() -> None:
 def test_encoder_with_int8_attention_cosine_against_the_reference(converted, refs, version: str) -> None:  # noqa: F811
     """The f16 tower with attention="int8" (every self-attention of 32 keys or more on ours; the rest f32) against
     the PyTorch model on the f32 weights: cosine >= 0.9999 per output row, as the f32 attention gives."""
-    kernel = _kernel(HERE[0] if HERE else "vnni")
+    kernel = _kernel(ATTENTION[0] if ATTENTION else "vnni")
     enc = VisionEncoder(converted(version, "f16").mmproj, n_threads=2, attention="int8")
     assert enc.native.attention_kernel == kernel and "our fused int8 attention" in enc.native.matmul_summary
     assert_rows_match_reference(enc, refs[version], version, 6, 0.9999)
 
 
+@pytest.mark.arm64  # on NEON: "auto" keeps f32 and "int8" is refused (ours runs on the x86 kernels)
 def test_encoder_chooses_it_for_quantized_files(converted) -> None:
     """"auto": ours for a file our int8 kernel runs (the tower's attention, 256 tokens or more; the profile shows
     the op), f32 for an f16 file; "f32" and "int8" force; other names are refused."""
     q8 = converted("2.6", "q8_0").mmproj
     auto = VisionEncoder(q8, n_threads=1, profile=True)
-    assert auto.native.attention_kernel == (HERE[0] if HERE else "f32")
+    assert auto.native.attention_kernel == (ATTENTION[0] if ATTENTION else "f32")
     auto.encode([_pixels(16, 20, 0), _pixels(10, 12, 1)])  # 320 tokens: ours; 120: f32
     ops = auto.native.profile
-    assert any(name.startswith("CUSTOM:attn-pack") for name in ops) == bool(HERE), sorted(ops)
+    assert any(name.startswith("CUSTOM:attn-pack") for name in ops) == bool(ATTENTION), sorted(ops)
     assert VisionEncoder(converted("2.6", "f16").mmproj, n_threads=1).native.attention_kernel == "f32"
     assert VisionEncoder(q8, n_threads=1, attention="f32").native.attention_kernel == "f32"
     with pytest.raises(ValueError, match="attention must be"):
         VisionEncoder(q8, n_threads=1, attention="int4")
-    if not HERE:
+    if not ATTENTION:  # (no int8 kernel of ours, or only NEON)
         with pytest.raises(ValueError, match="none of our int8 kernels"):
             VisionEncoder(q8, n_threads=1, attention="int8")
     with pytest.raises(ValueError, match="none of our int8 kernels"):

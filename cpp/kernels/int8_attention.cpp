@@ -464,14 +464,22 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 
 }  // namespace
 
-bool int8_attention_supports(Int8Isa isa, int64_t d_head, int64_t n_kv) {
+bool int8_attention_available(Int8Isa isa) {
 #ifdef MINICPMV_ATTN_X86
-    return isa != Int8Isa::none && int8_isa_available(isa) && d_head >= 1 && d_head <= kMaxHead && n_kv >= kMinKeys;
+    return (isa == Int8Isa::vnni || isa == Int8Isa::avx2) && int8_isa_available(isa);
 #else
     (void)isa;
+    return false;
+#endif
+}
+
+bool int8_attention_supports(Int8Isa isa, int64_t d_head, int64_t n_kv) {
+#ifdef MINICPMV_ATTN_X86
+    return int8_attention_available(isa) && d_head >= 1 && d_head <= kMaxHead && n_kv >= kMinKeys;
+#else
     (void)d_head;
     (void)n_kv;
-    return false;
+    return int8_attention_available(isa);
 #endif
 }
 

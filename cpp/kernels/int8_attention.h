@@ -29,6 +29,8 @@ namespace mcv {
 // least 32 keys: shorter attention, e.g. MiniCPM-V 4.6's 2x2 windows, stays on the f32 path). (The name: it runs
 // where our int8 kernels do, on the same integer unit.)
 bool int8_attention_supports(Int8Isa isa, int64_t d_head, int64_t n_kv);
+// whether int8_attention runs on `isa` here at all (our x86 kernels, where the CPU has them; not NEON)
+bool int8_attention_available(Int8Isa isa);
 
 // softmax(q k^T / sqrt(d_head)) v per head, no mask, as two ggml custom ops on the CPU backend.
 // q: [d_head, n_head, n_q, B or 1] (1: the same queries for every batch entry), k and v: [d_head, n_head, n_kv, B]

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/blas_ops.h"
+#include "kernels/int8_attention.h"
 #include "runtime/backends.h"
 #include "runtime/errors.h"
 
@@ -83,18 +84,19 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     if (attn != "auto" && attn != "int8" && attn != "f32") {
         throw std::invalid_argument("attention must be 'auto', 'int8' or 'f32', not '" + attn + "'");
     }
-    if (attn == "int8" && !own) {
-        throw std::invalid_argument(
-            std::string("attention='int8': none of our int8 kernels runs here (") +
-            (on_cpu ? "int8='" + int8 + "', CPU kernels available: " + int8_isa_name(int8_best_isa())
-                    : std::string("the encoder is not on the CPU")) +
-            ")");
+    const bool own_attention = own && int8_attention_available(isa_);  // (ours runs on the x86 kernels)
+    if (attn == "int8" && !own_attention) {
+        throw std::invalid_argument(std::string("attention='int8': none of our int8 kernels runs attention here (") +
+                                    (on_cpu ? "int8='" + int8 + "', our kernel here: " + int8_isa_name(isa_) +
+                                             "; the attention runs on the vnni and avx2 ones"
+                                            : std::string("the encoder is not on the CPU")) +
+                                    ")");
     }
     // auto: for self-attention of 256 tokens or more (the resampler's 64 queries are as fast in f32: packing the
     // keys and values costs what ~100 query rows' products do); "int8": wherever ours takes the shape
     if (attn == "int8") {
         mm_.attention = isa_;
-    } else if (attn == "auto" && packed_.size()) {
+    } else if (attn == "auto" && packed_.size() && own_attention) {
         mm_.attention = isa_;
         mm_.attention_min_queries = 256;
     }

@@ -58,8 +58,9 @@ class VisionEncoder:
         "neon" (that kernel of ours, a ValueError where the CPU lacks it), "ggml" (ggml's), or "off" (dequantized
         for OpenBLAS like f16). `native.int8_kernel` says which ran. `attention`:
         "auto" runs our fused int8 attention wherever our int8 kernel runs the file's matrices (per-row cosine
-        >= 0.9999 against f32: tests/test_int8_attention.py), else f32; "int8" on any file (ValueError where none
-        of our int8 kernels runs here); "f32" (OpenBLAS, or ggml's flash attention). `native.attention_kernel`."""
+        >= 0.9999 against f32: tests/test_int8_attention.py; on the x86 kernels, AVX512-VNNI and AVX2), else f32;
+        "int8" on any file (ValueError where none of our int8 kernels runs attention here); "f32" (OpenBLAS, or
+        ggml's flash attention). `native.attention_kernel`."""
         self._enc: _core.VisionEncoder | None = None
         self.path = Path(path)
         threads = available_cpus() if n_threads is None else check_int("n_threads", n_threads, 1)
