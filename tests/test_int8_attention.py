@@ -127,6 +127,8 @@ def test_shapes_it_does_not_take_are_refused() -> None:
         _core.attention(q, k, v, "int4", 1)
     with pytest.raises(ValueError, match="shapes do not match"):
         _core.attention(q[..., :8], k, v, "f32", 1)
+    with pytest.raises(ValueError, match="n_threads must be 1 to 1024, not 1025"):  # (ggml aborts where a thread
+        _core.attention(q, k, v, "f32", 1025)  # cannot start: the bound keeps that out of reach)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -25,6 +25,11 @@ void set_backend_threads(ggml_backend_t backend, int n_threads) {
 }
 
 ggml_backend_ptr cpu_backend(int n_threads) {
+    // (ggml starts these threads per compute and aborts where one cannot start: a bound keeps that out of reach)
+    if (n_threads < 1 || n_threads > kMaxProbeThreads) {
+        throw std::invalid_argument("n_threads must be 1 to " + std::to_string(kMaxProbeThreads) + ", not " +
+                                    std::to_string(n_threads));
+    }
     ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     ggml_backend_ptr cpu(dev ? ggml_backend_dev_init(dev, nullptr) : nullptr);
     if (!cpu) throw std::runtime_error("no ggml CPU backend");

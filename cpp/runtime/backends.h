@@ -14,7 +14,9 @@ namespace mcv {
 // A backend's thread count, where its registry offers the setting (the CPU backend); others are left as they are
 void set_backend_threads(ggml_backend_t backend, int n_threads);
 
-// A fresh ggml CPU backend on n_threads threads (std::runtime_error where this process has none)
+// A fresh ggml CPU backend on n_threads threads, 1 to kMaxProbeThreads (std::invalid_argument otherwise;
+// std::runtime_error where this process has no CPU backend): the benchmarks' and probes' one-off graphs
+constexpr int kMaxProbeThreads = 1024;
 ggml_backend_ptr cpu_backend(int n_threads);
 
 struct DeviceInfo {
