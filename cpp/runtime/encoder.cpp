@@ -203,10 +203,16 @@ EncoderGraph VisionEncoder::build_graph(int ph, int pw, int n_batch, int rh, int
         ggml_build_forward_expand(g.graph, g.out);
         return g;
     }
-    g.siglip = std::make_unique<SiglipGraph>(ctx, model_, ph, pw, n_batch, mm_);
     g.resampler = std::make_unique<ResamplerGraph>(ctx, model_, rh, rw, n_frames > 0 ? n_batch / n_frames : n_batch,
                                                    mm_, n_frames);
-    ggml_tensor * x = g.siglip->build();         // [D, ph * pw, B]
+    ggml_tensor * x = nullptr;  // [D, ph * pw, B]
+    if (model_.hp.tower == Tower::eva) {
+        g.eva = std::make_unique<EvaGraph>(ctx, model_, ph, pw, n_batch, mm_);
+        x = g.eva->build();
+    } else {
+        g.siglip = std::make_unique<SiglipGraph>(ctx, model_, ph, pw, n_batch, mm_);
+        x = g.siglip->build();
+    }
     if (int64_t(rh) * rw != int64_t(ph) * pw) {  // padded: the resampler reads each piece's own patches (the first)
         x = ggml_cont(ctx, ggml_view_3d(ctx, x, x->ne[0], int64_t(rh) * rw, x->ne[2], x->nb[1], x->nb[2], 0));
     }
@@ -430,6 +436,9 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     for (size_t i : index) pixels.push_back(pieces[i].chw);
     if (g.v46) {
         g.v46->set_inputs(pixels, model_.hp.pos_rule);
+    } else if (g.eva) {
+        g.eva->set_inputs(pixels);
+        g.resampler->set_inputs();
     } else {
         g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
         g.resampler->set_inputs();

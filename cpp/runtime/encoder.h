@@ -12,6 +12,7 @@
 
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
+#include "graphs/eva.h"
 #include "graphs/minicpmv4_6.h"
 #include "graphs/resampler.h"
 #include "graphs/siglip.h"
@@ -44,11 +45,12 @@ struct EncoderOptions {
     std::string attention = "auto";
 };
 
-// One graph evaluation: B pieces of one patch grid through SigLIP and the resampler, or through MiniCPM-V 4.6's
-// tower and mergers.
+// One graph evaluation: B pieces of one patch grid through SigLIP (or OmniLMM's EVA tower) and the resampler, or
+// through MiniCPM-V 4.6's tower and mergers.
 struct EncoderGraph {
     ggml_context_ptr ctx;  // metadata only; memory is the owner's reusable buffer
     std::unique_ptr<SiglipGraph> siglip;
+    std::unique_ptr<EvaGraph> eva;
     std::unique_ptr<ResamplerGraph> resampler;
     std::unique_ptr<Minicpmv46Graph> v46;
     ggml_cgraph * graph = nullptr;

@@ -271,6 +271,14 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     hp.key_positions = r.choice("minicpmv_edge.resampler.key_positions", KeyPositions::sincos,
                                 {{"sincos", KeyPositions::sincos}, {"stored", KeyPositions::stored}}, defaults, {});
     hp.temporal = r.flag("minicpmv_edge.resampler.temporal", false, defaults, {});
+    hp.tower = r.choice("minicpmv_edge.vision.tower", Tower::siglip, {{"siglip", Tower::siglip}, {"eva", Tower::eva}},
+                        defaults, {});
+    hp.pixels_f16 = r.flag("minicpmv_edge.vision.pixels_f16", false, defaults, {});
+    if (hp.tower == Tower::eva &&
+        (v46 || hp.pos_embedding != PosEmbedding::resampled_grid || hp.padded_batch || hp.temporal)) {
+        r.fail("minicpmv_edge.vision.tower is 'eva', which goes with a resampler, position_embedding "
+               "'resampled_grid', no padded batch and no temporal resampler");
+    }
     if (v46) {  // the resampler families' variants have no meaning here: refuse rather than ignore them
         if (hp.temporal) r.fail("minicpmv_edge.resampler.temporal does not apply to a minicpmv4_6 file (no resampler)");
         if (hp.pos_embedding != PosEmbedding::buckets)
@@ -332,6 +340,10 @@ VisionModel load_mmproj(const std::string & path, ggml_backend_buffer_type_t buf
     take(&m.pos_embd, "v.position_embd.weight", {D, pos->ne[1]}, Kind::embedding);
     take(&m.post_ln_w, "v.post_ln.weight", {D}, Kind::vector);
     take(&m.post_ln_b, "v.post_ln.bias", {D}, Kind::vector);
+    if (hp.tower == Tower::eva) {
+        take(&m.class_embd, "v.class_embd", {D}, Kind::vector);
+        take(&m.class_pos, "v.class_position_embd", {D}, Kind::vector);
+    }
     m.layers.resize(size_t(hp.n_layer));
     for (int il = 0; il < hp.n_layer; ++il) {
         VisionLayer & L = m.layers[size_t(il)];

@@ -49,6 +49,12 @@ enum class KeyPositions {
     stored,  // the file's resampler.pos_embed_k, one row per patch of the only piece size (MiniCPM-V 1.0)
 };
 
+// The vision tower's graph (minicpmv_edge.vision.tower).
+enum class Tower {
+    siglip,  // pre-LN blocks, no class token (MiniCPM-V's SigLIP / SigLIP2)
+    eva,     // OmniLMM-12B's EVA02-E: a class token, residual post-norm blocks, final LN, class token dropped
+};
+
 // The vision MLP's activation (minicpmv_edge.vision.gelu; llama.cpp's files: clip.use_gelu, the tanh form).
 enum class Gelu { tanh, erf };
 
@@ -98,6 +104,10 @@ struct VisionHParams {
     // each frame-piece's keys carrying its 2-D code plus a 1-D temporal code (VisionEncoder::encode_units)
     bool temporal = false;
     Merger merger = Merger::resampler;
+    Tower tower = Tower::siglip;
+    // the normalised pixels are rounded to float16 before the tower (minicpmv_edge.vision.pixels_f16: OmniLMM's
+    // original casts them with .half())
+    bool pixels_f16 = false;
     // minicpmv4_6: the insert merger runs after this tower layer (clip.vision.wa_layer_indexes[0]; -1: unknown,
     // a 4x-only file without the key)
     int insert_layer = -1;
@@ -129,6 +139,8 @@ struct VisionModel {
     ggml_tensor * patch_b = nullptr;   // [D]
     ggml_tensor * pos_embd = nullptr;  // [D, pos_side^2]
     std::vector<VisionLayer> layers;
+    ggml_tensor * class_embd = nullptr;                      // [D] Tower::eva's class token
+    ggml_tensor * class_pos = nullptr;                       // [D] its position row
     ggml_tensor *post_ln_w = nullptr, *post_ln_b = nullptr;  // [D]
     // resampler (one cross-attention layer, E // 128 heads; absent in minicpmv4_6 files)
     ggml_tensor * query = nullptr;                         // [E, Q]

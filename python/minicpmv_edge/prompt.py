@@ -144,9 +144,9 @@ def _emit_units(em: _Emitter, v: Family, image: int, grid: tuple[int, int] | Non
         em.rows(image, at, rows[k])
         at += rows[k]
 
-    em.special("<image>")
+    em.special(v.image_open)
     piece(0)
-    em.special("</image>")
+    em.special(v.image_close)
     if grid is None:
         return
     cols, n_rows = grid
@@ -210,11 +210,31 @@ class _Layout:
 Span = tuple[int, int, Any]  # (start, end) of a part in its message's content, and its medium (None: text)
 
 
-def _content(parts: Sequence[Any], v: Family) -> tuple[str, list[Span]]:
+def _placed(parts: Sequence[Any], v: Family, parse_special: bool) -> list[tuple[str, Any]]:
+    """A family with an `image_marker` (OmniLMM): the message's text parts joined, its images where that text says
+    the marker (parse_special=True; one marker per image), else all first, each followed by `image_after`."""
+    media = [p for p in parts if not isinstance(p, str)]
+    text = v.part_separator.join(p for p in parts if isinstance(p, str))
+    if media and parse_special and v.image_marker in text:
+        chunks = text.split(v.image_marker)
+        if len(chunks) - 1 != len(media):
+            raise MessageError(f"the message says {v.image_marker!r} {len(chunks) - 1} time(s) but has "
+                               f"{len(media)} image(s): {v.display} puts one image at each")
+        out: list[tuple[str, Any]] = [(chunks[0], None)]
+        for medium, chunk in zip(media, chunks[1:], strict=True):
+            out += [(v.image_tag, medium), (chunk, None)]
+        return out
+    return [x for m in media for x in ((v.image_tag, m), (v.image_after, None))] + [(text, None)]
+
+
+def _content(parts: Sequence[Any], v: Family, parse_special: bool = False) -> tuple[str, list[Span]]:
     """One message's content string and its parts' spans: text as it is, an image as the family's tag then what
-    follows it, a video as its tag then what follows, parts joined by the family's separator."""
+    follows it, a video as its tag then what follows, parts joined by the family's separator (or the images placed
+    as the family's original places them: _placed)."""
     pieces: list[tuple[str, Any]] = []
-    for i, p in enumerate(parts):
+    if v.image_marker:
+        pieces = _placed(parts, v, parse_special)
+    for i, p in enumerate(parts if not v.image_marker else ()):
         if i:
             pieces.append((v.part_separator, None))
         if isinstance(p, str):
@@ -232,12 +252,12 @@ def _content(parts: Sequence[Any], v: Family) -> tuple[str, list[Span]]:
     return "".join(s for s, _ in pieces), spans
 
 
-def _contents(turns: Sequence[Turn], v: Family) -> list[tuple[str, list[Span]]]:
+def _contents(turns: Sequence[Turn], v: Family, parse_special: bool = False) -> list[tuple[str, list[Span]]]:
     """Per turn: the content string the template sees and each part's span in it; a video without a tag of its
     own (Family.video_layout) is its frames, each an image part."""
     tagged = v.video_layout.tag is not None
     return [_content([f for p in t.parts for f in (p.frames if isinstance(p, EncodedVideo) and not tagged else [p])],
-                     v) for t in turns]
+                     v, parse_special) for t in turns]
 
 
 def _kept_tail(rendered: str, pos: int, content: str, after: str) -> tuple[int, int, int] | None:
@@ -279,10 +299,10 @@ def _locate(rendered: str, skeleton: list[str], contents: list[str]) -> list[tup
     return out
 
 
-def _render(template: str, turns: Sequence[Turn], v: Family, extra: Mapping[str, object] | None = None
-            ) -> tuple[str, list[tuple[int, int, int]], list[tuple[str, list[Span]]]]:
+def _render(template: str, turns: Sequence[Turn], v: Family, extra: Mapping[str, object] | None = None,
+            parse_special: bool = False) -> tuple[str, list[tuple[int, int, int]], list[tuple[str, list[Span]]]]:
     """(rendered prompt, where each message's content is in it, each content with its parts' spans)."""
-    contents = _contents(turns, v)
+    contents = _contents(turns, v, parse_special)
     if any("\ue000" in c or "\ue001" in c for c, _ in contents):
         raise MessageError("message text contains the private-use characters U+E000/U+E001")
     messages = [{"role": t.role, "content": c} for t, (c, _) in zip(turns, contents, strict=True)]
@@ -313,7 +333,7 @@ def build_prompt(template: str, turns: Sequence[Turn], v: Family, vocab: Vocabul
     """The prompt of turns whose image parts are encodings (media.py: each with its slicing `grid` and its pieces'
     `tokens`; query_num rows per piece for one without) and whose videos are EncodedVideo. `template_kwargs`: the
     chat template's switches the caller gave (enable_thinking)."""
-    rendered, where, contents = _render(template, turns, v, template_kwargs)
+    rendered, where, contents = _render(template, turns, v, template_kwargs, parse_special)
 
     ops: list[tuple[str, Any]] = []  # ("template", text), ("user", text), ("medium", encoding), in prompt order
     cursor = 0

@@ -189,6 +189,13 @@ def write_checkpoint(preset: str | Preset, out_dir: str | os.PathLike[str]) -> P
         if v.tokenizer == "spm":
             model, ids = _train_spm(v, p.vocab)
             vocab_size = p.vocab
+            appended = tuple(getattr(v.recipe, "appended_tokens", ()))  # added after the pieces (OmniLMM's)
+            if appended:
+                import sentencepiece as spm
+
+                vocab_size = spm.SentencePieceProcessor(model_proto=model).get_piece_size()
+                ids.update({t: vocab_size + k for k, t in enumerate(appended)})
+                vocab_size += len(appended)
             (tmp / "tokenizer.model").write_bytes(model)
             configs = v.recipe.configs(p, v, ids, vocab_size)
         else:
@@ -204,8 +211,13 @@ def write_checkpoint(preset: str | Preset, out_dir: str | os.PathLike[str]) -> P
         text_files = getattr(v.recipe, "text_files", None)
         for fname, text in (text_files(v) if text_files else {}).items():  # e.g. chat_template.jinja
             (tmp / fname).write_text(text, encoding="utf-8")
-        tensors = [(n, to_storage(_init(n, s, k, p.seed), p.dtype)) for n, s, k in _shapes(p, v, vocab_size)]
-        write_safetensors(tmp / "model.safetensors", tensors, p.dtype)
+        write_weights = getattr(v.recipe, "write_weights", None)
+        if write_weights is not None:  # the family's own weights file (OmniLMM's torch pickle), made lazily
+            write_weights(tmp, [(n, s, lambda n=n, s=s, k=k: to_storage(_init(n, s, k, p.seed), p.dtype))
+                                for n, s, k in _shapes(p, v, vocab_size)], p.dtype)
+        else:
+            tensors = [(n, to_storage(_init(n, s, k, p.seed), p.dtype)) for n, s, k in _shapes(p, v, vocab_size)]
+            write_safetensors(tmp / "model.safetensors", tensors, p.dtype)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -67,6 +67,8 @@ def expected(layout: str, vocab: CharVocab, pictures: list[Picture]) -> list:
 
 def placeholder(family: str, grid: tuple[int, int] | None, index: int, image_id: bool) -> str:
     """One image as the family's original processor writes it (4.6: as 2.6, each piece with its own row count)."""
+    if family == "omnilmm":  # expand_question_into_multimodal: one square, between <im_start> and <im_end>
+        return f"<im_start>{ROWS}<im_end>"
     if family in ("2.6", "4.0", "4.5", "4.6"):
         s = (f"<image_id>{index}</image_id>" if image_id else "") + f"<image>{ROWS}</image>"
         if grid:
@@ -81,6 +83,10 @@ def placeholder(family: str, grid: tuple[int, int] | None, index: int, image_id:
 
 def conversation(family: str, user: list[str]) -> str:
     """A one-turn conversation (its messages' contents) in the family's chat format."""
+    if family == "omnilmm":  # the BOS encode() adds, the fixed system message, Zephyr's template
+        system = ("You are an artificial intelligence assistant, which gives helpful, detailed, and polite answers "
+                  "to the human's questions.")
+        return f"<s><|system|>\n{system}</s>\n" + "".join(f"<|user|>\n{c}</s>\n" for c in user) + "<|assistant|>\n"
     if family == "4.6":  # ChatML, no default system prompt, content trimmed, an empty think block (no thinking)
         return ("".join(f"<|im_start|>user\n{c.strip()}<|im_end|>\n" for c in user) +
                 "<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -101,15 +107,17 @@ def conversation(family: str, user: list[str]) -> str:
 @pytest.mark.parametrize("grids", [[None], [(2, 1)], [(2, 2), None], [(1, 3)]])
 def test_layout_matches_the_original_processor(name: str, grids: list) -> None:
     f = FAMILIES[name]
-    if name == "1.0":  # the original squashes every image to one piece: no grid ever reaches the layout
+    if name in ("1.0", "omnilmm"):  # the original squashes every image to one piece: no grid reaches the layout
         grids = [None] * len(grids)
     vocab = CharVocab([*f.special_tokens, f.bos_token, f.eos_token, *f.stop_tokens, "<unk>"])
     pictures = [varied(g, i) if name == "4.6" else Picture(g) for i, g in enumerate(grids)]
     turns = [Turn("user", [*pictures, "What is it?"])]
     got = build_prompt(f.chat_template, turns, f, vocab, Q, f.use_image_id).positions
     phs = [placeholder(name, g, i, f.use_image_id) for i, g in enumerate(grids)]
-    # 2.6's chat() joins the parts by "\n"; 4.6's template writes "<|image_pad|>\n" per image, parts concatenated
-    content = "".join(f"{p}\n" for p in phs) + "What is it?" if name == "4.6" else "\n".join([*phs, "What is it?"])
+    # 2.6's chat() joins the parts by "\n"; 4.6's template writes "<|image_pad|>\n" per image, parts concatenated;
+    # OmniLMM's chat() puts its image + "\n" before the question
+    each = name in ("4.6", "omnilmm")
+    content = "".join(f"{p}\n" for p in phs) + "What is it?" if each else "\n".join([*phs, "What is it?"])
     assert got == expected(conversation(name, [content]), vocab, pictures)
 
 

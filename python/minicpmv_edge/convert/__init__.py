@@ -1,7 +1,7 @@
 """Original Hugging Face MiniCPM-V checkpoint -> llama.cpp GGUF files (language model + mmproj).
 
-Reads safetensors directly (no model class), one mapping table per part, and writes both files atomically:
-either both appear complete, or neither does.
+Reads safetensors, or a torch pickle restricted to tensors (torch_pickle.py), directly (no model class), one mapping
+table per part, and writes both files atomically: either both appear complete, or neither does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .llm import plan_llm, write_llm_kv
 from .mapping import Source
 from .mmproj import plan_mmproj, write_mmproj_kv
 from .safetensors_io import CheckpointError, SafetensorsCheckpoint, load_json
+from .torch_pickle import TorchCheckpoint
 from .vocab import read_vocab, write_vocab
 
 __all__ = ["CheckpointError", "ConvertResult", "convert_checkpoint"]
@@ -38,6 +39,13 @@ _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_atten
              "rms_norm_eps", "rope_theta", "max_position_embeddings", "query_num")
 _REQUIRED_VISION = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size",
                     "image_size")
+
+
+def open_checkpoint(folder: Path) -> SafetensorsCheckpoint | TorchCheckpoint:
+    """The folder's safetensors, else its `pytorch_model.bin` (a torch pickle, read without running code)."""
+    if not any(folder.glob("*.safetensors*")) and (folder / "pytorch_model.bin").exists():
+        return TorchCheckpoint(folder / "pytorch_model.bin")
+    return SafetensorsCheckpoint(folder)
 
 
 def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "f16",
@@ -91,7 +99,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, outtype: str = "
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with SafetensorsCheckpoint(hf) as ckpt:
+    with open_checkpoint(hf) as ckpt:
         src = Source(ckpt)
         llm_plan, mm_plan = plans(src, pre, qtype)
         src.check_all_used()  # before anything is written: an unknown layout never yields a file

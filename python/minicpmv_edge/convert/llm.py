@@ -1,4 +1,5 @@
-"""The language model (`llm.*`) as a llama.cpp GGUF of the family's architecture (`Family.llm_arch`).
+"""The language model (`llm.*`, or the names a layout converter gives) as a llama.cpp GGUF of the family's
+architecture (`Family.llm_arch`).
 
 One mapping table from original names (after stripping `llm.`) to llama.cpp names; the only transform is the
 q/k row permutation that llama.cpp's `llama` and `minicpm` architectures need for their interleaved RoPE
@@ -57,7 +58,8 @@ def head_dim(cfg: dict) -> int:
     return int(cfg.get("head_dim") or int(cfg["hidden_size"]) // int(cfg["num_attention_heads"]))
 
 
-def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[PlannedTensor]:
+def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT, prefix: str = "llm.") -> list[PlannedTensor]:
+    """`prefix`: where the checkpoint keeps the language model's names (MiniCPM-V: `llm.`; OmniLMM: none)."""
     n_layer = int(cfg["num_hidden_layers"])
     n_head, n_kv = int(cfg["num_attention_heads"]), int(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
     E, F, V = int(cfg["hidden_size"]), int(cfg["intermediate_size"]), int(cfg["vocab_size"])
@@ -75,7 +77,7 @@ def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Planne
     for hf, gg in _GLOBAL.items():
         if hf == "lm_head.weight" and cfg.get("tie_word_embeddings", False):
             continue
-        table.append((f"llm.{hf}", gg, None))
+        table.append((f"{prefix}{hf}", gg, None))
     for i in range(n_layer):
         for hf, gg in _LAYER.items():
             if (gg.endswith(".bias") and not with_bias) or (gg in _QK_NORM and not family.llm_qk_norm):
@@ -85,7 +87,7 @@ def plan_llm(src: Source, cfg: dict, family: Family, outtype: QT) -> list[Planne
                 fn = _permute_rows(n_head)
             elif family.permute_qk and gg.startswith("attn_k."):
                 fn = _permute_rows(n_kv)
-            table.append((f"llm.model.layers.{i}.{hf}", f"blk.{i}.{gg}", fn))
+            table.append((f"{prefix}model.layers.{i}.{hf}", f"blk.{i}.{gg}", fn))
 
     out = []
     for hf, gg, fn in table:

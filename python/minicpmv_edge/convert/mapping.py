@@ -7,10 +7,11 @@ from collections.abc import Callable
 import numpy as np
 
 from .safetensors_io import CheckpointError, SafetensorsCheckpoint
+from .torch_pickle import TorchCheckpoint
 
 
 class Source:
-    def __init__(self, ckpt: SafetensorsCheckpoint) -> None:
+    def __init__(self, ckpt: SafetensorsCheckpoint | TorchCheckpoint) -> None:
         self.ckpt = ckpt
         self.used: set[str] = set()
 

@@ -8,12 +8,12 @@ fields of a `Family` and calls its stages; nothing there asks which family it ho
 
 from __future__ import annotations
 
-from . import v1_0, v2_0, v2_5, v2_6, v4_0, v4_5, v4_6
+from . import omnilmm, v1_0, v2_0, v2_5, v2_6, v4_0, v4_5, v4_6
 from .family import Family, Projector, UnsupportedVersionError
 from .presets import Preset
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (v4_6.FAMILY, v4_5.FAMILY, v4_0.FAMILY, v2_6.FAMILY,
-                                                  v2_5.FAMILY, v2_0.FAMILY, v1_0.FAMILY)}
+                                                  v2_5.FAMILY, v2_0.FAMILY, v1_0.FAMILY, omnilmm.FAMILY)}
 DEFAULT = v2_6.FAMILY.name  # what tools that need some family (`slice`, benchmarks) count in by default
 
 # mmproj files our encoder runs: each family's, and llama.cpp's resampler versions of models that have no family

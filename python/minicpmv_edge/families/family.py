@@ -212,6 +212,12 @@ class Family:
     image_tag: str = "(<image>./</image>)"
     image_after: str = ""
     part_separator: str = "\n"
+    # the tokens around an image's (overview's) rows
+    image_open: str = "<image>"
+    image_close: str = "</image>"
+    # a family whose original puts the conversation's image at the start of a message's text, or where that text says
+    # this marker (OmniLMM's "<image>", with parse_special=True): the message's images are moved there ("": as given)
+    image_marker: str = ""
     plain_tokens: tuple[str, ...] = ()  # added tokens that are not special: whole when encoding, kept by decode
     # the language model normalises each query and key head (RMSNorm, `q_norm` / `k_norm`) before RoPE (Qwen3)
     llm_qk_norm: bool = False
@@ -264,7 +270,7 @@ class Family:
         """The special tokens the image layout and the stops need in a vocabulary."""
         ids = ("<image_id>", "</image_id>") if self.use_image_id else ()
         grid = tuple(t for t in (self.slice_open, self.slice_close, self.grid_open, self.grid_close) if t)
-        return ("<image>", "</image>", *grid, *ids, *self.stop_tokens)
+        return (self.image_open, self.image_close, *grid, *ids, *self.stop_tokens)
 
 
 @dataclass(frozen=True)
