@@ -2,7 +2,7 @@
 """Vision encoding on the real MiniCPM-V 2.6 dimensions (SigLIP 1152 x 27 layers, resampler 64 x 3584): our ggml
 encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file for both, in the same run.
 
-    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|4.5|4.6|2.0|1.0]
+    python benchmarks/bench_encode.py [--threads 2] [--quick] [--version 2.6|4.5|4.6|2.0|1.0|omnilmm]
 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
@@ -25,6 +25,10 @@ which llama.cpp does not have: ours only, beside our 2.6 encoder on the same ima
 prefix ("v46_ratio_vs_mtmd", "v46_q8_ratio_vs_mtmd_f16": target <= 0.45).
 --version 4.5: MiniCPM-V 4.5's image encoder (the real-4.5 preset: 2.6's tower, the resampler at 64 x 4096 with 32
 heads) against libmtmd's 2.6 graph (`clip.minicpmv_version` 6) on the same file; keys prefixed "v45_".
+--version omnilmm: OmniLMM-12B's encoder (the real-omnilmm preset: EVA02-E, 63 blocks of 1792, 9.2 TFLOP per image,
+and the 256 x 4096 resampler), which llama.cpp does not have: one 448 x 448 image (its one square) with the f16,
+q8_0 and q4_0 mmproj files, each in a process of its own, time and peak RSS each ("omnilmm_<type>_s",
+"omnilmm_<type>_peak_rss_mb"; the issue's bound: q8_0 under 6 GB).
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="repeats of the 448x448 case (best is kept)")
     ap.add_argument("--quick", action="store_true", help="448x448 only")
     ap.add_argument("--profile", action="store_true", help="also print our per-op profile (a separate run)")
-    ap.add_argument("--version", choices=["2.6", "4.5", "4.6", "2.0", "1.0"], default="2.6",
+    ap.add_argument("--version", choices=["2.6", "4.5", "4.6", "2.0", "1.0", "omnilmm"], default="2.6",
                     help="2.6, 4.5, 4.6: ours vs libmtmd; 2.0 / 1.0: ours only (llama.cpp has neither), beside "
                          "ours for 2.6")
     ap.add_argument("--child", nargs=4, metavar=("ENGINE", "MODEL", "MMPROJ", "SIDES"), help=argparse.SUPPRESS)
@@ -191,6 +195,9 @@ def main() -> None:
     from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
     from minicpmv_edge.demo import ensure_model
 
+    if args.version == "omnilmm":
+        bench_omnilmm(args, ensure_model, run_measured, quantize_mmproj)
+        return
     if args.version not in ("2.6", "4.5", "4.6"):
         bench_ours_only(args, ensure_model, run_measured)
         return
@@ -349,6 +356,36 @@ def bench_ours_only(args: argparse.Namespace, ensure_model, run_measured) -> Non
         r = results[version]
         print(f"      {version}: load {r['load_s']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         summary[f"v{version.replace('.', '_')}_peak_rss_mb"] = r["peak_rss_mb"]
+    print(json.dumps(summary))
+
+
+def bench_omnilmm(args: argparse.Namespace, ensure_model, run_measured, quantize_mmproj) -> None:
+    """OmniLMM-12B's encoder (real-omnilmm, f16 and our q8_0 / q4_0 of it) on one 448 x 448 image, each file in a
+    process of its own: time to embeddings and peak RSS."""
+    model, f16 = ensure_model("real-omnilmm", "f16")
+    files = {"f16": f16}
+    for q in ("q8_0", "q4_0"):
+        files[q] = f16.with_name(f"mmproj-model-{q}-requant.gguf")
+        if not files[q].exists():
+            quantize_mmproj(f16, files[q], q)
+    flops = 2 * 1025 * 63 * (4 * 1792**2 + 2 * 1792 * 15360) + 4 * 1025**2 * 1792 * 63  # the tower alone
+    print(f"real-dims OmniLMM-12B vision encoder (EVA02-E 63 x 1792, resampler 256 x 4096), one 448x448 image, "
+          f"{args.threads} threads on {cpu_model()}; the tower alone is {flops / 1e12:.2f} TFLOP")
+    summary: dict = {"bench": "encode", "version": "omnilmm", "threads": args.threads, "cpu": cpu_model()}
+    for q, mmproj in files.items():
+        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--child", "ours",
+               str(model), str(mmproj), "448"]
+        r, peak_mb = run_measured(cmd, timeout=7200)
+        if r.returncode != 0:
+            raise SystemExit(f"ours {q} failed:\n{r.stderr[-3000:]}")
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        s = out["448"]["seconds"]
+        print(f"  {q:5s} mmproj {mmproj.stat().st_size / 2**30:5.2f} GiB: load {out['load_s']:6.2f} s, 448x448 "
+              f"{s:7.2f} s ({flops / s / 1e9:.0f} GFLOP/s), peak RSS {peak_mb:.0f} MB")
+        summary[f"omnilmm_{q}_s"] = round(s, 3)
+        summary[f"omnilmm_{q}_load_s"] = round(out["load_s"], 3)
+        summary[f"omnilmm_{q}_peak_rss_mb"] = round(peak_mb)
+    summary["omnilmm_q8_0_rss_within_6gb"] = summary["omnilmm_q8_0_peak_rss_mb"] < 6 * 1024
     print(json.dumps(summary))
 
 

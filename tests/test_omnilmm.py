@@ -109,3 +109,25 @@ def test_tower_table_is_timms(tiny_hf, converted) -> None:
     np.testing.assert_allclose(t["v.class_position_embd"], ref[0], rtol=0, atol=1e-6)
     # (torch weighs the taps in float32: 4e-6 apart on values near 2; a = -0.75, the plain bicubic, is 0.36 apart)
     np.testing.assert_allclose(t["v.position_embd.weight"].reshape(ref[1:].shape), ref[1:], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("int8", ["auto", "avx2", "ggml", "off"])
+def test_q8_0_tower_rows_against_the_original(original, converted, int8: str) -> None:
+    """A q8_0 file on each matrix path (our int8 kernel, with our int8 attention over the tower's 577 tokens where
+    "auto" takes it; our AVX2 kernel; ggml's int8 kernels; dequantized for OpenBLAS): every embedding row of every
+    scenario's image against the original's float32 rows, cosine >= 0.999."""
+    from minicpmv_edge import _core
+    from minicpmv_edge.encoder import VisionEncoder
+
+    if int8 == "avx2" and "avx2" not in _core.int8_kernels():
+        pytest.skip("this CPU cannot run our AVX2 int8 kernel")
+    enc = VisionEncoder(converted("omnilmm", "q8_0").mmproj, n_threads=2, int8=int8)
+    assert enc.native.uses_int8 == (int8 != "off")
+    if int8 == "auto" and _core.int8_kernels():
+        assert enc.native.int8_kernel == _core.int8_kernels()[0] and enc.native.attention_kernel != "f32"
+    for msgs, _, _ in SCENARIOS.values():
+        for img in message_images(msgs):
+            _, _, rows = enc.encode_image(np.asarray(img.convert("RGB")), 1)
+            ref = original[next(k for k, v in SCENARIOS.items() if v[0] is msgs)]["embeddings"]
+            cos = (rows * ref).sum(1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(ref, axis=1)
+            assert cos.min() >= 0.999, cos.min()

@@ -42,7 +42,7 @@ def ensure_model(preset: str, outtype: str = "f16", root: Path | None = None) ->
     p = recipes.PRESETS[preset]
     key = hashlib.sha256(repr((RECIPE_REVISION, p, FAMILIES[p.family])).encode()).hexdigest()[:12]
     base = (root or cache_dir()) / f"{preset}-{key}"
-    if not (base / "hf" / "model.safetensors").exists():
+    if not (base / "hf" / "config.json").exists():  # (write_checkpoint's folder appears only once complete)
         recipes.write_checkpoint(preset, base / "hf")
     return _converted(base / "hf", base, outtype)
 

@@ -61,3 +61,14 @@ def test_prompt_switches_are_checked() -> None:
         chat_params(d, downsample_mode=4, seed=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="enable_thinking must be True or False"):
         chat_params(d, enable_thinking="yes", seed=1)  # type: ignore[arg-type]
+
+
+def test_omnilmm_defaults_are_the_originals_only_mode() -> None:
+    """OmniLMM-12B's chat() samples only (temperature 0.6, top_k 30, top_p 0.9, repetition penalty 1.1, 1024 new
+    tokens) and decodes with skip_special_tokens=True; sampling=False is greedy without the penalty."""
+    d = FAMILIES["omnilmm"].chat
+    gp, _ = chat_params(d, seed=1)
+    assert gp.sampling and (gp.temperature, gp.top_k, gp.top_p, gp.repetition_penalty) == (0.6, 30, 0.9, 1.1)
+    assert gp.max_new_tokens == 1024 and gp.skip_special_tokens is True
+    gp, _ = chat_params(d, sampling=False, seed=1)
+    assert (gp.sampling, gp.num_beams, gp.repetition_penalty) == (False, 1, 1.0)

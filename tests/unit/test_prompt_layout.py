@@ -206,3 +206,26 @@ def test_piece_rows_must_match_the_grid() -> None:
         build_prompt(f.chat_template, [Turn("user", [Picture((2, 1), (4, 4)), "Hi"])], f, vocab, 0, True)
     with pytest.raises(ValueError, match="token counts"):
         build_prompt(f.chat_template, [Turn("user", [Picture(None), "Hi"])], f, vocab, 0, True)
+
+
+def test_omnilmm_places_images_as_its_original() -> None:
+    """OmniLMM's chat(): the image first in its message, whatever the order of the parts; with parse_special=True
+    where the text says <image> (no "\\n" added), one image per marker; no system message."""
+    from minicpmv_edge.messages import MessageError
+
+    f = FAMILIES["omnilmm"]
+    vocab = CharVocab([*f.special_tokens, f.bos_token, f.eos_token, "<unk>"])
+    pic = Picture(None)
+    got = build_prompt(f.chat_template, [Turn("user", ["What is it?", pic])], f, vocab, Q, False).positions
+    assert got == expected(conversation("omnilmm", [f"<im_start>{ROWS}<im_end>\nWhat is it?"]), vocab, [pic])
+    got = build_prompt(f.chat_template, [Turn("user", [pic, "Look at <image> now."])], f, vocab, Q, False,
+                       parse_special=True).positions
+    assert got == expected(conversation("omnilmm", [f"Look at <im_start>{ROWS}<im_end> now."]), vocab, [pic])
+    plain = build_prompt(f.chat_template, [Turn("user", [pic, "Look at <image> now."])], f, vocab, Q, False).positions
+    assert plain == expected(conversation("omnilmm", [f"<im_start>{ROWS}<im_end>\nLook at <image> now."]), vocab,
+                             [pic])
+    with pytest.raises(MessageError, match="says '<image>' 2 time"):
+        build_prompt(f.chat_template, [Turn("user", [pic, "<image> and <image>"])], f, vocab, Q, False,
+                     parse_special=True)
+    with pytest.raises(MessageError, match="fixed system prompt"):
+        build_prompt(f.chat_template, [Turn("system", ["Be brief."]), Turn("user", ["Hi"])], f, vocab, Q, False)
