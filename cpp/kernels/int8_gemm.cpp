@@ -499,10 +499,14 @@ void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float
     std::memcpy(dst + kBlockInts + size_t(r) * sizeof(float), &scale, sizeof(float));
 }
 
-void PackedWeights::add(const std::vector<const ggml_tensor *> & weights, int n_threads, Int8Isa isa) {
+void PackedWeights::add(const std::vector<const ggml_tensor *> & weights, int n_threads, Int8Isa isa,
+                        const std::function<void(const ggml_tensor *)> & packed) {
     std::vector<std::unique_ptr<PackedWeight>> done(weights.size());
     parallel_for(int(weights.size()), n_threads, [&](int lo, int hi) {
-        for (int i = lo; i < hi; ++i) done[size_t(i)] = std::make_unique<PackedWeight>(weights[size_t(i)], isa);
+        for (int i = lo; i < hi; ++i) {
+            done[size_t(i)] = std::make_unique<PackedWeight>(weights[size_t(i)], isa);
+            if (packed) packed(weights[size_t(i)]);
+        }
     });
     for (size_t i = 0; i < weights.size(); ++i) packed_.emplace(weights[i], std::move(done[i]));
 }

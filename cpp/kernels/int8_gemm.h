@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -86,9 +87,11 @@ double int8_dot_peak_gops(int n_threads, Int8Isa isa = Int8Isa::vnni);
 // Packed weights of one encoder, by the ggml tensor they replace in graphs.
 class PackedWeights {
 public:
-    // repacks `weights` (host-readable) on n_threads threads for `isa`'s kernel; exceptions (std::bad_alloc) reach
-    // the caller
-    void add(const std::vector<const ggml_tensor *> & weights, int n_threads, Int8Isa isa);
+    // repacks `weights` (host-readable) on n_threads threads for `isa`'s kernel, calling `packed(w)` (on the thread
+    // that packed it) once each is done, so that its original can be let go at once; exceptions (std::bad_alloc)
+    // reach the caller
+    void add(const std::vector<const ggml_tensor *> & weights, int n_threads, Int8Isa isa,
+             const std::function<void(const ggml_tensor *)> & packed = {});
     const PackedWeight * find(const ggml_tensor * w) const {
         auto it = packed_.find(w);
         return it == packed_.end() ? nullptr : it->second.get();
