@@ -385,7 +385,7 @@ def _broken(tiny: Path, tmp: Path, kind: str) -> tuple[Path, type[Exception], st
         return (_edit_config(tiny, tmp / kind, version=None), UnsupportedVersionError,
                 r"no 'version' key and nothing else that names a family \(MiniCPM-V 4.6: config.json 'model_type' "
                 r"minicpmv4_6; MiniCPM-V 2.0: a timm SigLIP 'vision_encoder'; MiniCPM-V 1.0: a timm SigLIP "
-                r"'vision_encoder' and no slicing keys\).*"
+                r"'vision_encoder' and no slicing keys; OmniLMM-12B: config.json 'model_type' omnilmm\).*"
                 r"or name the family: convert --family")
     if kind == "missing-key":
         return _edit_config(tiny, tmp / kind, query_num=None), CheckpointError, "missing key 'query_num'"

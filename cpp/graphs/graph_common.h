@@ -47,19 +47,19 @@ struct MatmulHook {
     int64_t attention_min_queries = 1;
 };
 
-// whether `w` runs on our int8 kernel, which can take GELU into its input (linear's gelu_input)
+// whether `w` runs on our int8 kernel, which can take GELU into its input (linear's `act`)
 inline bool int8_packed(const MatmulHook & mm, const ggml_tensor * w) { return mm.packed && mm.packed->find(w); }
 
-// x: [in, ...], w: [in, out] -> [out, ...]; `gelu_input` (only where int8_packed): w times gelu(x), the tanh form,
-// fused into the int8 kernel's quantization of x. On our int8 kernel an f32 bias is added as the product is stored.
+// x: [in, ...], w: [in, out] -> [out, ...]; `act` (only where int8_packed): w times act(x), fused into the int8
+// kernel's quantization of x. On our int8 kernel an f32 bias is added as the product is stored.
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, MatmulHook mm = {},
-                            bool gelu_input = false) {
+                            InputAct act = InputAct::none) {
     const PackedWeight * packed = mm.packed ? mm.packed->find(w) : nullptr;
-    if (gelu_input && !packed)
+    if (act != InputAct::none && !packed)
         throw std::logic_error(std::string("linear: GELU fused into a product not ours: ") + w->name);
     const bool blas = !packed && mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
     ggml_tensor * fused_bias = packed && int8_fusable_bias(b, *packed) ? b : nullptr;
-    x = packed ? int8_linear(ctx, x, *packed, fused_bias, gelu_input)
+    x = packed ? int8_linear(ctx, x, *packed, fused_bias, act)
         : blas ? blas_linear(ctx, x, w, *mm.blas)
                : ggml_mul_mat(ctx, w, x);
     ggml_format_name(x, "x %s", w->name);

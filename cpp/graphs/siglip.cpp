@@ -219,10 +219,10 @@ ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLaye
 
     cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
     cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b, mm), "ffn_up", il);  // [F, N, B]
-    // on our int8 kernel the tanh GELU is computed (exactly) as fc2's activations are quantized: no pass of its own
-    const bool fused = hp.gelu == Gelu::tanh && int8_packed(mm, L.fc2_w);
+    // on our int8 kernel the GELU is computed as fc2's activations are quantized: no pass of its own
+    const bool fused = int8_packed(mm, L.fc2_w);
     if (!fused) cur = cb(gelu(ctx, cur, hp.gelu, exact_gelu), "ffn_gelu", il);
-    cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm, fused), "ffn_down", il);  // [D, N, B]
+    cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm, fused ? fused_gelu(hp.gelu) : InputAct::none), "ffn_down", il);
     return cb(ggml_add(ctx, x, cur), "ffn_residual", il);
 }
 

@@ -18,6 +18,9 @@ std::vector<int32_t> position_ids(int h, int w, int side, PosRule rule);
 // f16-rounded input: about 1e-3 relative error)
 ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact);
 
+// the int8 kernel's fused form of GELU `kind`
+inline InputAct fused_gelu(Gelu kind) { return kind == Gelu::tanh ? InputAct::gelu_tanh : InputAct::gelu_erf; }
+
 // the patch embedding (the stride-P conv as a matmul over patches) plus `pos` [D, N]:
 // patches [P*P*3, N, B] -> [D, N, B]
 ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggml_tensor * patches, ggml_tensor * pos,

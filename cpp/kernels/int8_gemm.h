@@ -30,6 +30,10 @@ namespace mcv {
 // are the same operations in the same order.
 enum class Int8Isa { none, vnni, avx2, neon };
 
+// An activation our int8 kernel applies to a product's input as it quantizes it (the graph then has no node for
+// it): GELU's tanh form (SigLIP's gelu_pytorch_tanh) or its exact erf form (timm's nn.GELU).
+enum class InputAct { none, gelu_tanh, gelu_erf };
+
 // "vnni", "avx2", "neon" or "none"
 const char * int8_isa_name(Int8Isa isa);
 // whether this CPU and build run `isa`
@@ -108,10 +112,10 @@ private:
 // quantized per 32-block (rows split over threads), then the product (panels split over threads). `w` must
 // outlive the graph; w.isa() must be available.
 // `bias` (f32 [n], int8_fusable_bias): added as each tile is stored (the sums ggml_add would give, without its pass
-// over memory); `gelu_input`: the product takes gelu(x) (the tanh form), computed as the activations are quantized
+// over memory); `act`: the product takes act(x), computed as the activations are quantized
 // (the graph then has no GELU node).
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias = nullptr,
-                          bool gelu_input = false);
+                          InputAct act = InputAct::none);
 bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w);
 
 }  // namespace mcv

@@ -50,16 +50,23 @@ float gelu(float x) {
     return x / (1.0f + std::exp(std::min(std::max(-t, -87.0f), 87.0f)));
 }
 
+// and the exact form, x/2 erfc(-x / sqrt 2)
+float act(float x, InputAct a) {
+    if (a == InputAct::gelu_tanh) return gelu(x);
+    if (a == InputAct::gelu_erf) return 0.5f * x * std::erfc(-x * 0.70710678118654752f);
+    return x;
+}
+
 }  // namespace
 
-void quantize_row_neon(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, bool with_gelu) {
+void quantize_row_neon(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct a) {
     auto * q = reinterpret_cast<int8_t *>(row);
     auto * d = reinterpret_cast<float *>(row + lay.scales());
     auto * corr = reinterpret_cast<int32_t *>(row + lay.corrections());
     float v[kBlock];
     for (int64_t b = 0; b < lay.blocks; ++b) {
         const int64_t j0 = b * kBlock, n = std::min<int64_t>(kBlock, k - j0);
-        for (int64_t j = 0; j < kBlock; ++j) v[j] = j < n ? (with_gelu ? gelu(x[j0 + j]) : x[j0 + j]) : 0.0f;
+        for (int64_t j = 0; j < kBlock; ++j) v[j] = j < n ? act(x[j0 + j], a) : 0.0f;
         float32x4_t m = vabsq_f32(vld1q_f32(v));
         for (int i = 1; i < kBlock / 4; ++i) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(v + 4 * i)));
         const float scale = vmaxvq_f32(m) / 127.0f;

@@ -35,7 +35,7 @@ struct ActLayout {
 // aarch64 with the dot-product extension (SDOT: armv8.2-a+dotprod; Raspberry Pi 5, Apple silicon), on the
 // weights stored signed: int8_gemm_neon.cpp
 bool neon_dot_available();
-void quantize_row_neon(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, bool gelu);
+void quantize_row_neon(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act);
 void tile_rows_neon(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias);
 double sdot_chains(int64_t iters);

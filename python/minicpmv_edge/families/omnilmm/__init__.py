@@ -80,7 +80,7 @@ FAMILY = Family(
     image_marker="<image>",
     row_token="<im_patch>",
     detects=detects,
-    config_hint="model_type 'omnilmm'",
+    config_hint="config.json 'model_type' omnilmm",
     layout_converter=Converter(),
     recipe=Recipe(),
 )
