@@ -16,7 +16,7 @@ from .gguf_out import FILE_TYPES, GGUFFile
 from .llm import plan_llm, write_llm_kv
 from .mapping import Source
 from .mmproj import plan_mmproj, write_mmproj_kv
-from .safetensors_io import CheckpointError, SafetensorsCheckpoint, load_json
+from .safetensors_io import CheckpointError, SafetensorsCheckpoint, TensorFile, load_json
 from .torch_pickle import TorchCheckpoint
 from .vocab import read_vocab, write_vocab
 
@@ -41,7 +41,7 @@ _REQUIRED_VISION = ("hidden_size", "intermediate_size", "num_hidden_layers", "nu
                     "image_size")
 
 
-def open_checkpoint(folder: Path) -> SafetensorsCheckpoint | TorchCheckpoint:
+def open_checkpoint(folder: Path) -> TensorFile:
     """The folder's safetensors, else its `pytorch_model.bin` (a torch pickle, read without running code)."""
     if not any(folder.glob("*.safetensors*")) and (folder / "pytorch_model.bin").exists():
         return TorchCheckpoint(folder / "pytorch_model.bin")

@@ -6,12 +6,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .safetensors_io import CheckpointError, SafetensorsCheckpoint
-from .torch_pickle import TorchCheckpoint
+from .safetensors_io import CheckpointError, TensorFile
 
 
 class Source:
-    def __init__(self, ckpt: SafetensorsCheckpoint | TorchCheckpoint) -> None:
+    def __init__(self, ckpt: TensorFile) -> None:
         self.ckpt = ckpt
         self.used: set[str] = set()
 

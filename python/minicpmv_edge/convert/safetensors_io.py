@@ -102,7 +102,45 @@ def _read_header(path: Path) -> dict[str, TensorEntry]:
     return out
 
 
-class SafetensorsCheckpoint:
+def widened(arr: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values as float32 (floating types: bf16 bit patterns widened) or their own integer type; a copy."""
+    if dtype == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32)
+    return np.array(arr)
+
+
+class TensorFile:
+    """What the converter asks of a checkpoint's tensors (`entries`: name -> an entry with a `shape`); `get` and
+    `close` are the format's."""
+
+    folder: Path
+    entries: dict
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name].shape
+
+    def get(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> TensorFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SafetensorsCheckpoint(TensorFile):
     """All tensors of a checkpoint folder (single file or sharded with an index), read lazily."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -127,15 +165,6 @@ class SafetensorsCheckpoint:
             raise CheckpointError(f"{index}: tensor {missing[0]!r} listed in the index is in no shard")
         self._maps: dict[Path, mmap.mmap] = {}
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
-    def keys(self) -> list[str]:
-        return list(self.entries)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name].shape
-
     def get(self, name: str) -> np.ndarray:
         """The tensor as float32 (floating types) or its own integer type; a copy, independent of the file."""
         e = self.entries[name]
@@ -145,22 +174,12 @@ class SafetensorsCheckpoint:
                 m = self._maps[e.file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         arr = np.frombuffer(m, dtype=_DTYPES[e.dtype], count=(e.end - e.begin) // _DTYPES[e.dtype].itemsize,
                             offset=e.begin).reshape(e.shape)
-        if e.dtype == "BF16":
-            return (arr.astype(np.uint32) << 16).view(np.float32)
-        if arr.dtype.kind == "f":
-            return arr.astype(np.float32)
-        return arr.copy()
+        return widened(arr, e.dtype)
 
     def close(self) -> None:
         for m in self._maps.values():
             m.close()
         self._maps.clear()
-
-    def __enter__(self) -> SafetensorsCheckpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _bf16_bits(a: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .safetensors_io import CheckpointError, _bf16_bits
+from .safetensors_io import CheckpointError, TensorFile, _bf16_bits, widened
 
 # torch's storage class name -> (safetensors-style dtype name, numpy storage dtype)
 _STORAGES: dict[str, tuple[str, np.dtype]] = {
@@ -120,9 +120,8 @@ def _data_start(f: io.BufferedReader, info: zipfile.ZipInfo, where: str) -> int:
     return info.header_offset + 30 + n_name + n_extra
 
 
-class TorchCheckpoint:
-    """The tensors of a `torch.save` zip checkpoint (`pytorch_model.bin`), read lazily; the interface of
-    SafetensorsCheckpoint."""
+class TorchCheckpoint(TensorFile):
+    """The tensors of a `torch.save` zip checkpoint (`pytorch_model.bin`), read lazily."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -184,15 +183,6 @@ class TorchCheckpoint:
                 self.entries[name] = _Entry(kind, ref.shape, (start, ref.offset, ref.stride), dtype)
         self._map: mmap.mmap | None = None
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
-    def keys(self) -> list[str]:
-        return list(self.entries)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.entries[name].shape
-
     def get(self, name: str) -> np.ndarray:
         """The tensor as float32 (floating types) or its own integer type; a copy, independent of the file."""
         e = self.entries[name]
@@ -207,22 +197,12 @@ class TorchCheckpoint:
             base = np.frombuffer(self._map, dtype=e.storage_dtype, offset=start + offset * item,
                                  count=1 + sum((n - 1) * s for n, s in zip(e.shape, stride, strict=True)))
             arr = np.lib.stride_tricks.as_strided(base, e.shape, tuple(s * item for s in stride), writeable=False)
-        if e.dtype == "BF16":
-            return (arr.astype(np.uint32) << 16).view(np.float32)
-        if arr.dtype.kind == "f":
-            return arr.astype(np.float32)
-        return np.array(arr)
+        return widened(arr, e.dtype)
 
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
-
-    def __enter__(self) -> TorchCheckpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --- writing -------------------------------------------------------------------------------------------------------
