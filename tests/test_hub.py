@@ -27,10 +27,11 @@ pytestmark = pytest.mark.slow
 GGUF_REPO = "openbmb/MiniCPM-V-2_6-gguf"
 ORIGINAL_REPO = "openbmb/MiniCPM-V-2_6-demo"
 ANSWER = "Three."
+PICKLE_REPO = "openbmb/OmniLMM-12B-tiny"  # OmniLMM's release layout: config.json and one pytorch_model.bin
 
 
 @pytest.fixture(scope="module")
-def repos(demo_f16, tmp_path_factory) -> dict[str, Repo]:
+def repos(demo_f16, tiny_hf, tmp_path_factory) -> dict[str, Repo]:
     model, mmproj = demo_f16
     out = tmp_path_factory.mktemp("quants")
     q4 = quantize_model(model, out / "q4.gguf", "Q4_K_M").read_bytes()
@@ -42,6 +43,7 @@ def repos(demo_f16, tmp_path_factory) -> dict[str, Repo]:
                 "mmproj-model-f16.gguf": mm}
     original = {p.name: p.read_bytes() for p in DEMO_CHECKPOINT.iterdir()}
     original["modeling_minicpmv.py"] = b"raise SystemExit('remote code must never be downloaded')\n"
+    original["pytorch_model.bin"] = b"a pickle beside safetensors must never be downloaded"
     return {
         GGUF_REPO: Repo(official),
         "test/no-mmproj-gguf": Repo({"README.md": readme, "model-Q4_K_M.gguf": q4}),
@@ -50,6 +52,7 @@ def repos(demo_f16, tmp_path_factory) -> dict[str, Repo]:
         "test/two-mmproj-gguf": Repo({"MiniCPM-V-Q8_0.gguf": q8, "mmproj-MiniCPM-V-Q8_0.gguf": mm,
                                       "mmproj-MiniCPM-V-f16.gguf": mm[:100]}),
         ORIGINAL_REPO: Repo(original),
+        PICKLE_REPO: Repo({p.name: p.read_bytes() for p in tiny_hf["omnilmm"].iterdir()}),
     }
 
 
@@ -197,6 +200,7 @@ def test_original_repository_is_converted_once(mirror: Mirror, env: dict[str, st
     got = set(resolves(mirror))
     assert "model.safetensors" in got and "config.json" in got
     assert "modeling_minicpmv.py" not in got and "loss.png" not in got  # no remote code, nothing it does not read
+    assert "pytorch_model.bin" not in got  # the safetensors serve
     converted = list((Path(env["MINICPMV_EDGE_CACHE"]) / "hub").rglob("*.gguf"))
     assert sorted(p.name for p in converted) == ["mmproj-model-f16.gguf", "model-f16.gguf"]
     stamps = {p: p.stat().st_mtime_ns for p in converted}
@@ -217,6 +221,21 @@ def test_original_repository_is_converted_once(mirror: Mirror, env: dict[str, st
     assert quantized.stdout.strip() == ANSWER
     wrong = _api(env, _ask(ORIGINAL_REPO, "Q9"))
     assert wrong.returncode == 1 and "not 'Q9'" in wrong.stderr
+
+
+def test_original_repository_of_a_torch_pickle(mirror: Mirror, env: dict[str, str], tiny_hf, converted) -> None:
+    """OmniLMM's release holds its weights as one pytorch_model.bin: downloaded (only there is no safetensors),
+    converted without running code, and the answer is the one the locally converted files give."""
+    from minicpmv_edge.chat import MiniCPMV
+    from minicpmv_edge.demo import DEMO_IMAGE as IMG
+
+    got = _api(env, _ask(PICKLE_REPO, None))
+    assert got.returncode == 0, got.stderr
+    assert "pytorch_model.bin" in resolves(mirror)
+    local = converted("omnilmm", "f16")
+    with MiniCPMV(local.model, local.mmproj, n_threads=2) as m:
+        want = m.chat([{"role": "user", "content": [IMG, DEMO_PROMPT]}], temperature=0, max_new_tokens=8)
+    assert got.stdout.strip() == want
 
 
 def test_from_pretrained_gguf_and_its_quant_argument(mirror: Mirror, env: dict[str, str]) -> None:

@@ -2,8 +2,9 @@
 
 A GGUF repository (the official MiniCPM-V ones: several quantizations of the language model, one or more
 `mmproj-*.gguf`) gives the language-model file of the named quantization (llama.cpp's default, Q4_K_M, when none is
-named) and an mmproj; an original repository (config.json + *.safetensors) is downloaded and converted once, the
-result cached. Downloads go through `huggingface_hub`, so its cache, `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`,
+named) and an mmproj; an original repository (config.json + *.safetensors, or OmniLMM-12B's single torch pickle
+`pytorch_model.bin`, which the converter reads without running code) is downloaded and converted once, the result
+cached. Downloads go through `huggingface_hub`, so its cache, `HF_HOME`, `HF_ENDPOINT`, `HF_HUB_OFFLINE`,
 tokens, progress bars and resumed downloads behave as its users know; every file is checked with our GGUF checks
 before anything loads it. This module is the only one that uses the network, and only when a user names a model.
 """
@@ -20,8 +21,10 @@ from pathlib import Path
 DEFAULT_QUANT = "Q4_K_M"  # llama.cpp's default tag for -hf
 # mmproj choice when a repository has several and none matches the quantization named (llama.cpp's files: f16)
 _MMPROJ_PREFERENCE = ("F16", "BF16", "F32", "Q8_0")
-# what the converter reads from an original repository (never its .py remote code, never pickles)
+# what the converter reads from an original repository (never its .py remote code); its torch pickle only where it
+# has no safetensors (convert/torch_pickle.py reads it without running code)
 _ORIGINAL_SUFFIXES = (".json", ".safetensors", ".model", ".jinja", ".txt", ".tiktoken")
+_PICKLE = "pytorch_model.bin"
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SPLIT_RE = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 _CONVERTED_REVISION = 1  # bump when the converter's output changes, so cached conversions are made again
@@ -100,8 +103,12 @@ def choose_gguf(repo: str, files: list[str], quant: str | None,
     return picked[0], mmproj, tag
 
 
+def _has_safetensors(files: list[str]) -> bool:
+    return any(f.endswith(".safetensors") for f in files)
+
+
 def _is_original(files: list[str]) -> bool:
-    return "config.json" in files and any(f.endswith(".safetensors") for f in files)
+    return "config.json" in files and (_has_safetensors(files) or _PICKLE in files)
 
 
 def _offline_errors() -> tuple[type[BaseException], ...]:
@@ -203,7 +210,8 @@ def _converted(repo: str, revision: str | None, commit: str, files: list[str], q
     base = cache_dir() / "hub" / repo.replace("/", "--") / commit / f"{name}-r{_CONVERTED_REVISION}"
     model, mmproj = base / f"model-{name}.gguf", base / f"mmproj-model-{outtype}.gguf"
     if not (model.is_file() and mmproj.is_file()):
-        wanted = [f for f in files if f.endswith(_ORIGINAL_SUFFIXES) and "/" not in f]
+        wanted = [f for f in files if (f.endswith(_ORIGINAL_SUFFIXES) or (f == _PICKLE and not _has_safetensors(files)))
+                  and "/" not in f]
         paths = [_download(repo, revision, f, online) for f in wanted]
         snapshot = paths[0].parent
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +254,7 @@ def resolve(name: str, quant: str | None = None, *, mmproj: str | os.PathLike[st
     if _is_original(files):
         got = _converted(repo, revision, commit, files, quant, online)
         return got if mmproj is None else replace(got, mmproj=Path(mmproj))
-    raise HubError(f"{repo} has neither GGUF files nor an original checkpoint (config.json and *.safetensors)"
+    raise HubError(f"{repo} has neither GGUF files nor an original checkpoint (config.json and *.safetensors, or "
+                   f"{_PICKLE})"
                    f"{where}; its files: {', '.join(files[:20]) or 'none'}")
 
