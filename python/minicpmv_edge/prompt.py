@@ -227,14 +227,11 @@ def _placed(parts: Sequence[Any], v: Family, parse_special: bool) -> list[tuple[
     return [x for m in media for x in ((v.image_tag, m), (v.image_after, None))] + [(text, None)]
 
 
-def _content(parts: Sequence[Any], v: Family, parse_special: bool = False) -> tuple[str, list[Span]]:
-    """One message's content string and its parts' spans: text as it is, an image as the family's tag then what
-    follows it, a video as its tag then what follows, parts joined by the family's separator (or the images placed
-    as the family's original places them: _placed)."""
+def _joined(parts: Sequence[Any], v: Family) -> list[tuple[str, Any]]:
+    """The parts in the order given: text as it is, an image as the family's tag then what follows it, a video as
+    its tag then what follows, joined by the family's separator."""
     pieces: list[tuple[str, Any]] = []
-    if v.image_marker:
-        pieces = _placed(parts, v, parse_special)
-    for i, p in enumerate(parts if not v.image_marker else ()):
+    for i, p in enumerate(parts):
         if i:
             pieces.append((v.part_separator, None))
         if isinstance(p, str):
@@ -243,6 +240,13 @@ def _content(parts: Sequence[Any], v: Family, parse_special: bool = False) -> tu
             pieces += [(v.video_layout.tag or "", p), (v.video_layout.after, None)]
         else:
             pieces += [(v.image_tag, p), (v.image_after, None)]
+    return pieces
+
+
+def _content(parts: Sequence[Any], v: Family, parse_special: bool = False) -> tuple[str, list[Span]]:
+    """One message's content string and its parts' spans (each medium's tag where it goes): as given (_joined), or
+    the images placed as the family's original places them (_placed)."""
+    pieces = _placed(parts, v, parse_special) if v.image_marker else _joined(parts, v)
     spans: list[Span] = []
     at = 0
     for s, medium in pieces:
