@@ -108,12 +108,7 @@ ggml_tensor * Minicpmv46Graph::build() {
 }
 
 void Minicpmv46Graph::set_inputs(const std::vector<const float *> & pixels, PosRule rule) const {
-    const size_t per_piece = size_t(hp.patch_size) * size_t(hp.patch_size) * 3 * size_t(ph) * size_t(pw);
-    std::vector<float> buf(per_piece * size_t(n_batch));
-    for (int b = 0; b < n_batch; ++b) {
-        patchify(pixels[size_t(b)], ph, pw, hp.patch_size, buf.data() + size_t(b) * per_piece);
-    }
-    ggml_backend_tensor_set(inp_patches, buf.data(), 0, buf.size() * sizeof(float));
+    set_patches(inp_patches, pixels, ph, pw, hp.patch_size);
     const std::vector<int32_t> ids = position_ids(ph, pw, hp.pos_side, rule);
     ggml_backend_tensor_set(inp_pos, ids.data(), 0, ids.size() * sizeof(int32_t));
 }

@@ -200,30 +200,41 @@ void patchify(const float * chw, int h, int w, int patch, float * out) {
 ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggml_tensor * patches, ggml_tensor * pos,
                               MatmulHook mm) {
     const int64_t D = model.hp.n_embd, P = model.hp.patch_size;
+    if (model.hp.pixels_f16) {  // (OmniLMM's original hands its tower the normalised pixels as float16)
+        patches = ggml_cast(ctx, ggml_cast(ctx, patches, GGML_TYPE_F16), GGML_TYPE_F32);
+    }
     // the stride-P, kernel-P conv is a matmul over non-overlapping patches
     ggml_tensor * kernel = ggml_reshape_2d(ctx, model.patch_w, P * P * 3, D);                 // [P*P*3, D]
     ggml_tensor * x = cb(linear(ctx, patches, kernel, model.patch_b, mm), "patch_embd", -1);  // [D, N, B]
     return cb(ggml_add(ctx, x, pos), "pos_embd", -1);                                         // + [D, N]
 }
 
-ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
-                           bool exact_gelu, int il, MatmulHook mm) {
+ggml_tensor * attention_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                               int il, MatmulHook mm) {
     const int64_t N = x->ne[1], B = x->ne[2], d_head = hp.n_embd / hp.n_head;
-    ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
-    ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, cur, L.q_w, L.q_b, mm), d_head, hp.n_head, N, B);
-    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, cur, L.k_w, L.k_b, mm), d_head, hp.n_head, N, B);
-    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, cur, L.v_w, L.v_b, mm), d_head, hp.n_head, N, B);
-    cur = attend(ctx, q, k, v, L.q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16, il, mm);  // [D, N, B]
-    cur = cb(linear(ctx, cur, L.o_w, L.o_b, mm), "attn_out", il);
-    x = cb(ggml_add(ctx, x, cur), "attn_residual", il);
+    ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, x, L.q_w, L.q_b, mm), d_head, hp.n_head, N, B);
+    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, x, L.k_w, L.k_b, mm), d_head, hp.n_head, N, B);
+    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, x, L.v_w, L.v_b, mm), d_head, hp.n_head, N, B);
+    ggml_tensor * cur =
+        attend(ctx, q, k, v, L.q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16, il, mm);  // [D, N, B]
+    return cb(linear(ctx, cur, L.o_w, L.o_b, mm), "attn_out", il);
+}
 
-    cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
-    cur = cb(linear(ctx, cur, L.fc1_w, L.fc1_b, mm), "ffn_up", il);  // [F, N, B]
+ggml_tensor * mlp_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                         bool exact_gelu, int il, MatmulHook mm) {
+    ggml_tensor * cur = cb(linear(ctx, x, L.fc1_w, L.fc1_b, mm), "ffn_up", il);  // [F, N, B]
     // on our int8 kernel the GELU is computed as fc2's activations are quantized: no pass of its own
     const bool fused = int8_packed(mm, L.fc2_w);
     if (!fused) cur = cb(gelu(ctx, cur, hp.gelu, exact_gelu), "ffn_gelu", il);
-    cur = cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm, fused ? fused_gelu(hp.gelu) : InputAct::none), "ffn_down", il);
-    return cb(ggml_add(ctx, x, cur), "ffn_residual", il);
+    return cb(linear(ctx, cur, L.fc2_w, L.fc2_b, mm, fused ? fused_gelu(hp.gelu) : InputAct::none), "ffn_down", il);
+}
+
+ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                           bool exact_gelu, int il, MatmulHook mm) {
+    ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
+    x = cb(ggml_add(ctx, x, attention_branch(ctx, cur, L, hp, il, mm)), "attn_residual", il);
+    cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
+    return cb(ggml_add(ctx, x, mlp_branch(ctx, cur, L, hp, exact_gelu, il, mm)), "ffn_residual", il);
 }
 
 SiglipGraph::SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm)
@@ -257,12 +268,19 @@ ggml_tensor * SiglipGraph::build() {
     return cb(layer_norm(ctx, x, model.post_ln_w, model.post_ln_b, hp.eps), "post_ln", -1);  // [D, N, B]
 }
 
-void SiglipGraph::set_inputs(const std::vector<const float *> & pixels, PosRule rule, int rh, int rw) const {
-    if (int64_t(rh) * rw > n_patch) throw std::invalid_argument("set_inputs: the piece is larger than the graph");
-    const size_t per_piece = size_t(hp.patch_size) * size_t(hp.patch_size) * 3 * size_t(n_patch);
+void set_patches(ggml_tensor * inp_patches, const std::vector<const float *> & pixels, int h, int w, int patch) {
+    const int64_t n_patch = inp_patches->ne[1], n_batch = inp_patches->ne[2];
+    if (int64_t(h) * w > n_patch || int64_t(pixels.size()) != n_batch) {
+        throw std::invalid_argument("set_patches: the pieces do not fit the graph's patch input");
+    }
+    const size_t per_piece = size_t(inp_patches->ne[0]) * size_t(n_patch);
     std::vector<float> buf(per_piece * size_t(n_batch), 0.0f);  // padding: zero pixels (the original's pad value)
-    for (int b = 0; b < n_batch; ++b) patchify(pixels[size_t(b)], rh, rw, hp.patch_size, buf.data() + b * per_piece);
+    for (size_t b = 0; b < pixels.size(); ++b) patchify(pixels[b], h, w, patch, buf.data() + b * per_piece);
     ggml_backend_tensor_set(inp_patches, buf.data(), 0, buf.size() * sizeof(float));
+}
+
+void SiglipGraph::set_inputs(const std::vector<const float *> & pixels, PosRule rule, int rh, int rw) const {
+    set_patches(inp_patches, pixels, rh, rw, hp.patch_size);
     if (inp_pos_embd) {
         const std::vector<float> pos = resample_grid(model.pos_table, hp.pos_side, hp.n_embd, ph, pw);
         ggml_backend_tensor_set(inp_pos_embd, pos.data(), 0, pos.size() * sizeof(float));

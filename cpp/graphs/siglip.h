@@ -21,17 +21,28 @@ ggml_tensor * gelu(ggml_context * ctx, ggml_tensor * x, Gelu kind, bool exact);
 // the int8 kernel's fused form of GELU `kind`
 inline InputAct fused_gelu(Gelu kind) { return kind == Gelu::tanh ? InputAct::gelu_tanh : InputAct::gelu_erf; }
 
-// the patch embedding (the stride-P conv as a matmul over patches) plus `pos` [D, N]:
-// patches [P*P*3, N, B] -> [D, N, B]
+// the patch embedding (the stride-P conv as a matmul over patches) plus `pos` [D, N], the pixels first rounded to
+// float16 where the file says so (minicpmv_edge.vision.pixels_f16): patches [P*P*3, N, B] -> [D, N, B]
 ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggml_tensor * patches, ggml_tensor * pos,
                               MatmulHook mm);
 
-// one pre-LN SigLIP block, full attention over the N tokens of each piece: x [D, N, B] -> [D, N, B]
+// a ViT block's two branches, full attention over the N tokens of each piece: x [D, N, B] -> [D, N, B].
+// attention: proj(softmax(q k^T) v) of x; mlp: fc2(gelu(fc1(x))), the GELU fused into fc2's activation quantization
+// where fc2 runs on our int8 kernel (else exact where `exact_gelu`: gelu()'s note)
+ggml_tensor * attention_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                               int il, MatmulHook mm);
+ggml_tensor * mlp_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
+                         bool exact_gelu, int il, MatmulHook mm);
+
+// one pre-LN SigLIP block (x + attention(LN1(x)), then x + mlp(LN2(x))): x [D, N, B] -> [D, N, B]
 ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
                            bool exact_gelu, int il, MatmulHook mm);
 
 // host-side patchify: CHW pixels [3, h*P, w*P] -> [P*P*3, h*w] in the conv kernel's (kx, ky, c) order
 void patchify(const float * chw, int h, int w, int patch, float * out);
+
+// a graph's patch input [P*P*3, N, B] set from B pieces of h x w patches each (h * w <= N: the rest zero pixels)
+void set_patches(ggml_tensor * inp_patches, const std::vector<const float *> & pixels, int h, int w, int patch);
 
 // [h * w, dim]: a side x side table [side^2, dim] resized to h x w the way torch's
 // F.interpolate(mode="bicubic", antialias=True, align_corners=False) does it (timm's resample_abs_pos_embed);

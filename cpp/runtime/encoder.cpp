@@ -438,11 +438,12 @@ void VisionEncoder::run_batch(const std::vector<Piece> & pieces, const std::vect
     for (size_t i : index) pixels.push_back(pieces[i].chw);
     if (g.v46) {
         g.v46->set_inputs(pixels, model_.hp.pos_rule);
-    } else if (g.eva) {
-        g.eva->set_inputs(pixels);
-        g.resampler->set_inputs();
     } else {
-        g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
+        if (g.eva) {
+            g.eva->set_inputs(pixels);
+        } else {
+            g.siglip->set_inputs(pixels, model_.hp.pos_rule, rh, rw);
+        }
         g.resampler->set_inputs();
     }
     const ggml_status status = ggml_backend_sched_graph_compute(sched_.get(), g.graph);
