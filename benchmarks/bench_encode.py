@@ -368,9 +368,15 @@ def bench_omnilmm(args: argparse.Namespace, ensure_model, run_measured, quantize
         files[q] = f16.with_name(f"mmproj-model-{q}-requant.gguf")
         if not files[q].exists():
             quantize_mmproj(f16, files[q], q)
-    flops = 2 * 1025 * 63 * (4 * 1792**2 + 2 * 1792 * 15360) + 4 * 1025**2 * 1792 * 63  # the tower alone
-    print(f"real-dims OmniLMM-12B vision encoder (EVA02-E 63 x 1792, resampler 256 x 4096), one 448x448 image, "
-          f"{args.threads} threads on {cpu_model()}; the tower alone is {flops / 1e12:.2f} TFLOP")
+    from minicpmv_edge.families import FAMILIES
+    from minicpmv_edge.recipes import PRESETS
+
+    p = PRESETS["real-omnilmm"]  # its 448 x 448 square: 1024 patches (and the class token, not counted here)
+    flops = piece_flops(1024, D=p.vision_width, F=p.vision_ffn, L=p.vision_layers - 1, E=p.llm_width,
+                        Q=p.queries(FAMILIES["omnilmm"]))
+    print(f"real-dims OmniLMM-12B vision encoder (EVA02-E {p.vision_layers - 1} x {p.vision_width}, resampler "
+          f"{p.queries(FAMILIES['omnilmm'])} x {p.llm_width}), one 448x448 image, {args.threads} threads on "
+          f"{cpu_model()}; {flops / 1e12:.2f} TFLOP")
     summary: dict = {"bench": "encode", "version": "omnilmm", "threads": args.threads, "cpu": cpu_model()}
     for q, mmproj in files.items():
         cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--child", "ours",
