@@ -1,5 +1,5 @@
-// The layouts our int8 kernels share (int8_gemm.cpp, and int8_gemm_neon.cpp for aarch64): the packed panels of
-// PackedWeight and the quantized activation rows, and each instruction set's entry points.
+// The layouts our int8 kernels share (int8_gemm.cpp, int8_gemm_avx2.cpp; int8_gemm_neon.cpp for aarch64): the
+// packed panels of PackedWeight and the quantized activation rows, and each instruction set's entry points.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +29,15 @@ struct ActLayout {
     size_t scales() const { return size_t(k_pad); }
     size_t corrections() const { return size_t(k_pad + blocks * 4); }
 };
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MINICPMV_X86 1
+// x86 without AVX-512 (AVX2: VPMADDUBSW + VPMADDWD), on the weights stored signed: int8_gemm_avx2.cpp
+void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act);
+void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                    int64_t ldo, int64_t cols, const float * bias);
+double madd_chains(int64_t iters);
+#endif
 
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_NEON 1
