@@ -7,9 +7,10 @@ encoder vs llama.cpp's libmtmd (through llama-cpp-python), the same mmproj file 
 Cases: one 448x448 piece and one 1344x1344 image (overview + 3x3 slices = 10 pieces), f16 and q8_0 files. Each
 engine and file runs in its own process (for a clean peak RSS); times are from RGB pixels to embeddings, so each
 side's own slicing is included. Our q8_0 file runs on int8 dot products (`VisionEncoder(int8="auto")`: our
-AVX512-VNNI kernel where the CPU has it, else our AVX2 one, else ggml's int8 kernels); where the CPU has both of
-ours, the q8_0 file also runs on the AVX2 kernel forced (`int8="avx2"`, what a CPU without AVX-512 runs:
-"avx2_q8_ratio_vs_mtmd_f16", target <= 0.6). Also prints the CPU and its ggml features, load
+AVX512-VNNI kernel where the CPU has it, else our AVX-VNNI one, else our AVX2 one, else ggml's int8 kernels); the
+q8_0 file also runs on each slower kernel of ours the CPU has, forced: AVX-VNNI (`int8="avxvnni"`, what Intel
+client cores without AVX-512 run: "avxvnni_q8_ratio_vs_mtmd_f16") and AVX2 (`int8="avx2"`, what a CPU with
+neither runs: "avx2_q8_ratio_vs_mtmd_f16", target <= 0.6). Also prints the CPU and its ggml features, load
 times, the achieved GFLOP/s beside the machine's peaks measured here (OpenBLAS f32 sgemm; the int8 dot-product unit;
 ggml's own f32 / f16 / q8_0 matmul) and, with --profile, where our time goes per op on every path (f16 on OpenBLAS,
 q8_0 on our kernel, q8_0 on ggml's int8 kernels, f16 in pure ggml), the weight products' and attention's rates beside
@@ -85,6 +86,7 @@ def v46_piece_flops(n: int, D: int = 1152, F: int = 4304, L: int = 27, insert: i
 # products run on: "int8" the dot-product unit, "f32" the FMA unit sgemm measures)
 PATHS = {"f16-openblas": ("f16", {}, "f32"), "q8_0-vnni": ("q8_0", {"int8": "vnni"}, "int8"),
          "q8_0-vnni-f32-attention": ("q8_0", {"int8": "vnni", "attention": "f32"}, "int8"),
+         "q8_0-avxvnni": ("q8_0", {"int8": "avxvnni"}, "int8-avxvnni"),
          "q8_0-avx2": ("q8_0", {"int8": "avx2"}, "int8-avx2"), "q8_0-ggml-int8": ("q8_0", {"int8": "ggml"}, "int8"),
          "f16-pure-ggml": ("f16", {"blas": False}, "f32")}
 
@@ -211,11 +213,12 @@ def main() -> None:
     sides = [448] if args.quick else [448, 1344]
     from minicpmv_edge._native import _core
 
-    kernels = _core.int8_kernels()  # ours, fastest first: "auto" runs the first; AVX2 is also run forced
+    kernels = _core.int8_kernels()  # ours, fastest first: "auto" runs the first; the others are also run forced
     results: dict = {}
     runs = [("f16", "ours", {}), ("f16", "mtmd", {}), ("q8_0", "ours", {}), ("q8_0", "mtmd", {})]
-    if "avx2" in kernels[1:]:
-        runs.append(("q8_0", "ours-avx2", {"int8": "avx2"}))
+    for kernel in ("avxvnni", "avx2"):
+        if kernel in kernels[1:]:
+            runs.append(("q8_0", f"ours-{kernel}", {"int8": kernel}))
     for ftype, engine, options in runs:
         mmproj = mmproj_f16 if ftype == "f16" else mmproj_q8
         cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", str(args.repeat),
@@ -229,13 +232,15 @@ def main() -> None:
     # the int8 chains first: ggml's OpenMP threads keep spinning on the cores for a while after its matmuls
     dot_peak = _core.int8_dot_peak_gops(args.threads)
     avx2_peak = _core.int8_dot_peak_gops(args.threads, "avx2")
+    vnni256_peak = _core.int8_dot_peak_gops(args.threads, "avxvnni")
     ggml_peaks = {t: _core.ggml_matmul_gops(t, args.threads) for t in ("f32", "f16", "q8_0")}
     att_op = attention_op_gflops(args.threads, ["f32", *kernels])
     features = " ".join(n for n, v in _core.cpu_features() if v != "0")
     print(f"real-dims MiniCPM-V {args.version} vision encoder, {args.threads} threads on {cpu_model()}")
     print(f"ggml CPU features: {features}")
     print(f"peaks measured here: OpenBLAS f32 sgemm {peak:.0f} GFLOP/s; int8 dot-product unit (VPDPBUSD chains) "
-          f"{dot_peak:.0f} GOP/s, through AVX2 (VPMADDUBSW + VPMADDWD chains) {avx2_peak:.0f} GOP/s; ggml matmul "
+          f"{dot_peak:.0f} GOP/s, 256-bit VPDPBUSD {vnni256_peak:.0f}, through AVX2 (VPMADDUBSW + VPMADDWD chains) "
+          f"{avx2_peak:.0f} GOP/s; ggml matmul "
           f"f32 {ggml_peaks['f32']:.0f}, f16 {ggml_peaks['f16']:.0f}, q8_0 {ggml_peaks['q8_0']:.0f} GOP/s")
     print(f"our matrix products: f16 file: {results[('ours', 'f16')]['matmul']}")
     print(f"                     q8_0 file: {results[('ours', 'q8_0')]['matmul']}")
@@ -249,7 +254,8 @@ def main() -> None:
                      "attention_op_gflops": {k: round(v, 1) for k, v in att_op.items()},
                      "attention_op_vs_sgemm_peak": {k: round(v / peak, 3) for k, v in att_op.items()},
                      "sgemm_peak_gflops": round(peak, 1), "int8_dot_peak_gops": round(dot_peak, 1),
-                     "int8_avx2_peak_gops": round(avx2_peak, 1), "int8_kernels": kernels,
+                     "int8_avx2_peak_gops": round(avx2_peak, 1), "int8_avxvnni_peak_gops": round(vnni256_peak, 1),
+                     "int8_kernels": kernels,
                      **{f"ggml_{t}_peak_gops": round(v, 1) for t, v in ggml_peaks.items()}}
     for ftype in ("f16", "q8_0"):
         for side in sides:
@@ -275,17 +281,21 @@ def main() -> None:
         summary[f"q8_ratio_vs_mtmd_f16_{side}"] = round(q8, 4)
     summary["q8_ratio_vs_mtmd_f16"] = max(summary[f"q8_ratio_vs_mtmd_f16_{side}"] for side in sides)
     summary["q8_within_bound"] = summary["q8_ratio_vs_mtmd_f16"] <= bound
-    if ("ours-avx2", "q8_0") in results:  # our AVX2 kernel forced, as on a CPU without AVX-512
+    for kernel, words in (("avxvnni", "AVX-VNNI"), ("avx2", "AVX2")):  # forced, as on a CPU without AVX-512
+        if (f"ours-{kernel}", "q8_0") not in results:
+            continue
         for side in sides:
-            a = results[("ours-avx2", "q8_0")][str(side)]["seconds"] / results[("mtmd", "f16")][str(side)]["seconds"]
-            print(f"ours q8_0 on the AVX2 kernel / libmtmd f16, {side}x{side}: {a:.3f}")
-            summary[f"avx2_q8_ratio_vs_mtmd_f16_{side}"] = round(a, 4)
-        summary["avx2_q8_ratio_vs_mtmd_f16"] = max(summary[f"avx2_q8_ratio_vs_mtmd_f16_{side}"] for side in sides)
+            a = results[(f"ours-{kernel}", "q8_0")][str(side)]["seconds"]
+            a /= results[("mtmd", "f16")][str(side)]["seconds"]
+            print(f"ours q8_0 on the {words} kernel / libmtmd f16, {side}x{side}: {a:.3f}")
+            summary[f"{kernel}_q8_ratio_vs_mtmd_f16_{side}"] = round(a, 4)
+        summary[f"{kernel}_q8_ratio_vs_mtmd_f16"] = max(summary[f"{kernel}_q8_ratio_vs_mtmd_f16_{side}"]
+                                                        for side in sides)
     if args.profile:
         files = {"f16": mmproj_f16, "q8_0": mmproj_q8}
         n = 448 * 448 // 196
         for label, (ftype, options, unit_kind) in PATHS.items():
-            if options.get("int8") in ("vnni", "avx2") and options["int8"] not in kernels:
+            if options.get("int8") in ("vnni", "avxvnni", "avx2") and options["int8"] not in kernels:
                 continue  # a kernel of ours this CPU cannot run
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--repeat", "1", "--profile",
                    "--options", json.dumps(options), "--child", "ours", str(model), str(files[ftype]), "448"]
@@ -293,6 +303,7 @@ def main() -> None:
             ms = prof["profile_ms"]
             total = sum(ms.values())
             unit, unit_peak = {"int8": ("int8 dot-product unit", dot_peak),
+                               "int8-avxvnni": ("int8 unit through 256-bit VPDPBUSD", vnni256_peak),
                                "int8-avx2": ("int8 unit through AVX2", avx2_peak)}.get(unit_kind, ("f32 sgemm", peak))
             groups = profile_groups(ms)
             print(f"our time per op, {label} ({prof['matmul'].split(';')[0]} ...), one 448x448 piece, "

@@ -327,8 +327,9 @@ def test_memory_mapped_weights_give_the_copied_weights_results(converted, outtyp
 
 
 def _int8_kernel(int8: str) -> str:
-    """The kernel an `int8` option picks on this CPU: ours (the fastest: AVX512-VNNI, else AVX2), ggml's or none."""
-    if int8 in ("vnni", "avx2"):
+    """The kernel an `int8` option picks on this CPU: ours (the fastest: AVX512-VNNI, AVX-VNNI, AVX2), ggml's or
+    none."""
+    if int8 in ("vnni", "avxvnni", "avx2"):
         return int8
     if int8 == "on" and _core.int8_kernels():
         return _core.int8_kernels()[0]
@@ -338,16 +339,16 @@ def _int8_kernel(int8: str) -> str:
 @pytest.mark.arm64(version="2.6", blas=True, int8=("on", "ggml", "off"))  # our NEON kernel; ggml's DOTPROD; dequantized
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("blas", "int8"),
-                         [(True, "on"), (True, "avx2"), (True, "ggml"), (True, "off"), (False, "on"),
-                          (False, "ggml")],
-                         ids=["int8+openblas", "avx2-int8+openblas", "ggml-int8+openblas", "dequantized+openblas",
-                              "int8+pure-ggml", "ggml-int8+pure-ggml"])
+                         [(True, "on"), (True, "avxvnni"), (True, "avx2"), (True, "ggml"), (True, "off"),
+                          (False, "on"), (False, "ggml")],
+                         ids=["int8+openblas", "avxvnni-int8+openblas", "avx2-int8+openblas", "ggml-int8+openblas",
+                              "dequantized+openblas", "int8+pure-ggml", "ggml-int8+pure-ggml"])
 def test_q8_0_files_cosine_against_the_f32_reference(converted, refs, version: str, blas: bool, int8: str) -> None:
-    """Every q8_0 path (our fastest kernel the CPU has, our AVX2 one forced, ggml's int8 kernels, the dequantizing
-    one; activations quantized per block on the int8 ones): cosine >= 0.999 per output row against the PyTorch model
-    on the f32 weights, with or without the OpenBLAS hook."""
-    if int8 == "avx2" and "avx2" not in _core.int8_kernels():
-        pytest.skip("this CPU cannot run our AVX2 int8 kernel")
+    """Every q8_0 path (our fastest kernel the CPU has, our AVX-VNNI and AVX2 ones forced, ggml's int8 kernels, the
+    dequantizing one; activations quantized per block on the int8 ones): cosine >= 0.999 per output row against the
+    PyTorch model on the f32 weights, with or without the OpenBLAS hook."""
+    if int8 in ("avxvnni", "avx2") and int8 not in _core.int8_kernels():
+        pytest.skip(f"this CPU cannot run our {int8} int8 kernel")
     enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=2, blas=blas, int8=int8)
     assert enc.native.uses_int8 == (int8 != "off") and enc.native.int8_kernel == _int8_kernel(int8)
     assert ("int8 dot products" in enc.native.matmul_summary) == (int8 != "off")
@@ -398,5 +399,6 @@ def test_cli_info_reports_how_the_encoder_runs(converted) -> None:
     assert ("q8_0 (" in line) and ("int8 dot products" in line) == int8 and "weights: memory-mapped" in line
     ours = _core.int8_kernels()
     assert ("our AVX512-VNNI kernel" in line) == (ours[:1] == ["vnni"])
+    assert ("our AVX-VNNI kernel" in line) == (ours[:1] == ["avxvnni"])
     assert ("our AVX2 kernel" in line) == (ours[:1] == ["avx2"])
     assert "clip.projector_type = 'resampler'" in out.stdout

@@ -1,8 +1,9 @@
-"""Our int8 matrix-product kernels (cpp/kernels/int8_gemm.cpp: AVX512-VNNI, and AVX2 for x86 without AVX-512):
+"""Our int8 matrix-product kernels (cpp/kernels/int8_gemm.cpp: AVX512-VNNI; int8_gemm_avx2.cpp: AVX-VNNI and AVX2
+for x86 without AVX-512):
 block-quantized files through each agree with ggml's own int8 kernels and with the f32 PyTorch reference, for the
 shapes that exercise their edges (rows of tokens not a multiple of the 4-row tile or the 128-row chunk, outputs not
 a multiple of the 48-wide panel or the AVX2 kernel's 16-wide tile, inputs not whole 32-blocks), on any thread count;
-the two kernels give the same bits; each is chosen only where the CPU has it."""
+the kernels give the same bits; each is chosen only where the CPU has it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from minicpmv_edge._native import _core
 from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
 from minicpmv_edge.encoder import VisionEncoder
 
-KERNELS = ["vnni", "avx2", "neon"]
+KERNELS = ["vnni", "avxvnni", "avx2", "neon"]
 HERE = _core.int8_kernels()
 
 
@@ -46,22 +47,24 @@ def test_kernel_agrees_with_ggml_int8(converted, tmp_path, qtype: str, kernel: s
     assert ours.native.int8_kernel == kernel and ggml.native.int8_kernel == "ggml"
     assert "the file's blocks" in ours.native.matmul_summary
     assert "quantized to q8_0 blocks at load" in ours.native.matmul_summary  # fc2, f16 in the file
-    words = {"vnni": "AVX512-VNNI", "avx2": "AVX2", "neon": "NEON SDOT"}[kernel]
+    words = {"vnni": "AVX512-VNNI", "avxvnni": "AVX-VNNI", "avx2": "AVX2", "neon": "NEON SDOT"}[kernel]
     assert words + " kernel" in ours.native.matmul_summary
     for pieces in PIECES:
         a, b = ours.encode(pieces), ggml.encode(pieces)
         assert _cos_rows(a, b).min() >= 0.9995, _cos_rows(a, b).min()
 
 
+@pytest.mark.parametrize("kernel", ["avxvnni", "avx2"])
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
-def test_the_avx2_kernel_gives_the_vnni_kernels_bits(converted, tmp_path, qtype: str) -> None:
-    """The int32 block sums are exact on both and the float steps are the same operations in the same order."""
-    _kernel("vnni"), _kernel("avx2")
+def test_the_256_bit_kernels_give_the_vnni_kernels_bits(converted, tmp_path, qtype: str, kernel: str) -> None:
+    """The int32 block sums are exact on each and the float steps are the same operations in the same order.
+    (On an AVX-512 machine the AVX-VNNI kernel runs its AVX512-VL encoding: the same code but one instruction's.)"""
+    _kernel("vnni"), _kernel(kernel)
     path = quantize_mmproj(converted("2.6", "f16").mmproj, tmp_path / f"mmproj-{qtype}.gguf", qtype)
     vnni = VisionEncoder(path, n_threads=2, int8="vnni")
-    avx2 = VisionEncoder(path, n_threads=2, int8="avx2")
+    other = VisionEncoder(path, n_threads=2, int8=kernel)
     for pieces in PIECES:
-        np.testing.assert_array_equal(avx2.encode(pieces), vnni.encode(pieces))
+        np.testing.assert_array_equal(other.encode(pieces), vnni.encode(pieces))
 
 
 @pytest.mark.arm64(kernel="neon")
@@ -89,13 +92,13 @@ def test_only_block_quantized_files_are_repacked(converted) -> None:
 
 def test_a_kernel_is_named_or_refused(converted) -> None:
     path = converted("2.6", "q8_0").mmproj
-    names = "'auto', 'on', 'vnni', 'avx2', 'neon', 'ggml' or 'off'"
+    names = "'auto', 'on', 'vnni', 'avxvnni', 'avx2', 'neon', 'ggml' or 'off'"
     with pytest.raises(ValueError, match=f"int8 must be {names}, not 'avx'"):
         VisionEncoder(path, n_threads=1, int8="avx")
     for name in set(KERNELS) - set(HERE):  # where the CPU lacks one
         with pytest.raises(ValueError, match=f"int8='{name}': this CPU or build cannot run our {name} kernel"):
             VisionEncoder(path, n_threads=1, int8=name)
-    with pytest.raises(ValueError, match="kernel must be 'vnni', 'avx2' or 'neon'"):
+    with pytest.raises(ValueError, match="kernel must be 'vnni', 'avxvnni', 'avx2' or 'neon'"):
         _core.int8_dot_peak_gops(1, "sve")
     for name in set(KERNELS) - set(HERE):
         assert _core.int8_dot_peak_gops(1, name) == 0.0

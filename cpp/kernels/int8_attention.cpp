@@ -466,7 +466,8 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 
 bool int8_attention_available(Int8Isa isa) {
 #ifdef MINICPMV_ATTN_X86
-    return (isa == Int8Isa::vnni || isa == Int8Isa::avx2) && int8_isa_available(isa);
+    // (where our AVX-VNNI kernel runs the products, the AVX2 attention runs: every such CPU has AVX2)
+    return (isa == Int8Isa::vnni || isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni) && int8_isa_available(isa);
 #else
     (void)isa;
     return false;

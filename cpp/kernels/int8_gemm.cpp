@@ -213,7 +213,7 @@ template <InputAct A> void quantize_op(ggml_tensor * dst, int ith, int nth, void
         uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
 #ifdef MINICPMV_VNNI
         if (isa == Int8Isa::vnni) quantize_row<A>(src, k, row, lay);
-        if (isa == Int8Isa::avx2) quantize_row_avx2(src, k, row, lay, A);
+        if (isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni) quantize_row_avx2(src, k, row, lay, A);
 #endif
 #ifdef MINICPMV_NEON
         if (isa == Int8Isa::neon) quantize_row_neon(src, k, row, lay, A);
@@ -233,6 +233,9 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
     const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
     const auto * act = static_cast<const uint8_t *>(a->data);
+#ifdef MINICPMV_VNNI
+    const bool vex = isa == Int8Isa::avxvnni && avx_vnni_vex();
+#endif
     const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     auto * out = static_cast<float *>(dst->data);
     for (int64_t u = u0; u < u1; ++u) {
@@ -247,6 +250,7 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 #ifdef MINICPMV_VNNI
             if (isa == Int8Isa::vnni) tile_rows(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
             if (isa == Int8Isa::avx2) tile_rows_avx2(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
+            if (isa == Int8Isa::avxvnni) tile_rows_vnni256(rows, ar, lay, w.panel(p), o, w.n(), cols, b, vex);
 #endif
 #ifdef MINICPMV_NEON
             if (isa == Int8Isa::neon) tile_rows_neon(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
@@ -263,7 +267,9 @@ double int8_dot_peak_gops(int n_threads, Int8Isa isa) {
 #ifdef MINICPMV_INT8
     if (isa == Int8Isa::none || !int8_isa_available(isa) || n_threads < 1) return 0.0;
 #ifdef MINICPMV_VNNI
-    double (*chains)(int64_t) = isa == Int8Isa::vnni ? dot_chains : madd_chains;
+    double (*chains)(int64_t) = isa == Int8Isa::vnni ? dot_chains
+        : isa == Int8Isa::avxvnni                    ? dpbusd256_chains
+                                                     : madd_chains;
 #else
     double (*chains)(int64_t) = sdot_chains;
 #endif
@@ -288,23 +294,25 @@ const char * int8_isa_name(Int8Isa isa) {
     switch (isa) {
         case Int8Isa::vnni: return "vnni";
         case Int8Isa::avx2: return "avx2";
+        case Int8Isa::avxvnni: return "avxvnni";
         case Int8Isa::neon: return "neon";
         default: return "none";
     }
 }
 
 Int8Isa int8_isa_named(const std::string & name) {
-    for (Int8Isa isa : {Int8Isa::vnni, Int8Isa::avx2, Int8Isa::neon}) {
+    for (Int8Isa isa : {Int8Isa::vnni, Int8Isa::avxvnni, Int8Isa::avx2, Int8Isa::neon}) {
         if (name == int8_isa_name(isa)) return isa;
     }
     return Int8Isa::none;
 }
 
 const char * int8_isa_words(Int8Isa isa) {
-    return isa == Int8Isa::vnni ? "AVX512-VNNI"
-        : isa == Int8Isa::avx2  ? "AVX2"
-        : isa == Int8Isa::neon  ? "NEON SDOT"
-                                : "none";
+    return isa == Int8Isa::vnni   ? "AVX512-VNNI"
+        : isa == Int8Isa::avxvnni ? "AVX-VNNI"
+        : isa == Int8Isa::avx2    ? "AVX2"
+        : isa == Int8Isa::neon    ? "NEON SDOT"
+                                  : "none";
 }
 
 bool int8_isa_available(Int8Isa isa) {
@@ -315,7 +323,11 @@ bool int8_isa_available(Int8Isa isa) {
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
             __builtin_cpu_supports("avx512vnni");
     }
-    return isa == Int8Isa::avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == Int8Isa::avxvnni) {  // (VEX, or the same instruction through AVX512-VL)
+        return avx2 && (avx_vnni_vex() || (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")));
+    }
+    return isa == Int8Isa::avx2 && avx2;
 #elif defined(MINICPMV_NEON)
     return isa == Int8Isa::neon && neon_dot_available();
 #else
@@ -326,6 +338,7 @@ bool int8_isa_available(Int8Isa isa) {
 
 Int8Isa int8_best_isa() {
     if (int8_isa_available(Int8Isa::vnni)) return Int8Isa::vnni;
+    if (int8_isa_available(Int8Isa::avxvnni)) return Int8Isa::avxvnni;
     if (int8_isa_available(Int8Isa::avx2)) return Int8Isa::avx2;
     if (int8_isa_available(Int8Isa::neon)) return Int8Isa::neon;
     return Int8Isa::none;
@@ -375,8 +388,8 @@ void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float
     const int64_t r = row % kPanel, v = r / 16, lane = r % 16;
     uint8_t * dst = data_.get() + size_t(row / kPanel) * panel_bytes() + size_t(block) * kBlockBytes;
     for (int64_t g = 0; g < kGroups; ++g) {
-        for (int64_t j = 0; j < 4; ++j) {  // VNNI: w + 128 (VPDPBUSD's unsigned operand); AVX2: w itself
-            const int w = q[g * 4 + j] + (isa_ == Int8Isa::vnni ? 128 : 0);
+        for (int64_t j = 0; j < 4; ++j) {  // VNNI, AVX-VNNI: w + 128 (VPDPBUSD's unsigned operand); others: w
+            const int w = q[g * 4 + j] + (isa_ == Int8Isa::vnni || isa_ == Int8Isa::avxvnni ? 128 : 0);
             dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(w & 0xff);
         }
     }

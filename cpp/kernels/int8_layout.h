@@ -37,6 +37,12 @@ void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayou
 void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias);
 double madd_chains(int64_t iters);
+// 256-bit VPDPBUSD (AVX-VNNI, or AVX512-VL's form), on the VNNI panels and the AVX2 kernel's activation rows;
+// `vex`: AVX-VNNI's encoding (avx_vnni_vex(): the CPU has it), else AVX512-VL's
+bool avx_vnni_vex();
+void tile_rows_vnni256(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                       int64_t ldo, int64_t cols, const float * bias, bool vex);
+double dpbusd256_chains(int64_t iters);
 #endif
 
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))

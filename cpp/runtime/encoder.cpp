@@ -64,8 +64,8 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     const std::string & int8 = opt_.int8;
     const Int8Isa named = int8_isa_named(int8);
     if (int8 != "auto" && int8 != "on" && named == Int8Isa::none && int8 != "ggml" && int8 != "off") {
-        throw std::invalid_argument("int8 must be 'auto', 'on', 'vnni', 'avx2', 'neon', 'ggml' or 'off', not '" + int8 +
-                                    "'");
+        throw std::invalid_argument(
+            "int8 must be 'auto', 'on', 'vnni', 'avxvnni', 'avx2', 'neon', 'ggml' or 'off', not '" + int8 + "'");
     }
     if (named != Int8Isa::none) {  // one of our kernels by name: refused where the CPU cannot run it
         isa_ = named;
@@ -88,7 +88,7 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     if (attn == "int8" && !own_attention) {
         throw std::invalid_argument(std::string("attention='int8': none of our int8 kernels runs attention here (") +
                                     (on_cpu ? "int8='" + int8 + "', our kernel here: " + int8_isa_name(isa_) +
-                                             "; the attention runs on the vnni and avx2 ones"
+                                             "; the attention runs on the vnni, avxvnni and avx2 ones"
                                             : std::string("the encoder is not on the CPU")) +
                                     ")");
     }
