@@ -402,14 +402,16 @@ PYBIND11_MODULE(_core, m) {
         [](int n_threads, const std::string & kernel) {
             const mcv::Int8Isa isa = mcv::int8_isa_named(kernel);
             if (isa == mcv::Int8Isa::none) {
-                throw std::invalid_argument("kernel must be 'vnni', 'avxvnni', 'avx2' or 'neon', not '" + kernel + "'");
+                throw std::invalid_argument("kernel must be 'vnni', 'avxvnni', 'avx2', 'i8mm' or 'neon', not '" +
+                                            kernel + "'");
             }
             py::gil_scoped_release nogil;
             return mcv::int8_dot_peak_gops(n_threads, isa);
         },
         py::arg("n_threads"), py::arg("kernel") = "vnni",
         "peak of the int8 unit through a kernel's own instructions (vnni: VPDPBUSD, 512-bit; avxvnni: VPDPBUSD, "
-        "256-bit; avx2: VPMADDUBSW + VPMADDWD; neon: SDOT), GOP/s; 0 where this CPU cannot run that kernel");
+        "256-bit; avx2: VPMADDUBSW + VPMADDWD; i8mm: SMMLA; neon: SDOT), GOP/s; 0 where this CPU cannot run that "
+        "kernel");
     m.def(
         "attention",
         [](const F32Array & q, const F32Array & k, const F32Array & v, const std::string & kind, int n_threads,
@@ -448,14 +450,14 @@ PYBIND11_MODULE(_core, m) {
         "int8_kernels",
         []() {
             std::vector<std::string> out;
-            for (mcv::Int8Isa isa :
-                 {mcv::Int8Isa::vnni, mcv::Int8Isa::avxvnni, mcv::Int8Isa::avx2, mcv::Int8Isa::neon}) {
+            for (mcv::Int8Isa isa : {mcv::Int8Isa::vnni, mcv::Int8Isa::avxvnni, mcv::Int8Isa::avx2, mcv::Int8Isa::i8mm,
+                                     mcv::Int8Isa::neon}) {
                 if (mcv::int8_isa_available(isa)) out.emplace_back(mcv::int8_isa_name(isa));
             }
             return out;
         },
-        "our int8 kernels this CPU runs, fastest first ('vnni', 'avxvnni', 'avx2'; 'neon' on aarch64); int8='auto' "
-        "takes the first");
+        "our int8 kernels this CPU runs, fastest first ('vnni', 'avxvnni', 'avx2'; 'i8mm', 'neon' on aarch64); "
+        "int8='auto' takes the first");
     m.def("read_gguf_info", &mcv::read_gguf_info, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
           "header, key/values and tensor infos of a GGUF file (ValueError if it is not valid)");
     m.def("ggml_commit", []() { return std::string(ggml_commit()); }, "the ggml build this module runs on");

@@ -40,6 +40,9 @@ HPY=$REPO/.venv/bin/python
 # ARM64_CPU names another of `qemu-aarch64-static -cpu help` (cortex-a72: a Pi 4, armv8.0 without dot product).
 # qemu's default "max" CPU (512-bit SVE, int8 matmul) is not a board's, and ggml's SVE kernels give wrong values and
 # NaNs in the vision encoder's graph under it (with the same wheels, cortex-a76 matches the x86 results).
+# ARM64_CPU="max,sve=off,sme=off" is an armv8.6+ core without SVE (dot product and the int8 matrix multiply, as
+# Apple M2 / Graviton 3 have): the one to run our I8MM kernel's tests on (tests/test_int8.py), where ggml's I8MM
+# kernels are the reference.
 CPU=${ARM64_CPU:-cortex-a76}
 
 # Run a command inside the arm64 root, emulated. The repository is visible at its own path; HOME is the root's.

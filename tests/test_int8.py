@@ -1,5 +1,5 @@
 """Our int8 matrix-product kernels (cpp/kernels/int8_gemm.cpp: AVX512-VNNI; int8_gemm_avx2.cpp: AVX-VNNI and AVX2
-for x86 without AVX-512):
+for x86 without AVX-512; int8_gemm_neon.cpp: SDOT and I8MM on aarch64):
 block-quantized files through each agree with ggml's own int8 kernels and with the f32 PyTorch reference, for the
 shapes that exercise their edges (rows of tokens not a multiple of the 4-row tile or the 128-row chunk, outputs not
 a multiple of the 48-wide panel or the AVX2 kernel's 16-wide tile, inputs not whole 32-blocks), on any thread count;
@@ -15,7 +15,7 @@ from minicpmv_edge._native import _core
 from minicpmv_edge.convert.quantize_mmproj import quantize_mmproj
 from minicpmv_edge.encoder import VisionEncoder
 
-KERNELS = ["vnni", "avxvnni", "avx2", "neon"]
+KERNELS = ["vnni", "avxvnni", "avx2", "i8mm", "neon"]
 HERE = _core.int8_kernels()
 
 
@@ -32,7 +32,7 @@ def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 PIECES = ([_pixels(7, 3, 1)], [_pixels(11, 13, 2)], [_pixels(9, 10, 3), _pixels(9, 10, 4)])
 
 
-@pytest.mark.arm64(kernel="neon")  # the aarch64 run: our NEON kernel against ggml's DOTPROD kernels
+@pytest.mark.arm64(kernel=("neon", "i8mm"))  # the aarch64 run: our NEON kernels against ggml's DOTPROD / I8MM ones
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
 def test_kernel_agrees_with_ggml_int8(converted, tmp_path, qtype: str, kernel: str) -> None:
@@ -47,7 +47,8 @@ def test_kernel_agrees_with_ggml_int8(converted, tmp_path, qtype: str, kernel: s
     assert ours.native.int8_kernel == kernel and ggml.native.int8_kernel == "ggml"
     assert "the file's blocks" in ours.native.matmul_summary
     assert "quantized to q8_0 blocks at load" in ours.native.matmul_summary  # fc2, f16 in the file
-    words = {"vnni": "AVX512-VNNI", "avxvnni": "AVX-VNNI", "avx2": "AVX2", "neon": "NEON SDOT"}[kernel]
+    words = {"vnni": "AVX512-VNNI", "avxvnni": "AVX-VNNI", "avx2": "AVX2", "i8mm": "NEON I8MM",
+             "neon": "NEON SDOT"}[kernel]
     assert words + " kernel" in ours.native.matmul_summary
     for pieces in PIECES:
         a, b = ours.encode(pieces), ggml.encode(pieces)
@@ -67,7 +68,20 @@ def test_the_256_bit_kernels_give_the_vnni_kernels_bits(converted, tmp_path, qty
         np.testing.assert_array_equal(other.encode(pieces), vnni.encode(pieces))
 
 
-@pytest.mark.arm64(kernel="neon")
+@pytest.mark.arm64
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0"])
+def test_the_i8mm_kernel_gives_the_sdot_kernels_bits(converted, tmp_path, qtype: str) -> None:
+    """SMMLA's 2 x 2 tiles hold the same exact int32 block sums as SDOT's lanes, and the float steps are the same."""
+    _kernel("neon"), _kernel("i8mm")
+    path = quantize_mmproj(converted("2.6", "f16").mmproj, tmp_path / f"mmproj-{qtype}.gguf", qtype)
+    sdot = VisionEncoder(path, n_threads=2, int8="neon")
+    i8mm = VisionEncoder(path, n_threads=2, int8="i8mm")
+    assert i8mm.native.int8_kernel == "i8mm" and "NEON I8MM kernel" in i8mm.native.matmul_summary
+    for pieces in PIECES:
+        np.testing.assert_array_equal(i8mm.encode(pieces), sdot.encode(pieces))
+
+
+@pytest.mark.arm64(kernel=("neon", "i8mm"))
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_thread_count_does_not_change_the_result(converted, kernel: str) -> None:
     """Each output is computed by one thread with the same arithmetic, whatever the split."""
@@ -92,13 +106,13 @@ def test_only_block_quantized_files_are_repacked(converted) -> None:
 
 def test_a_kernel_is_named_or_refused(converted) -> None:
     path = converted("2.6", "q8_0").mmproj
-    names = "'auto', 'on', 'vnni', 'avxvnni', 'avx2', 'neon', 'ggml' or 'off'"
+    names = "'auto', 'on', 'vnni', 'avxvnni', 'avx2', 'i8mm', 'neon', 'ggml' or 'off'"
     with pytest.raises(ValueError, match=f"int8 must be {names}, not 'avx'"):
         VisionEncoder(path, n_threads=1, int8="avx")
     for name in set(KERNELS) - set(HERE):  # where the CPU lacks one
         with pytest.raises(ValueError, match=f"int8='{name}': this CPU or build cannot run our {name} kernel"):
             VisionEncoder(path, n_threads=1, int8=name)
-    with pytest.raises(ValueError, match="kernel must be 'vnni', 'avxvnni', 'avx2' or 'neon'"):
+    with pytest.raises(ValueError, match="kernel must be 'vnni', 'avxvnni', 'avx2', 'i8mm' or 'neon'"):
         _core.int8_dot_peak_gops(1, "sve")
     for name in set(KERNELS) - set(HERE):
         assert _core.int8_dot_peak_gops(1, name) == 0.0

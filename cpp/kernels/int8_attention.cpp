@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "kernels/int8_layout.h"
 #include "kernels/simd_math.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -52,7 +53,8 @@ struct HeadLayout {
     size_t key_byte(int64_t j, int64_t g) const { return size_t(((j / 16) * pairs + g) * 64 + (j % 16) * 4); }
 };
 
-const Int8Isa kIsas[] = {Int8Isa::none, Int8Isa::vnni, Int8Isa::avx2};  // what the ops' userdata points to
+// what the ops' userdata points to
+const Int8Isa kIsas[] = {Int8Isa::none, Int8Isa::vnni, Int8Isa::avx2, Int8Isa::avxvnni};
 
 int16_t round_i16(float x, float lim) {
     const float r = std::nearbyint(x);
@@ -284,8 +286,26 @@ VNNI_TARGET void scores_vnni(Tile & t, int64_t r, const uint8_t * keys, const fl
     for (int i = 0; i < 4; ++i) t.bm[r + i] = _mm512_reduce_max_ps(mx[i]);
 }
 
+// How the 256-bit kernel multiplies int16 pairs and adds them to int32 sums: VPMADDWD + VPADDD (AVX2), or in one
+// instruction, VPDPWSSD, where the products run on our AVX-VNNI kernel (its VEX form on AVX-VNNI CPUs, AVX512-VL's
+// EVEX form elsewhere; written in assembler, as in int8_gemm_avx2.cpp). The same int32 sums either way: the same bits.
+enum class Dot16 { madd, vex, evex };
+
+template <Dot16 D> AVX2_TARGET inline __m256i dot16(__m256i acc, __m256i a, __m256i b) {
+    if constexpr (D == Dot16::vex) {
+        __asm__("%{vex%} vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+        return acc;
+    } else if constexpr (D == Dot16::evex) {
+        __asm__("vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+        return acc;
+    } else {
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+    }
+}
+
 // scores of 2 query rows (from row r) x 32 of the block's keys (k0 .. k0 + 31: 16-key groups k0 / 16 and the
 // next; VPMADDWD: int16 pairs)
+template <Dot16 D>
 AVX2_TARGET void scores_avx2(Tile & t, int64_t r, int64_t k0, const uint8_t * keys, const float * ks, int64_t pairs) {
     __m256i acc[2][4];
     for (int i = 0; i < 2; ++i) {
@@ -299,8 +319,8 @@ AVX2_TARGET void scores_avx2(Tile & t, int64_t r, int64_t k0, const uint8_t * ke
         for (int u = 0; u < 4; ++u) {
             const uint8_t * src = keys + ((k0 / 16 + u / 2) * pairs + g) * 64 + (u % 2) * 32;
             const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(src));
-            acc[0][u] = _mm256_add_epi32(acc[0][u], _mm256_madd_epi16(w, a0));
-            acc[1][u] = _mm256_add_epi32(acc[1][u], _mm256_madd_epi16(w, a1));
+            acc[0][u] = dot16<D>(acc[0][u], w, a0);
+            acc[1][u] = dot16<D>(acc[1][u], w, a1);
         }
     }
     __m256 mx[2];
@@ -345,7 +365,7 @@ VNNI_TARGET void pv_vnni(Tile & t, int64_t r, const uint8_t * vals, const float 
 }
 
 // the same for 2 rows and CH eight-channel halves from half h0 (VPMADDWD)
-template <int CH>
+template <int CH, Dot16 D>
 AVX2_TARGET void pv_avx2(Tile & t, int64_t r, const uint8_t * vals, const float * sv, int64_t nv, int64_t h0) {
     __m256i acc[2][CH];
     for (int i = 0; i < 2; ++i) {
@@ -360,8 +380,8 @@ AVX2_TARGET void pv_avx2(Tile & t, int64_t r, const uint8_t * vals, const float 
             const int64_t h = h0 + c;
             const __m256i w =
                 _mm256_loadu_si256(reinterpret_cast<const __m256i *>(vals + (jp * nv + h / 2) * 64 + (h % 2) * 32));
-            acc[0][c] = _mm256_add_epi32(acc[0][c], _mm256_madd_epi16(a0, w));
-            acc[1][c] = _mm256_add_epi32(acc[1][c], _mm256_madd_epi16(a1, w));
+            acc[0][c] = dot16<D>(acc[0][c], a0, w);
+            acc[1][c] = dot16<D>(acc[1][c], a1, w);
         }
     }
     for (int c = 0; c < CH; ++c) {
@@ -396,11 +416,12 @@ VNNI_TARGET void block_vnni(Tile & t, const uint8_t * keys, const float * ks, co
     }
 }
 
+template <Dot16 D>
 AVX2_TARGET void block_avx2(Tile & t, const uint8_t * keys, const float * ks, const uint8_t * vals, const float * sv,
                             const HeadLayout & lay, int64_t nk) {
     for (int64_t r = 0; r < kRows; r += 2) {
-        scores_avx2(t, r, 0, keys, ks, lay.pairs);
-        scores_avx2(t, r, 32, keys, ks, lay.pairs);
+        scores_avx2<D>(t, r, 0, keys, ks, lay.pairs);
+        scores_avx2<D>(t, r, 32, keys, ks, lay.pairs);
     }
     mask_tail(t, nk);
     softmax_avx2(t);
@@ -408,10 +429,10 @@ AVX2_TARGET void block_avx2(Tile & t, const uint8_t * keys, const float * ks, co
     for (int64_t r = 0; r < kRows; r += 2) {
         for (int64_t h0 = 0; h0 < halves; h0 += 4) {
             switch (std::min<int64_t>(4, halves - h0)) {
-                case 4: pv_avx2<4>(t, r, vals, sv, nv, h0); break;
-                case 3: pv_avx2<3>(t, r, vals, sv, nv, h0); break;
-                case 2: pv_avx2<2>(t, r, vals, sv, nv, h0); break;
-                default: pv_avx2<1>(t, r, vals, sv, nv, h0); break;
+                case 4: pv_avx2<4, D>(t, r, vals, sv, nv, h0); break;
+                case 3: pv_avx2<3, D>(t, r, vals, sv, nv, h0); break;
+                case 2: pv_avx2<2, D>(t, r, vals, sv, nv, h0); break;
+                default: pv_avx2<1, D>(t, r, vals, sv, nv, h0); break;
             }
         }
     }
@@ -420,7 +441,9 @@ AVX2_TARGET void block_avx2(Tile & t, const uint8_t * keys, const float * ks, co
 // dst [dh * H, n_q, B] = attention of q (src0) over the packed heads (src1); src2: k, for its shape. Jobs are
 // (head, batch entry, tile of 16 query rows), taken in turn by the threads.
 void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const bool vnni = *static_cast<const Int8Isa *>(userdata) == Int8Isa::vnni;
+    const Int8Isa isa = *static_cast<const Int8Isa *>(userdata);
+    const bool vnni = isa == Int8Isa::vnni;
+    const Dot16 dot = isa != Int8Isa::avxvnni ? Dot16::madd : int8::avx_vnni_vex() ? Dot16::vex : Dot16::evex;
     const ggml_tensor * q = dst->src[0];
     const ggml_tensor * packed = dst->src[1];
     const ggml_tensor * k = dst->src[2];
@@ -448,8 +471,12 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
             const int64_t nk = std::min(kKeys, n_kv - blk * kKeys);
             if (vnni) {
                 block_vnni(t, keys, ks + blk * kKeys, vb, sv, lay, nk);
+            } else if (dot == Dot16::vex) {
+                block_avx2<Dot16::vex>(t, keys, ks + blk * kKeys, vb, sv, lay, nk);
+            } else if (dot == Dot16::evex) {
+                block_avx2<Dot16::evex>(t, keys, ks + blk * kKeys, vb, sv, lay, nk);
             } else {
-                block_avx2(t, keys, ks + blk * kKeys, vb, sv, lay, nk);
+                block_avx2<Dot16::madd>(t, keys, ks + blk * kKeys, vb, sv, lay, nk);
             }
         }
         float * out = static_cast<float *>(dst->data) + b * n_q * dim + r0 * dim + h * dh;
@@ -466,7 +493,7 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 
 bool int8_attention_available(Int8Isa isa) {
 #ifdef MINICPMV_ATTN_X86
-    // (where our AVX-VNNI kernel runs the products, the AVX2 attention runs: every such CPU has AVX2)
+    // (where our AVX-VNNI kernel runs the products, the 256-bit attention runs with VPDPWSSD)
     return (isa == Int8Isa::vnni || isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni) && int8_isa_available(isa);
 #else
     (void)isa;
@@ -493,7 +520,7 @@ ggml_tensor * int8_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * 
     if (!ggml_is_contiguous(q)) q = ggml_cont(ctx, q);
     if (!ggml_is_contiguous(k)) k = ggml_cont(ctx, k);
     if (!ggml_is_contiguous(v)) v = ggml_cont(ctx, v);
-    auto * which = const_cast<Int8Isa *>(&kIsas[isa == Int8Isa::vnni ? 1 : 2]);
+    auto * which = const_cast<Int8Isa *>(&kIsas[isa == Int8Isa::vnni ? 1 : isa == Int8Isa::avxvnni ? 3 : 2]);
     const HeadLayout lay(k->ne[0], k->ne[2]);
     ggml_tensor * kvq[3] = {k, v, q};
     ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(lay.stride) * k->ne[1] * k->ne[3], 1, 1, 1, kvq, 3,

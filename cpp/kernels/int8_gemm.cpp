@@ -216,7 +216,7 @@ template <InputAct A> void quantize_op(ggml_tensor * dst, int ith, int nth, void
         if (isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni) quantize_row_avx2(src, k, row, lay, A);
 #endif
 #ifdef MINICPMV_NEON
-        if (isa == Int8Isa::neon) quantize_row_neon(src, k, row, lay, A);
+        if (isa == Int8Isa::neon || isa == Int8Isa::i8mm) quantize_row_neon(src, k, row, lay, A);
 #endif
         (void)isa;
     }
@@ -254,6 +254,7 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 #endif
 #ifdef MINICPMV_NEON
             if (isa == Int8Isa::neon) tile_rows_neon(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
+            if (isa == Int8Isa::i8mm) tile_rows_i8mm(rows, ar, lay, w.panel(p), o, w.n(), cols, b);
 #endif
         }
     }
@@ -271,7 +272,7 @@ double int8_dot_peak_gops(int n_threads, Int8Isa isa) {
         : isa == Int8Isa::avxvnni                    ? dpbusd256_chains
                                                      : madd_chains;
 #else
-    double (*chains)(int64_t) = sdot_chains;
+    double (*chains)(int64_t) = isa == Int8Isa::i8mm ? smmla_chains : sdot_chains;
 #endif
     std::vector<double> rates(size_t(n_threads), 0.0);
     parallel_for(n_threads, n_threads, [&](int lo, int hi) {
@@ -296,12 +297,13 @@ const char * int8_isa_name(Int8Isa isa) {
         case Int8Isa::avx2: return "avx2";
         case Int8Isa::avxvnni: return "avxvnni";
         case Int8Isa::neon: return "neon";
+        case Int8Isa::i8mm: return "i8mm";
         default: return "none";
     }
 }
 
 Int8Isa int8_isa_named(const std::string & name) {
-    for (Int8Isa isa : {Int8Isa::vnni, Int8Isa::avxvnni, Int8Isa::avx2, Int8Isa::neon}) {
+    for (Int8Isa isa : {Int8Isa::vnni, Int8Isa::avxvnni, Int8Isa::avx2, Int8Isa::i8mm, Int8Isa::neon}) {
         if (name == int8_isa_name(isa)) return isa;
     }
     return Int8Isa::none;
@@ -312,6 +314,7 @@ const char * int8_isa_words(Int8Isa isa) {
         : isa == Int8Isa::avxvnni ? "AVX-VNNI"
         : isa == Int8Isa::avx2    ? "AVX2"
         : isa == Int8Isa::neon    ? "NEON SDOT"
+        : isa == Int8Isa::i8mm    ? "NEON I8MM"
                                   : "none";
 }
 
@@ -329,6 +332,7 @@ bool int8_isa_available(Int8Isa isa) {
     }
     return isa == Int8Isa::avx2 && avx2;
 #elif defined(MINICPMV_NEON)
+    if (isa == Int8Isa::i8mm) return neon_i8mm_available();
     return isa == Int8Isa::neon && neon_dot_available();
 #else
     (void)isa;
@@ -340,6 +344,7 @@ Int8Isa int8_best_isa() {
     if (int8_isa_available(Int8Isa::vnni)) return Int8Isa::vnni;
     if (int8_isa_available(Int8Isa::avxvnni)) return Int8Isa::avxvnni;
     if (int8_isa_available(Int8Isa::avx2)) return Int8Isa::avx2;
+    if (int8_isa_available(Int8Isa::i8mm)) return Int8Isa::i8mm;
     if (int8_isa_available(Int8Isa::neon)) return Int8Isa::neon;
     return Int8Isa::none;
 }
@@ -387,10 +392,15 @@ PackedWeight::PackedWeight(const ggml_tensor * w, Int8Isa isa) : k_(w->ne[0]), n
 void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float scale) {
     const int64_t r = row % kPanel, v = r / 16, lane = r % 16;
     uint8_t * dst = data_.get() + size_t(row / kPanel) * panel_bytes() + size_t(block) * kBlockBytes;
-    for (int64_t g = 0; g < kGroups; ++g) {
-        for (int64_t j = 0; j < 4; ++j) {  // VNNI, AVX-VNNI: w + 128 (VPDPBUSD's unsigned operand); others: w
-            const int w = q[g * 4 + j] + (isa_ == Int8Isa::vnni || isa_ == Int8Isa::avxvnni ? 128 : 0);
-            dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(w & 0xff);
+    if (isa_ == Int8Isa::i8mm) {  // SMMLA's order: 4 chunks of 8 inputs, each 24 output pairs x 8 inputs
+        for (int64_t j = 0; j < kBlock; ++j)
+            dst[((j / 8) * (kPanel / 2) + r / 2) * 16 + (r % 2) * 8 + j % 8] = uint8_t(q[j]);
+    } else {
+        for (int64_t g = 0; g < kGroups; ++g) {
+            for (int64_t j = 0; j < 4; ++j) {  // VNNI, AVX-VNNI: w + 128 (VPDPBUSD's unsigned operand); others: w
+                const int w = q[g * 4 + j] + (isa_ == Int8Isa::vnni || isa_ == Int8Isa::avxvnni ? 128 : 0);
+                dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(w & 0xff);
+            }
         }
     }
     std::memcpy(dst + kBlockInts + size_t(r) * sizeof(float), &scale, sizeof(float));

@@ -26,22 +26,23 @@ namespace mcv {
 
 // Which of our int8 kernels runs a packed matrix: AVX512-VNNI (VPDPBUSD on 512-bit vectors), AVX-VNNI (VPDPBUSD on
 // 256-bit vectors: Intel client cores without AVX-512; on AVX-512 machines through AVX512-VL), AVX2 (VPMADDUBSW +
-// VPMADDWD on 256-bit vectors, for x86 without either) or NEON (SDOT, aarch64 with the dot-product extension). All
-// read the same packed layout and give the same bits: the int32 block sums are exact on each, and the float steps
-// are the same operations in the same order.
-enum class Int8Isa { none, vnni, avx2, neon, avxvnni };
+// VPMADDWD on 256-bit vectors, for x86 without either), NEON (SDOT, aarch64 with the dot-product extension) or I8MM
+// (SMMLA, aarch64 with the int8 matrix-multiply extension). All read the same packed integers (I8MM in its own order)
+// and give the same bits: the int32 block sums are exact on each, and the float steps are the same operations in the
+// same order.
+enum class Int8Isa { none, vnni, avx2, neon, avxvnni, i8mm };
 
 // An activation our int8 kernel applies to a product's input as it quantizes it (the graph then has no node for
 // it): GELU's tanh form (SigLIP's gelu_pytorch_tanh) or its exact erf form (timm's nn.GELU).
 enum class InputAct { none, gelu_tanh, gelu_erf };
 
-// "vnni", "avxvnni", "avx2", "neon" or "none"
+// "vnni", "avxvnni", "avx2", "i8mm", "neon" or "none"
 const char * int8_isa_name(Int8Isa isa);
 // whether this CPU and build run `isa`
 bool int8_isa_available(Int8Isa isa);
-// the kernel named "vnni", "avxvnni", "avx2" or "neon" (Int8Isa::none for any other name)
+// the kernel named "vnni", "avxvnni", "avx2", "i8mm" or "neon" (Int8Isa::none for any other name)
 Int8Isa int8_isa_named(const std::string & name);
-// how the kernel is named in words ("AVX512-VNNI", "AVX-VNNI", "AVX2", "NEON SDOT")
+// how the kernel is named in words ("AVX512-VNNI", "AVX-VNNI", "AVX2", "NEON I8MM", "NEON SDOT")
 const char * int8_isa_words(Int8Isa isa);
 // the fastest of ours this CPU runs (none: ggml's kernels or dequantizing)
 Int8Isa int8_best_isa();

@@ -20,6 +20,11 @@
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 #if defined(__ARM_FEATURE_DOTPROD)
@@ -29,6 +34,13 @@
 #else
 #define DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))  // (as arm_neon.h declares SDOT)
 #endif
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+#define I8MM_TARGET
+#elif defined(__clang__)
+#define I8MM_TARGET __attribute__((target("i8mm")))
+#else
+#define I8MM_TARGET __attribute__((target("arch=armv8.2-a+i8mm")))  // (as arm_neon.h declares SMMLA)
+#endif
 
 namespace mcv::int8 {
 
@@ -37,6 +49,20 @@ bool neon_dot_available() {
     return true;  // (every Apple silicon core has it)
 #elif defined(__linux__)
     return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return false;
+#endif
+}
+
+bool neon_i8mm_available() {
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+    return true;
+#elif defined(__linux__)
+    return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0 && neon_dot_available();
+#elif defined(__APPLE__)
+    int has = 0;
+    size_t size = sizeof(has);
+    return sysctlbyname("hw.optional.arm.FEAT_I8MM", &has, &size, nullptr, 0) == 0 && has != 0;
 #else
     return false;
 #endif
@@ -139,6 +165,67 @@ DOTPROD_TARGET void tile16(const uint8_t * act, const ActLayout & lay, const uin
     }
 }
 
+// The I8MM kernel (SMMLA, armv8.6-a's int8 matrix multiply: Apple M2 and later, Graviton 3 and 4, Cortex-A710 /
+// X2 and later): one instruction multiplies a 2 x 8 block of activations (two rows, 8 inputs) by an 8 x 2 block of
+// weights (two outputs), 32 products into a 2 x 2 int32 tile, where SDOT does 16 products. Its panels hold the same
+// integers as the others' in the order SMMLA reads them (PackedWeight::put_block): per 32-block, four chunks of 8
+// inputs, each 24 pairs of outputs x 8 inputs (16 bytes). Rows go in pairs (an odd last row is paired with itself
+// and the copy dropped); 16 outputs per call: 2 row pairs x 8 output pairs = 16 int32 tiles in registers. The
+// block sums are exact and the float steps the other kernels', so the numbers are theirs.
+template <int MR>
+I8MM_TARGET void tile16_i8mm(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c, float * out,
+                             int64_t ldo, int64_t cols, const float * bias) {
+    constexpr int kPairs = (MR + 1) / 2;  // row pairs
+    float acc[MR][16] = {};
+    const int8_t * qa[2 * kPairs];
+    const float * sa[MR];
+    for (int i = 0; i < 2 * kPairs; ++i) {
+        qa[i] = reinterpret_cast<const int8_t *>(act + std::min(i, MR - 1) * lay.stride);  // (an odd row: itself)
+    }
+    for (int i = 0; i < MR; ++i) sa[i] = reinterpret_cast<const float *>(act + i * lay.stride + lay.scales());
+    for (int64_t b = 0; b < lay.blocks; ++b) {
+        const int8_t * wb = reinterpret_cast<const int8_t *>(panel + size_t(b) * kBlockBytes);
+        int32x4_t sum[kPairs][8];
+        for (int rp = 0; rp < kPairs; ++rp) {
+            for (int cp = 0; cp < 8; ++cp) sum[rp][cp] = vdupq_n_s32(0);
+        }
+        for (int64_t kc = 0; kc < kBlock / 8; ++kc) {
+            int8x16_t a[kPairs];
+            for (int rp = 0; rp < kPairs; ++rp) {
+                a[rp] = vcombine_s8(vld1_s8(qa[2 * rp] + b * kBlock + kc * 8),
+                                    vld1_s8(qa[2 * rp + 1] + b * kBlock + kc * 8));
+            }
+            const int8_t * wc = wb + (kc * kPanel / 2 + c * 8) * 16;
+            for (int cp = 0; cp < 8; ++cp) {
+                const int8x16_t w = vld1q_s8(wc + cp * 16);
+                for (int rp = 0; rp < kPairs; ++rp) sum[rp][cp] = vmmlaq_s32(sum[rp][cp], a[rp], w);
+            }
+        }
+        const auto * sw = reinterpret_cast<const float *>(wb + kBlockInts) + c * 16;
+        for (int v = 0; v < 4; ++v) {  // outputs 4v .. 4v + 3: tiles 2v and 2v + 1, each [r0 o0, r0 o1, r1 o0, r1 o1]
+            const float32x4_t s = vld1q_f32(sw + v * 4);
+            for (int rp = 0; rp < kPairs; ++rp) {
+                const int64x2_t t0 = vreinterpretq_s64_s32(sum[rp][2 * v]),
+                                t1 = vreinterpretq_s64_s32(sum[rp][2 * v + 1]);
+                const int32x4_t rows[2] = {vreinterpretq_s32_s64(vzip1q_s64(t0, t1)),
+                                           vreinterpretq_s32_s64(vzip2q_s64(t0, t1))};
+                for (int h = 0; h < 2 && 2 * rp + h < MR; ++h) {
+                    const int i = 2 * rp + h;
+                    const float32x4_t scale = vmulq_f32(s, vdupq_n_f32(sa[i][b]));
+                    vst1q_f32(acc[i] + v * 4, vfmaq_f32(vld1q_f32(acc[i] + v * 4), vcvtq_f32_s32(rows[h]), scale));
+                }
+            }
+        }
+    }
+    const int64_t left = std::clamp<int64_t>(cols - c * 16, 0, 16);
+    for (int i = 0; i < MR; ++i) {
+        if (bias) {
+            for (int64_t j = 0; j < left; ++j) acc[i][j] += bias[c * 16 + j];
+        }
+        std::memcpy(out + i * ldo + c * 16, acc[i], size_t(left) * sizeof(float));
+    }
+}
+
 }  // namespace
 
 void tile_rows_neon(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
@@ -151,6 +238,37 @@ void tile_rows_neon(int rows, const uint8_t * act, const ActLayout & lay, const 
             default: tile16<1>(act, lay, panel, c, out, ldo, cols, bias); break;
         }
     }
+}
+
+void tile_rows_i8mm(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                    int64_t ldo, int64_t cols, const float * bias) {
+    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
+        switch (rows) {
+            case 4: tile16_i8mm<4>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 3: tile16_i8mm<3>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 2: tile16_i8mm<2>(act, lay, panel, c, out, ldo, cols, bias); break;
+            default: tile16_i8mm<1>(act, lay, panel, c, out, ldo, cols, bias); break;
+        }
+    }
+}
+
+I8MM_TARGET double smmla_chains(int64_t iters) {
+    constexpr int kChains = 8;
+    int32x4_t acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = vdupq_n_s32(i);
+    int8x16_t a = vdupq_n_s8(3);
+    const int8x16_t b = vdupq_n_s8(5);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t it = 0; it < iters; ++it) {
+        for (int i = 0; i < kChains; ++i) acc[i] = vmmlaq_s32(acc[i], a, b);
+        __asm__ volatile("" : "+w"(a));  // keeps the loop from being folded
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    int32x4_t total = acc[0];
+    for (int i = 1; i < kChains; ++i) total = vaddq_s32(total, acc[i]);
+    volatile int sink = vaddvq_s32(total);
+    (void)sink;
+    return double(iters) * kChains * 32 * 2 / s / 1e9;
 }
 
 DOTPROD_TARGET double sdot_chains(int64_t iters) {

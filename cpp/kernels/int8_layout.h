@@ -54,6 +54,12 @@ void quantize_row_neon(const float * x, int64_t k, uint8_t * row, const ActLayou
 void tile_rows_neon(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias);
 double sdot_chains(int64_t iters);
+// aarch64 with the int8 matrix-multiply extension (SMMLA: armv8.6-a+i8mm; Apple M2 and later, Graviton 3 and 4),
+// on its own order of the same integers (PackedWeight::put_block) and the NEON kernel's activation rows
+bool neon_i8mm_available();
+void tile_rows_i8mm(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                    int64_t ldo, int64_t cols, const float * bias);
+double smmla_chains(int64_t iters);
 #endif
 
 }  // namespace mcv::int8

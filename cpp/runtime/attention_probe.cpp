@@ -27,8 +27,8 @@ AttentionRun run_attention(const std::vector<float> & q, const std::vector<float
     }
     MatmulHook mm;
     std::unique_ptr<BlasScratch> scratch;
-    if (kind == "vnni" || kind == "avx2") {
-        mm.attention = kind == "vnni" ? Int8Isa::vnni : Int8Isa::avx2;
+    if (kind == "vnni" || kind == "avxvnni" || kind == "avx2") {
+        mm.attention = int8_isa_named(kind);
         if (!int8_attention_supports(mm.attention, d_head, n_kv)) {
             throw std::invalid_argument("run_attention: the " + kind + " int8 attention cannot run here (CPU, " +
                                         std::to_string(d_head) + "-wide heads over " + std::to_string(n_kv) + " keys)");
@@ -39,7 +39,8 @@ AttentionRun run_attention(const std::vector<float> & q, const std::vector<float
             mm.blas = scratch.get();
         }
     } else {
-        throw std::invalid_argument("run_attention: kind must be 'f32', 'vnni' or 'avx2', not '" + kind + "'");
+        throw std::invalid_argument("run_attention: kind must be 'f32', 'vnni', 'avxvnni' or 'avx2', not '" + kind +
+                                    "'");
     }
 
     ggml_backend_ptr cpu = cpu_backend(n_threads);

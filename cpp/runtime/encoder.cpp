@@ -65,7 +65,8 @@ VisionEncoder::VisionEncoder(const std::string & path, const EncoderOptions & op
     const Int8Isa named = int8_isa_named(int8);
     if (int8 != "auto" && int8 != "on" && named == Int8Isa::none && int8 != "ggml" && int8 != "off") {
         throw std::invalid_argument(
-            "int8 must be 'auto', 'on', 'vnni', 'avxvnni', 'avx2', 'neon', 'ggml' or 'off', not '" + int8 + "'");
+            "int8 must be 'auto', 'on', 'vnni', 'avxvnni', 'avx2', 'i8mm', 'neon', 'ggml' or 'off', not '" + int8 +
+            "'");
     }
     if (named != Int8Isa::none) {  // one of our kernels by name: refused where the CPU cannot run it
         isa_ = named;
