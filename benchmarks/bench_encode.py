@@ -234,8 +234,8 @@ def main() -> None:
     avx2_peak = _core.int8_dot_peak_gops(args.threads, "avx2")
     vnni256_peak = _core.int8_dot_peak_gops(args.threads, "avxvnni")
     ggml_peaks = {t: _core.ggml_matmul_gops(t, args.threads) for t in ("f32", "f16", "q8_0")}
-    # (the attention kernels: AVX512-VNNI's, and AVX2's, which also serves the AVX-VNNI products)
-    att_op = attention_op_gflops(args.threads, ["f32", *(k for k in kernels if k in ("vnni", "avx2"))])
+    # (the attention kernels: AVX512-VNNI's; the 256-bit one with VPDPWSSD (avxvnni) or VPMADDWD (avx2))
+    att_op = attention_op_gflops(args.threads, ["f32", *(k for k in kernels if k in ("vnni", "avxvnni", "avx2"))])
     features = " ".join(n for n, v in _core.cpu_features() if v != "0")
     print(f"real-dims MiniCPM-V {args.version} vision encoder, {args.threads} threads on {cpu_model()}")
     print(f"ggml CPU features: {features}")

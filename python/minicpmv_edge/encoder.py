@@ -52,12 +52,13 @@ class VisionEncoder:
         `max_patches`: the largest piece accepted (default: 4 x a full scale_resolution^2 piece); `use_mmap`: CPU
         weights are the memory-mapped file (loading copies nothing; False reads them into memory); `int8`: block-
         quantized files (q8_0, q4_0) on integer dot products: "auto" runs our fastest int8 kernel the CPU has,
-        AVX512-VNNI, else AVX-VNNI (Intel client cores without AVX-512), else AVX2, else NEON SDOT on aarch64 with
-        the dot-product extension (the matrices repacked at load; the file's f16 leftovers such as fc2 quantized to
-        q8_0 blocks; the kernels give the same bits), else ggml's int8 kernels where the CPU has VNNI / DOTPROD /
-        I8MM; "on" (ours, else ggml's), "vnni", "avxvnni", "avx2" or "neon" (that kernel of ours, a ValueError
-        where the CPU lacks it; "avxvnni" runs on AVX-512 machines through AVX512-VL), "ggml" (ggml's), or "off"
-        (dequantized for OpenBLAS like f16). `native.int8_kernel` says which ran. `attention`:
+        AVX512-VNNI, else AVX-VNNI (Intel client cores without AVX-512), else AVX2, else on aarch64 I8MM (the int8
+        matrix multiply: Apple M2+, Graviton 3/4), else NEON SDOT (the dot-product extension) (the matrices
+        repacked at load; the file's f16 leftovers such as fc2 quantized to q8_0 blocks; the kernels give the same
+        bits), else ggml's int8 kernels where the CPU has VNNI / DOTPROD / I8MM; "on" (ours, else ggml's), "vnni",
+        "avxvnni", "avx2", "i8mm" or "neon" (that kernel of ours, a ValueError where the CPU lacks it; "avxvnni"
+        runs on AVX-512 machines through AVX512-VL), "ggml" (ggml's), or "off" (dequantized for OpenBLAS like
+        f16). `native.int8_kernel` says which ran. `attention`:
         "auto" runs our fused int8 attention wherever our int8 kernel runs the file's matrices (per-row cosine
         >= 0.9999 against f32: tests/test_int8_attention.py; on the x86 kernels: AVX512-VNNI's, and AVX2's where
         the products run on AVX-VNNI or AVX2), else f32;
