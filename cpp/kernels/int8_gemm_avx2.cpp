@@ -1,11 +1,11 @@
-// Our 256-bit int8 kernels for x86 without AVX-512: AVX2 below, and AVX-VNNI (further down).
-// AVX2 (Haswell and later, Zen 1-3): the packed panels of int8_gemm.h with
-// the weights stored signed, read 16 outputs (two 256-bit vectors) at a time. Each group of 4 inputs is VPSIGNB
-// (the activation's sign onto the weight, so both VPMADDUBSW operands stay within 127 and its int16 pair sums
-// cannot saturate), VPMADDUBSW, VPMADDWD; the int32 block sums are exact and the float steps are the VNNI
-// kernel's, so the numbers are its. This file is built without AVX-512 (CMakeLists.txt), so the code that runs
-// when `int8="avx2"` or "avxvnni" is forced on an AVX-512 machine is the code a CPU without it runs: 16 vector
-// registers, no EVEX forms (but the one instruction that names it).
+// Our 256-bit int8 kernels for x86 without AVX-512: AVX-VNNI (at dpbusd below) and AVX2, one tile for both.
+// AVX2 (Haswell and later, Zen 1-3): the packed panels of int8_gemm.h with the weights stored signed, read 16
+// outputs (two 256-bit vectors) at a time. Each group of 4 inputs is VPSIGNB (the activation's sign onto the
+// weight, so both VPMADDUBSW operands stay within 127 and its int16 pair sums cannot saturate), VPMADDUBSW,
+// VPMADDWD; the int32 block sums are exact and the float steps are the VNNI kernel's, so the numbers are its.
+// This file is built without AVX-512 (CMakeLists.txt), so the code that runs when int8="avx2" or "avxvnni" is
+// forced on an AVX-512 machine is the code a CPU without it runs: 16 vector registers, no EVEX forms (but the one
+// instruction that names it).
 #include "kernels/int8_layout.h"
 
 #ifdef MINICPMV_X86
@@ -86,66 +86,12 @@ AVX2_TARGET void quantize_row_t(const float * x, int64_t k, uint8_t * row, const
     }
 }
 
-// out[i][0:16] for the panel's outputs 16c .. 16c + 15 and MR activation rows; `cols` of them are stored. The
-// int32 sums stay in registers through a block; the float accumulators live in a small array (touched once per
-// block), which keeps the inner loop within AVX2's 16 registers.
-template <int MR>
-AVX2_TARGET void tile16_avx2(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c, float * out,
-                             int64_t ldo, int64_t cols, const float * bias) {
-    alignas(32) float acc[MR][16] = {};
-    const float * sa[MR];
-    const uint8_t * qa[MR];
-    for (int i = 0; i < MR; ++i) {
-        qa[i] = act + i * lay.stride;
-        sa[i] = reinterpret_cast<const float *>(qa[i] + lay.scales());
-    }
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < lay.blocks; ++b) {
-        const uint8_t * wb = panel + size_t(b) * kBlockBytes;
-        __m256i sum[MR][2];
-        for (int i = 0; i < MR; ++i) sum[i][0] = sum[i][1] = _mm256_setzero_si256();
-#pragma GCC unroll 2
-        for (int64_t g = 0; g < kGroups; ++g) {
-            const uint8_t * wg = wb + (g * kVectors + c) * 64;  // signed weights (packed for this kernel)
-            const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg));
-            const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32));
-            const __m256i abs0 = _mm256_sign_epi8(w0, w0), abs1 = _mm256_sign_epi8(w1, w1);  // shared by the rows
-            for (int i = 0; i < MR; ++i) {
-                int32_t four;
-                std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
-                const __m256i a = _mm256_set1_epi32(four);
-                const __m256i p0 = _mm256_maddubs_epi16(abs0, _mm256_sign_epi8(a, w0));
-                const __m256i p1 = _mm256_maddubs_epi16(abs1, _mm256_sign_epi8(a, w1));
-                sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(p0, ones));
-                sum[i][1] = _mm256_add_epi32(sum[i][1], _mm256_madd_epi16(p1, ones));
-            }
-        }
-        const auto * sw = reinterpret_cast<const float *>(wb + kBlockInts) + c * 16;
-        for (int h = 0; h < 2; ++h) {
-            const __m256 s = _mm256_loadu_ps(sw + h * 8);
-            for (int i = 0; i < MR; ++i) {
-                const __m256 scale = _mm256_mul_ps(s, _mm256_set1_ps(sa[i][b]));
-                const __m256 prev = _mm256_load_ps(acc[i] + h * 8);
-                _mm256_store_ps(acc[i] + h * 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[i][h]), scale, prev));
-            }
-        }
-    }
-    const int64_t left = std::clamp<int64_t>(cols - c * 16, 0, 16);
-    if (bias) {
-        for (int i = 0; i < MR; ++i) {
-            for (int64_t j = 0; j < left; ++j) acc[i][j] += bias[c * 16 + j];
-        }
-    }
-    for (int i = 0; i < MR; ++i) std::memcpy(out + i * ldo + c * 16, acc[i], size_t(left) * sizeof(float));
-}
-
 // The 256-bit VPDPBUSD kernel ("avxvnni"): AVX-VNNI, on Intel's client cores from Alder Lake (which have no
 // AVX-512) and AMD's from Zen 5, or the same instruction through AVX512-VL where that is what the CPU has. It reads
-// the VNNI kernel's panels (weights + 128, VPDPBUSD's unsigned operand) 16 outputs at a time and the AVX2 kernel's
-// activation rows (which carry the corrections for the + 128): one instruction per 32 products, the int32 sums
-// starting at the correction, then the float steps of the other kernels, so the numbers are theirs. The two
-// encodings are one instruction apart; it is written as an assembler statement ({vex} picks AVX-VNNI's), so one
-// body, built for AVX2 (16 registers), serves both.
+// the VNNI kernel's panels (weights + 128, VPDPBUSD's unsigned operand) and the AVX2 kernel's activation rows
+// (which carry the corrections for the + 128): one instruction per 32 products, the int32 sums starting at the
+// correction. The two encodings are one instruction apart; it is written as an assembler statement ({vex} picks
+// AVX-VNNI's), so one body, built for AVX2 (16 registers), serves both.
 template <bool kVex> AVX2_TARGET inline __m256i dpbusd(__m256i acc, __m256i u8, __m256i s8) {
     if constexpr (kVex) {
         __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u8), "x"(s8));
@@ -155,9 +101,44 @@ template <bool kVex> AVX2_TARGET inline __m256i dpbusd(__m256i acc, __m256i u8, 
     return acc;
 }
 
-template <int MR, bool kVex>
-AVX2_TARGET void tile16_vnni256(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c,
-                                float * out, int64_t ldo, int64_t cols, const float * bias) {
+// How a 256-bit tile multiplies a group of 4 inputs: the AVX2 kernel's VPSIGNB + VPMADDUBSW + VPMADDWD, or
+// VPDPBUSD in AVX-VNNI's encoding (vex) or AVX512-VL's (evex)
+enum class Dot8 { avx2, vex, evex };
+
+// one group of 4 inputs into the int32 sums of MR rows x 16 outputs (wg: the group's 64 bytes for them)
+template <int MR, Dot8 D>
+AVX2_TARGET inline __attribute__((always_inline)) void group(__m256i (&sum)[MR][2], const uint8_t * const (&qa)[MR],
+                                                             int64_t b, int64_t g, const uint8_t * wg) {
+    const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg));
+    const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32));
+    __m256i abs0 = w0, abs1 = w1;
+    if constexpr (D == Dot8::avx2) {  // (signed weights: their magnitudes, shared by the rows)
+        abs0 = _mm256_sign_epi8(w0, w0);
+        abs1 = _mm256_sign_epi8(w1, w1);
+    }
+    for (int i = 0; i < MR; ++i) {
+        int32_t four;
+        std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
+        const __m256i a = _mm256_set1_epi32(four);
+        if constexpr (D == Dot8::avx2) {
+            const __m256i ones = _mm256_set1_epi16(1);
+            const __m256i p0 = _mm256_maddubs_epi16(abs0, _mm256_sign_epi8(a, w0));
+            const __m256i p1 = _mm256_maddubs_epi16(abs1, _mm256_sign_epi8(a, w1));
+            sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(p0, ones));
+            sum[i][1] = _mm256_add_epi32(sum[i][1], _mm256_madd_epi16(p1, ones));
+        } else {
+            sum[i][0] = dpbusd<D == Dot8::vex>(sum[i][0], w0, a);
+            sum[i][1] = dpbusd<D == Dot8::vex>(sum[i][1], w1, a);
+        }
+    }
+}
+
+// out[i][0:16] for the panel's outputs 16c .. 16c + 15 and MR activation rows; `cols` of them are stored. The
+// int32 sums stay in registers through a block; the float accumulators live in a small array (touched once per
+// block), which keeps the inner loop within AVX2's 16 registers. The float steps are the VNNI kernel's.
+template <int MR, Dot8 D>
+AVX2_TARGET void tile16(const uint8_t * act, const ActLayout & lay, const uint8_t * panel, int64_t c, float * out,
+                        int64_t ldo, int64_t cols, const float * bias) {
     alignas(32) float acc[MR][16] = {};
     const float * sa[MR];
     const int32_t * ca[MR];
@@ -170,19 +151,15 @@ AVX2_TARGET void tile16_vnni256(const uint8_t * act, const ActLayout & lay, cons
     for (int64_t b = 0; b < lay.blocks; ++b) {
         const uint8_t * wb = panel + size_t(b) * kBlockBytes;
         __m256i sum[MR][2];
-        for (int i = 0; i < MR; ++i) sum[i][0] = sum[i][1] = _mm256_set1_epi32(ca[i][b]);
+        for (int i = 0; i < MR; ++i) {  // VPDPBUSD's start at the correction for its weights + 128
+            sum[i][0] = sum[i][1] = D == Dot8::avx2 ? _mm256_setzero_si256() : _mm256_set1_epi32(ca[i][b]);
+        }
+        if constexpr (D == Dot8::avx2) {  // (the unroll each form runs fastest with here)
+#pragma GCC unroll 2
+            for (int64_t g = 0; g < kGroups; ++g) group<MR, D>(sum, qa, b, g, wb + (g * kVectors + c) * 64);
+        } else {
 #pragma GCC unroll 8
-        for (int64_t g = 0; g < kGroups; ++g) {
-            const uint8_t * wg = wb + (g * kVectors + c) * 64;
-            const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg));
-            const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32));
-            for (int i = 0; i < MR; ++i) {
-                int32_t four;
-                std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
-                const __m256i a = _mm256_set1_epi32(four);
-                sum[i][0] = dpbusd<kVex>(sum[i][0], w0, a);
-                sum[i][1] = dpbusd<kVex>(sum[i][1], w1, a);
-            }
+            for (int64_t g = 0; g < kGroups; ++g) group<MR, D>(sum, qa, b, g, wb + (g * kVectors + c) * 64);
         }
         const auto * sw = reinterpret_cast<const float *>(wb + kBlockInts) + c * 16;
         for (int h = 0; h < 2; ++h) {
@@ -203,15 +180,15 @@ AVX2_TARGET void tile16_vnni256(const uint8_t * act, const ActLayout & lay, cons
     for (int i = 0; i < MR; ++i) std::memcpy(out + i * ldo + c * 16, acc[i], size_t(left) * sizeof(float));
 }
 
-template <bool kVex>
-AVX2_TARGET void tile_rows_vnni256_t(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel,
-                                     float * out, int64_t ldo, int64_t cols, const float * bias) {
+template <Dot8 D>
+AVX2_TARGET void tile_rows_t(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                             int64_t ldo, int64_t cols, const float * bias) {
     for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
         switch (rows) {
-            case 4: tile16_vnni256<4, kVex>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 3: tile16_vnni256<3, kVex>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 2: tile16_vnni256<2, kVex>(act, lay, panel, c, out, ldo, cols, bias); break;
-            default: tile16_vnni256<1, kVex>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 4: tile16<4, D>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 3: tile16<3, D>(act, lay, panel, c, out, ldo, cols, bias); break;
+            case 2: tile16<2, D>(act, lay, panel, c, out, ldo, cols, bias); break;
+            default: tile16<1, D>(act, lay, panel, c, out, ldo, cols, bias); break;
         }
     }
 }
@@ -237,16 +214,9 @@ template <bool kVex> AVX2_TARGET double chains256(int64_t iters) {
 
 }  // namespace
 
-AVX2_TARGET void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel,
-                                float * out, int64_t ldo, int64_t cols, const float * bias) {
-    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
-        switch (rows) {
-            case 4: tile16_avx2<4>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 3: tile16_avx2<3>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 2: tile16_avx2<2>(act, lay, panel, c, out, ldo, cols, bias); break;
-            default: tile16_avx2<1>(act, lay, panel, c, out, ldo, cols, bias); break;
-        }
-    }
+void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
+                    int64_t ldo, int64_t cols, const float * bias) {
+    tile_rows_t<Dot8::avx2>(rows, act, lay, panel, out, ldo, cols, bias);
 }
 
 void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act) {
@@ -288,8 +258,8 @@ bool avx_vnni_vex() {
 
 void tile_rows_vnni256(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                        int64_t ldo, int64_t cols, const float * bias, bool vex) {
-    if (vex) return tile_rows_vnni256_t<true>(rows, act, lay, panel, out, ldo, cols, bias);
-    tile_rows_vnni256_t<false>(rows, act, lay, panel, out, ldo, cols, bias);
+    if (vex) return tile_rows_t<Dot8::vex>(rows, act, lay, panel, out, ldo, cols, bias);
+    tile_rows_t<Dot8::evex>(rows, act, lay, panel, out, ldo, cols, bias);
 }
 
 double dpbusd256_chains(int64_t iters) { return avx_vnni_vex() ? chains256<true>(iters) : chains256<false>(iters); }
