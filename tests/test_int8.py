@@ -94,6 +94,21 @@ def test_thread_count_does_not_change_the_result(converted, kernel: str) -> None
         np.testing.assert_array_equal(VisionEncoder(path, n_threads=n, int8=kernel).encode(pieces), one)
 
 
+@pytest.mark.parametrize("version", ["2.6", "4.6"])
+def test_q_k_v_share_one_quantization(converted, version: str) -> None:
+    """Attention's q, k and v products read one input: on our kernel it is quantized once for the three (the op
+    "quantize shared <input>"; 4.6's window merger too). (The numbers are those of three quantizations, which are
+    one function of one input: the parity and same-bits tests above hold either way.)"""
+    if not HERE:
+        pytest.skip("this CPU runs none of our int8 kernels")
+    enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=1, profile=True)
+    assert enc.native.int8_kernel == HERE[0]
+    enc.encode([_pixels(8, 8, 0)])
+    shared = sorted(k for k in enc.native.profile if k.startswith("CUSTOM:quantize shared "))
+    assert shared == (["CUSTOM:quantize shared ln#-#"] if version == "2.6"
+                      else ["CUSTOM:quantize shared ln#-#", "CUSTOM:quantize shared wm_ln#"]), shared
+
+
 def test_only_block_quantized_files_are_repacked(converted) -> None:
     """An f16 file has no block-quantized matrix: nothing is repacked, f16 stays on OpenBLAS (as before)."""
     if not HERE:

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ggml.h"
 #include "kernels/blas_ops.h"
@@ -47,6 +49,11 @@ struct MatmulHook {
     int64_t attention_min_queries = 1;
 };
 
+// no bias, or one our int8 kernel adds as it stores (int8_fusable_bias)
+inline bool int8_fusable_bias_or_none(const ggml_tensor * b, const PackedWeight & w) {
+    return !b || int8_fusable_bias(b, w);
+}
+
 // whether `w` runs on our int8 kernel, which can take GELU into its input (linear's `act`)
 inline bool int8_packed(const MatmulHook & mm, const ggml_tensor * w) { return mm.packed && mm.packed->find(w); }
 
@@ -65,6 +72,36 @@ inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w
     ggml_format_name(x, "x %s", w->name);
     if (fused_bias) return ggml_reshape(ctx, x, x);  // (a free view for the caller to name: the product keeps its)
     return b ? ggml_add(ctx, x, b) : x;
+}
+
+// x times each weight (with its bias): products of one input, as attention's q, k and v. Where all of them run on
+// our int8 kernel with the same layout, x is quantized once for all (op "quantize shared <x>") instead of once
+// per product; otherwise each is linear().
+inline std::vector<ggml_tensor *> linears(ggml_context * ctx, ggml_tensor * x,
+                                          const std::vector<std::pair<ggml_tensor *, ggml_tensor *>> & wb,
+                                          MatmulHook mm = {}) {
+    std::vector<const PackedWeight *> packed;
+    for (const auto & [w, b] : wb) {
+        const PackedWeight * p = mm.packed ? mm.packed->find(w) : nullptr;
+        if (!p || !int8_fusable_bias_or_none(b, *p) || (!packed.empty() && !int8_shares_quantized(*packed[0], *p))) {
+            packed.clear();
+            break;
+        }
+        packed.push_back(p);
+    }
+    std::vector<ggml_tensor *> out;
+    if (packed.empty()) {
+        for (const auto & [w, b] : wb) out.push_back(linear(ctx, x, w, b, mm));
+        return out;
+    }
+    ggml_tensor * q = int8_quantize(ctx, x, *packed[0]);
+    ggml_format_name(q, "quantize shared %s", x->name);
+    for (size_t i = 0; i < wb.size(); ++i) {
+        ggml_tensor * y = int8_product(ctx, q, x, *packed[i], wb[i].second);
+        ggml_format_name(y, "x %s", wb[i].first->name);
+        out.push_back(ggml_reshape(ctx, y, y));  // (a free view for the caller to name: the product keeps its)
+    }
+    return out;
 }
 
 // Multi-head attention without a mask: our fused int8 attention, OpenBLAS in tiles of query rows, or ggml's fused

@@ -70,12 +70,11 @@ ggml_tensor * Minicpmv46Graph::build() {
         const int64_t n_win = (gh / 2) * (gw / 2) * B;
         ggml_tensor * xw = ggml_reshape_3d(ctx, blocks_2x2(ctx, x, D, gw, gh, B), D, 4, n_win);  // [D, 4, windows]
         ggml_tensor * cur = cb(layer_norm(ctx, xw, model.wm_ln_w, model.wm_ln_b, hp.eps), "wm_ln1", -1);
-        ggml_tensor * q =
-            ggml_reshape_4d(ctx, linear(ctx, cur, model.wm_q_w, model.wm_q_b, mm), d_head, hp.n_head, 4, n_win);
-        ggml_tensor * k =
-            ggml_reshape_4d(ctx, linear(ctx, cur, model.wm_k_w, model.wm_k_b, mm), d_head, hp.n_head, 4, n_win);
-        ggml_tensor * v =
-            ggml_reshape_4d(ctx, linear(ctx, cur, model.wm_v_w, model.wm_v_b, mm), d_head, hp.n_head, 4, n_win);
+        const auto qkv = linears(
+            ctx, cur, {{model.wm_q_w, model.wm_q_b}, {model.wm_k_w, model.wm_k_b}, {model.wm_v_w, model.wm_v_b}}, mm);
+        ggml_tensor * q = ggml_reshape_4d(ctx, qkv[0], d_head, hp.n_head, 4, n_win);
+        ggml_tensor * k = ggml_reshape_4d(ctx, qkv[1], d_head, hp.n_head, 4, n_win);
+        ggml_tensor * v = ggml_reshape_4d(ctx, qkv[2], d_head, hp.n_head, 4, n_win);
         cur = attend(ctx, q, k, v, kv_type(model.wm_q_w), -1, mm);  // [D, 4, windows]: the windows are the batch
         cur = cb(linear(ctx, cur, model.wm_o_w, model.wm_o_b, mm), "wm_attn_out", -1);
         cur = cb(ggml_add(ctx, xw, cur), "wm_attn_residual", -1);  // the residual is the unnormalised x

@@ -212,9 +212,10 @@ ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggm
 ggml_tensor * attention_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
                                int il, MatmulHook mm) {
     const int64_t N = x->ne[1], B = x->ne[2], d_head = hp.n_embd / hp.n_head;
-    ggml_tensor * q = ggml_reshape_4d(ctx, linear(ctx, x, L.q_w, L.q_b, mm), d_head, hp.n_head, N, B);
-    ggml_tensor * k = ggml_reshape_4d(ctx, linear(ctx, x, L.k_w, L.k_b, mm), d_head, hp.n_head, N, B);
-    ggml_tensor * v = ggml_reshape_4d(ctx, linear(ctx, x, L.v_w, L.v_b, mm), d_head, hp.n_head, N, B);
+    const auto qkv = linears(ctx, x, {{L.q_w, L.q_b}, {L.k_w, L.k_b}, {L.v_w, L.v_b}}, mm);  // (one quantization)
+    ggml_tensor * q = ggml_reshape_4d(ctx, qkv[0], d_head, hp.n_head, N, B);
+    ggml_tensor * k = ggml_reshape_4d(ctx, qkv[1], d_head, hp.n_head, N, B);
+    ggml_tensor * v = ggml_reshape_4d(ctx, qkv[2], d_head, hp.n_head, N, B);
     ggml_tensor * cur =
         attend(ctx, q, k, v, L.q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16, il, mm);  // [D, N, B]
     return cb(linear(ctx, cur, L.o_w, L.o_b, mm), "attn_out", il);

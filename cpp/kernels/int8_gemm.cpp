@@ -428,8 +428,7 @@ bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w) {
     return b && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b) && ggml_nelements(b) == w.n();
 }
 
-ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias,
-                          InputAct act) {
+ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, InputAct act) {
 #ifdef MINICPMV_INT8
     if (x->type != GGML_TYPE_F32 || x->ne[0] != w.k()) {
         throw std::invalid_argument("int8_linear: activations must be f32 with " + std::to_string(w.k()) + " rows");
@@ -437,24 +436,52 @@ ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeigh
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
     const ActLayout lay(w.k());
     ggml_tensor * args[1] = {x};
-    if (bias && !int8_fusable_bias(bias, w)) throw std::invalid_argument("int8_linear: the bias is not f32 [n]");
     ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args, 1,
                                      act == InputAct::gelu_tanh      ? quantize_op<InputAct::gelu_tanh>
                                          : act == InputAct::gelu_erf ? quantize_op<InputAct::gelu_erf>
                                                                      : quantize_op<InputAct::none>,
                                      GGML_N_TASKS_MAX, const_cast<PackedWeight *>(&w));
     ggml_format_name(q, "quantize %s", x->name);
+    return q;
+#else
+    (void)ctx;
+    (void)x;
+    (void)w;
+    (void)act;
+    throw std::logic_error("int8_linear: this build has no int8 kernel");
+#endif
+}
+
+bool int8_shares_quantized(const PackedWeight & a, const PackedWeight & b) {
+    return a.k() == b.k() && a.isa() == b.isa();
+}
+
+ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tensor * x, const PackedWeight & w,
+                           ggml_tensor * bias) {
+#ifdef MINICPMV_INT8
+    if (q->type != GGML_TYPE_I8 || q->ne[0] != ActLayout(w.k()).stride || q->ne[1] != ggml_nrows(x) ||
+        x->ne[0] != w.k()) {
+        throw std::invalid_argument("int8_product: the quantized rows are not " + std::string(x->name) + "'s for " +
+                                    std::to_string(w.k()) + " inputs");
+    }
+    if (bias && !int8_fusable_bias(bias, w)) throw std::invalid_argument("int8_linear: the bias is not f32 [n]");
     ggml_tensor * qa[2] = {q, bias};
     return ggml_custom_4d(ctx, GGML_TYPE_F32, w.n(), x->ne[1], x->ne[2], x->ne[3], qa, bias ? 2 : 1, gemm_op,
                           GGML_N_TASKS_MAX, const_cast<PackedWeight *>(&w));
 #else
     (void)ctx;
+    (void)q;
     (void)x;
     (void)w;
     (void)bias;
-    (void)act;
     throw std::logic_error("int8_linear: this build has no int8 kernel");
 #endif
+}
+
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias,
+                          InputAct act) {
+    if (bias && !int8_fusable_bias(bias, w)) throw std::invalid_argument("int8_linear: the bias is not f32 [n]");
+    return int8_product(ctx, int8_quantize(ctx, x, w, act), x, w, bias);
 }
 
 }  // namespace mcv

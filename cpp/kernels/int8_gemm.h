@@ -118,6 +118,13 @@ private:
 // (the graph then has no GELU node).
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias = nullptr,
                           InputAct act = InputAct::none);
+// int8_linear's two ops apart, for products of one input (attention's q, k and v): x's rows quantized once (op
+// "quantize <x>"), then each product of them, for every weight int8_shares_quantized with `w` (the same inputs, the
+// same kernel: the same quantized layout).
+ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, InputAct act = InputAct::none);
+ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tensor * x, const PackedWeight & w,
+                           ggml_tensor * bias = nullptr);
+bool int8_shares_quantized(const PackedWeight & a, const PackedWeight & b);
 bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w);
 
 }  // namespace mcv
