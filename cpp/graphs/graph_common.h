@@ -49,13 +49,17 @@ struct MatmulHook {
     int64_t attention_min_queries = 1;
 };
 
-// no bias, or one our int8 kernel adds as it stores (int8_fusable_bias)
-inline bool int8_fusable_bias_or_none(const ggml_tensor * b, const PackedWeight & w) {
-    return !b || int8_fusable_bias(b, w);
-}
-
 // whether `w` runs on our int8 kernel, which can take GELU into its input (linear's `act`)
 inline bool int8_packed(const MatmulHook & mm, const ggml_tensor * w) { return mm.packed && mm.packed->find(w); }
+
+// the product y of w, named after it ("x <w>"), plus the bias b: added by our int8 kernel as it stored y where
+// `fused` (y is then returned as a free view for the caller to name: the product keeps its name), else by ggml_add
+inline ggml_tensor * with_bias(ggml_context * ctx, ggml_tensor * y, const ggml_tensor * w, ggml_tensor * b,
+                               const ggml_tensor * fused) {
+    ggml_format_name(y, "x %s", w->name);
+    if (fused) return ggml_reshape(ctx, y, y);
+    return b ? ggml_add(ctx, y, b) : y;
+}
 
 // x: [in, ...], w: [in, out] -> [out, ...]; `act` (only where int8_packed): w times act(x), fused into the int8
 // kernel's quantization of x. On our int8 kernel an f32 bias is added as the product is stored.
@@ -69,9 +73,7 @@ inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w
     x = packed ? int8_linear(ctx, x, *packed, fused_bias, act)
         : blas ? blas_linear(ctx, x, w, *mm.blas)
                : ggml_mul_mat(ctx, w, x);
-    ggml_format_name(x, "x %s", w->name);
-    if (fused_bias) return ggml_reshape(ctx, x, x);  // (a free view for the caller to name: the product keeps its)
-    return b ? ggml_add(ctx, x, b) : x;
+    return with_bias(ctx, x, w, b, fused_bias);
 }
 
 // x times each weight (with its bias): products of one input, as attention's q, k and v. Where all of them run on
@@ -83,7 +85,7 @@ inline std::vector<ggml_tensor *> linears(ggml_context * ctx, ggml_tensor * x,
     std::vector<const PackedWeight *> packed;
     for (const auto & [w, b] : wb) {
         const PackedWeight * p = mm.packed ? mm.packed->find(w) : nullptr;
-        if (!p || !int8_fusable_bias_or_none(b, *p) || (!packed.empty() && !int8_shares_quantized(*packed[0], *p))) {
+        if (!p || (!packed.empty() && !int8_shares_quantized(*packed[0], *p))) {
             packed.clear();
             break;
         }
@@ -97,9 +99,9 @@ inline std::vector<ggml_tensor *> linears(ggml_context * ctx, ggml_tensor * x,
     ggml_tensor * q = int8_quantize(ctx, x, *packed[0]);
     ggml_format_name(q, "quantize shared %s", x->name);
     for (size_t i = 0; i < wb.size(); ++i) {
-        ggml_tensor * y = int8_product(ctx, q, x, *packed[i], wb[i].second);
-        ggml_format_name(y, "x %s", wb[i].first->name);
-        out.push_back(ggml_reshape(ctx, y, y));  // (a free view for the caller to name: the product keeps its)
+        const auto & [w, b] = wb[i];
+        ggml_tensor * fused_bias = int8_fusable_bias(b, *packed[i]) ? b : nullptr;
+        out.push_back(with_bias(ctx, int8_product(ctx, q, x, *packed[i], fused_bias), w, b, fused_bias));
     }
     return out;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 
@@ -520,7 +521,7 @@ ggml_tensor * int8_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * 
     if (!ggml_is_contiguous(q)) q = ggml_cont(ctx, q);
     if (!ggml_is_contiguous(k)) k = ggml_cont(ctx, k);
     if (!ggml_is_contiguous(v)) v = ggml_cont(ctx, v);
-    auto * which = const_cast<Int8Isa *>(&kIsas[isa == Int8Isa::vnni ? 1 : isa == Int8Isa::avxvnni ? 3 : 2]);
+    auto * which = const_cast<Int8Isa *>(std::find(std::begin(kIsas), std::end(kIsas), isa));  // (supported: there)
     const HeadLayout lay(k->ne[0], k->ne[2]);
     ggml_tensor * kvq[3] = {k, v, q};
     ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(lay.stride) * k->ne[1] * k->ne[3], 1, 1, 1, kvq, 3,

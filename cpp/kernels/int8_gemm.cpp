@@ -480,7 +480,6 @@ ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tenso
 
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias,
                           InputAct act) {
-    if (bias && !int8_fusable_bias(bias, w)) throw std::invalid_argument("int8_linear: the bias is not f32 [n]");
     return int8_product(ctx, int8_quantize(ctx, x, w, act), x, w, bias);
 }
 

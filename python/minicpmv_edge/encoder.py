@@ -60,8 +60,8 @@ class VisionEncoder:
         runs on AVX-512 machines through AVX512-VL), "ggml" (ggml's), or "off" (dequantized for OpenBLAS like
         f16). `native.int8_kernel` says which ran. `attention`:
         "auto" runs our fused int8 attention wherever our int8 kernel runs the file's matrices (per-row cosine
-        >= 0.9999 against f32: tests/test_int8_attention.py; on the x86 kernels: AVX512-VNNI's, and AVX2's where
-        the products run on AVX-VNNI or AVX2), else f32;
+        >= 0.9999 against f32: tests/test_int8_attention.py; on the x86 kernels: AVX512-VNNI's, and a 256-bit one
+        where the products run on AVX-VNNI or AVX2), else f32;
         "int8" on any file (ValueError where none of our int8 kernels runs attention here); "f32" (OpenBLAS, or
         ggml's flash attention). `native.attention_kernel`."""
         self._enc: _core.VisionEncoder | None = None
