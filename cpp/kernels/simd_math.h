@@ -1,7 +1,7 @@
-// Vector math the int8 kernels share (int8_gemm.cpp, int8_attention.cpp): 2^x on AVX-512 and AVX2 vectors for
-// their fused steps (softmax, GELU): x clamped to [-126, 126], 2^n times a degree-6 polynomial of the rest
-// (|r| <= 1/2), about 1e-7 relative; both versions run the same operations in the same order, so they give the same
-// bits. And AVX2's horizontal max and sum.
+// Vector math the int8 kernels share (int8_gemm.cpp, int8_gemm_avx2.cpp, int8_attention.cpp): 2^x on AVX-512 and
+// AVX2 vectors for their fused steps (softmax, GELU): x clamped to [-126, 126], 2^n times a degree-6 polynomial of
+// the rest (|r| <= 1/2), about 1e-7 relative; both versions run the same operations in the same order, so they give
+// the same bits. And AVX2's horizontal max and sum.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
