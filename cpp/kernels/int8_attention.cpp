@@ -7,11 +7,11 @@
 #include <limits>
 #include <stdexcept>
 
+#include "kernels/int8_attention_pack.h"
 #include "kernels/int8_layout.h"
 #include "kernels/simd_math.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define MINICPMV_ATTN_X86 1
+#ifdef MINICPMV_ATTN_X86  // (int8_attention_pack.h)
 #include <immintrin.h>
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
@@ -22,134 +22,17 @@ namespace {
 
 #ifdef MINICPMV_ATTN_X86
 
-constexpr int64_t kKeys = 64;      // keys per block: one online-softmax step, and v's scale blocks
-constexpr int64_t kRows = 16;      // query rows per tile (one job)
-constexpr int64_t kMaxHead = 256;  // widest head (the per-tile buffers are on the stack)
+using namespace attn;  // NOLINT: the packed heads' layout (int8_attention_pack.h)
+
+constexpr int64_t kRows = 16;  // query rows per tile (one job)
 constexpr int64_t kMinKeys = 32;
 constexpr int kPvRows = 2, kPvVectors = 5;  // the weights-by-values tile: 2 rows x up to 5 vectors
-// the weights' and values' largest int16: 64 products of them cannot overflow a block's int32 sums
-constexpr float kPmax = 8191.0f, kVmax = 4000.0f;
+// the weights' largest int16 (with the values' kVmax: 64 products cannot overflow a block's int32 sums)
+constexpr float kPmax = 8191.0f;
 constexpr float kLog2e = 1.44269504088896341f;
-
-int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
-// One head's packed keys and values (see the header), at a 64-byte multiple per head:
-//  keys: per 16 keys, per pair of channels, 64 bytes (key lane x 2 int16 channels), then one float scale per key;
-//  values: per block of 64 keys, per pair of keys, per 16 channels, 64 bytes (channel lane x 2 int16 keys), then
-//  one float scale per channel.
-struct HeadLayout {
-    int64_t dh, pairs, dv, n_kv, blocks;
-    int32_t qmax;  // the largest int16 of q and k: a sum of 2 x pairs products cannot overflow int32
-    size_t k_scales, smooth, v_off, v_block, stride;
-    HeadLayout(int64_t d_head, int64_t keys)
-        : dh(d_head), pairs((d_head + 1) / 2), dv(round_up(d_head, 16)), n_kv(keys), blocks((keys + kKeys - 1) / kKeys),
-          qmax(int32_t(std::min(32767.0, std::floor(std::sqrt(2147483647.0 / double(2 * pairs)))))) {
-        const size_t n_pad = size_t(blocks * kKeys);
-        k_scales = n_pad * size_t(pairs * 4);
-        smooth = k_scales + n_pad * sizeof(float);  // d_head floats: the channels' factors (pack_op)
-        v_off = size_t(round_up(int64_t(smooth + size_t(d_head) * sizeof(float)), 64));
-        v_block = size_t(kKeys * dv) * 2 + size_t(dv) * sizeof(float);
-        stride = size_t(round_up(int64_t(v_off + size_t(blocks) * v_block), 64));
-    }
-    size_t key_byte(int64_t j, int64_t g) const { return size_t(((j / 16) * pairs + g) * 64 + (j % 16) * 4); }
-};
 
 // what the ops' userdata points to
 const Int8Isa kIsas[] = {Int8Isa::none, Int8Isa::vnni, Int8Isa::avx2, Int8Isa::avxvnni};
-
-int16_t round_i16(float x, float lim) {
-    const float r = std::nearbyint(x);
-    return r >= -lim && r <= lim ? int16_t(r) : 0;  // (NaN / inf: 0, never an undefined cast)
-}
-
-// x as int16 (x ~ s q, |q| <= qmax; s returned): 12 to 13 bits for q . k where the int8 products' 7 are too few, as
-// softmax turns the scores' absolute errors into relative errors of the weights
-float quantize_i16(const float * x, int64_t n, int32_t qmax, int16_t * q) {
-    float amax = 0.0f;
-    for (int64_t d = 0; d < n; ++d) amax = std::max(amax, std::fabs(x[d]));
-    const float s = amax / float(qmax), inv = s != 0.0f ? 1.0f / s : 0.0f;
-    for (int64_t d = 0; d < n; ++d) q[d] = round_i16(x[d] * inv, float(qmax));
-    return s;
-}
-
-// dst: every head's HeadLayout block; src: k, v [dh, H, n_kv, B] f32, q [dh, H, n_q, B or 1]; heads split over
-// threads. Channels are balanced before the keys are quantized (SmoothQuant's step): key channel d is divided and
-// query channel d multiplied by f_d = sqrt(max |k_d| / max |q_d|), which leaves q . k as it is and gives a channel
-// that is large in the keys only (as a few in trained towers are) the same range in both, so one scale per key
-// and per query row no longer spends its bits on it.
-void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    (void)userdata;  // (one layout for both kernels)
-    const ggml_tensor * k = dst->src[0];
-    const ggml_tensor * v = dst->src[1];
-    const ggml_tensor * q = dst->src[2];
-    const int64_t dh = k->ne[0], n_head = k->ne[1], n_kv = k->ne[2], dim = dh * n_head, n_q = q->ne[2];
-    const HeadLayout lay(dh, n_kv);
-    float mean[kMaxHead], scale[kMaxHead], x[kMaxHead], kmax[kMaxHead], qmax[kMaxHead], f[kMaxHead];
-    alignas(64) int16_t tmp[kKeys][kMaxHead];
-    for (int64_t head = ith; head < n_head * k->ne[3]; head += nth) {
-        const int64_t h = head % n_head, b = head / n_head;
-        const float * kh = static_cast<const float *>(k->data) + b * n_kv * dim + h * dh;
-        const float * vh = static_cast<const float *>(v->data) + b * n_kv * dim + h * dh;
-        uint8_t * out = static_cast<uint8_t *>(dst->data) + size_t(head) * lay.stride;
-        std::memset(out, 0, lay.stride);
-
-        // keys less their mean over the keys (the same shift for every score of a query row), int16 per key
-        std::fill(mean, mean + dh, 0.0f);
-        for (int64_t j = 0; j < n_kv; ++j) {
-            for (int64_t d = 0; d < dh; ++d) mean[d] += kh[j * dim + d];
-        }
-        for (int64_t d = 0; d < dh; ++d) mean[d] /= float(n_kv);
-        std::fill(kmax, kmax + dh, 0.0f);
-        std::fill(qmax, qmax + dh, 0.0f);
-        for (int64_t j = 0; j < n_kv; ++j) {
-            for (int64_t d = 0; d < dh; ++d) kmax[d] = std::max(kmax[d], std::fabs(kh[j * dim + d] - mean[d]));
-        }
-        const float * qh = static_cast<const float *>(q->data) + (q->ne[3] == 1 ? 0 : b * n_q * dim) + h * dh;
-        for (int64_t i = 0; i < n_q; ++i) {
-            for (int64_t d = 0; d < dh; ++d) qmax[d] = std::max(qmax[d], std::fabs(qh[i * dim + d]));
-        }
-        for (int64_t d = 0; d < dh; ++d) {
-            const float r = std::sqrt(kmax[d] / qmax[d]);
-            f[d] = std::isfinite(r) && r > 0.0f ? r : 1.0f;  // (a channel of zeros, or inf / NaN: as it is)
-            x[d] = 1.0f / f[d];
-        }
-        std::memcpy(out + lay.smooth, f, size_t(dh) * sizeof(float));
-        auto * ks = reinterpret_cast<float *>(out + lay.k_scales);
-        for (int64_t j = 0; j < n_kv; ++j) {
-            int16_t q16[kMaxHead + 2] = {};
-            float y[kMaxHead];
-            for (int64_t d = 0; d < dh; ++d) y[d] = (kh[j * dim + d] - mean[d]) * x[d];
-            ks[j] = quantize_i16(y, dh, lay.qmax, q16);
-            for (int64_t g = 0; g < lay.pairs; ++g) std::memcpy(out + lay.key_byte(j, g), q16 + 2 * g, 4);
-        }
-
-        // values: int16 per channel per block of keys
-        const int64_t nv = lay.dv / 16;
-        for (int64_t blk = 0; blk < lay.blocks; ++blk) {
-            const int64_t j0 = blk * kKeys, nk = std::min(kKeys, n_kv - j0);
-            std::fill(scale, scale + dh, 0.0f);
-            for (int64_t j = 0; j < nk; ++j) {
-                for (int64_t d = 0; d < dh; ++d) scale[d] = std::max(scale[d], std::fabs(vh[(j0 + j) * dim + d]));
-            }
-            for (int64_t d = 0; d < dh; ++d) {
-                scale[d] /= kVmax;
-                x[d] = scale[d] != 0.0f ? 1.0f / scale[d] : 0.0f;
-            }
-            std::memset(tmp, 0, sizeof(tmp));
-            for (int64_t j = 0; j < nk; ++j) {
-                for (int64_t d = 0; d < dh; ++d) tmp[j][d] = round_i16(vh[(j0 + j) * dim + d] * x[d], kVmax);
-            }
-            uint8_t * vb = out + lay.v_off + size_t(blk) * lay.v_block;
-            for (int64_t jp = 0; jp < kKeys / 2; ++jp) {
-                for (int64_t c = 0; c < lay.dv; ++c) {
-                    const int16_t two[2] = {tmp[2 * jp][c], tmp[2 * jp + 1][c]};
-                    std::memcpy(vb + (jp * nv + c / 16) * 64 + (c % 16) * 4, two, 4);
-                }
-            }
-            std::memcpy(vb + kKeys * lay.dv * 2, scale, size_t(dh) * sizeof(float));
-        }
-    }
-}
 
 // A tile's working set (on the worker's stack): int16 queries with their scales, scores, weights, outputs, and the
 // online softmax's running max and sum per row.
