@@ -182,8 +182,10 @@ template <Dot16 D> AVX2_TARGET inline __m256i dot16(__m256i acc, __m256i a, __m2
     } else if constexpr (D == Dot16::evex) {
         __asm__("vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
         return acc;
-    } else {
-        return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+    } else {  // (the add in place: left to itself, GCC copies every sum to a new register and spills one)
+        const __m256i p = _mm256_madd_epi16(a, b);
+        __asm__("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p));
+        return acc;
     }
 }
 
