@@ -109,6 +109,23 @@ def test_q_k_v_share_one_quantization(converted, version: str) -> None:
                       else ["CUSTOM:quantize shared ln#-#", "CUSTOM:quantize shared wm_ln#"]), shared
 
 
+@pytest.mark.parametrize("version", ["2.6", "4.6"])
+def test_layer_norms_are_computed_as_the_products_quantize(converted, version: str) -> None:
+    """A LayerNorm whose output only feeds products on our kernel (each pre-LN block's two, 4.6's three merger
+    norms) is computed as those products quantize their input: no norm, scale or shift nodes of its own (named
+    after it, the shift last: "ADD:ln#-#"), while ggml's int8 path builds them. (Its numbers: the parity tests
+    against PyTorch above.)"""
+    if not HERE:
+        pytest.skip("this CPU runs none of our int8 kernels")
+    norms = ["ln#-#"] if version == "2.6" else ["ln#-#", "wm_ln#", "wm_ds_ln", "mg_ln"]
+    seen = {}
+    for int8 in (HERE[0], "ggml"):
+        enc = VisionEncoder(converted(version, "q8_0").mmproj, n_threads=1, int8=int8, profile=True)
+        enc.encode([_pixels(8, 8, 0)])
+        seen[int8] = {n for n in norms if f"ADD:{n}" in enc.native.profile}
+    assert seen == {HERE[0]: set(), "ggml": set(norms)}, seen
+
+
 def test_only_block_quantized_files_are_repacked(converted) -> None:
     """An f16 file has no block-quantized matrix: nothing is repacked, f16 stays on OpenBLAS (as before)."""
     if not HERE:

@@ -33,6 +33,22 @@ inline ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
     return b ? ggml_add(ctx, x, b) : x;
 }
 
+// A LayerNorm on a product's input (linear(), linears()): where the products run on our int8 kernel it is computed
+// as the rows are quantized (op "quantize <name>-<il>", no norm nodes); elsewhere it is layer_norm(), named
+// "<name>-<il>". eps must outlive the graph (the model's own: the kernel reads it when the graph runs).
+struct InputNorm {
+    ggml_tensor * w = nullptr;
+    ggml_tensor * b = nullptr;
+    const float * eps = nullptr;
+    const char * name = "norm";
+    int il = -1;
+};
+
+// x itself, or x under `norm` (layer_norm, named) where it has one
+inline ggml_tensor * normed(ggml_context * ctx, ggml_tensor * x, const InputNorm & norm) {
+    return norm.w ? cb(layer_norm(ctx, x, norm.w, norm.b, *norm.eps), norm.name, norm.il) : x;
+}
+
 // How matrix products are computed: ggml's own kernels (any backend, any weight type), or OpenBLAS on the CPU
 // (with the owner's scratch memory).
 // `packed` weights run on our int8 kernel (int8_gemm.h: AVX512-VNNI, AVX2 or NEON). Otherwise, with `int8`,
@@ -61,27 +77,48 @@ inline ggml_tensor * with_bias(ggml_context * ctx, ggml_tensor * y, const ggml_t
     return b ? ggml_add(ctx, y, b) : y;
 }
 
+// the norm our int8 kernel computes as it quantizes `x` for `packed` (none: no norm, or one it cannot take)
+inline RowNorm fusable_norm(const InputNorm & norm, const PackedWeight & packed) {
+    const RowNorm rn{norm.w, norm.b, norm.eps};
+    return norm.w && int8_fusable_norm(rn, packed) ? rn : RowNorm{};
+}
+
+// the quantization of x's rows for `packed` (with `norm` where the kernel takes it), named after the norm or x
+inline ggml_tensor * quantized(ggml_context * ctx, ggml_tensor * x, const PackedWeight & packed, InputAct act,
+                               const RowNorm & fused, const InputNorm & norm, const char * shared) {
+    ggml_tensor * q = int8_quantize(ctx, x, packed, act, fused);
+    if (fused.w && norm.il >= 0) {
+        ggml_format_name(q, "quantize %s%s-%d", shared, norm.name, norm.il);
+    } else {
+        ggml_format_name(q, "quantize %s%s", shared, fused.w ? norm.name : x->name);
+    }
+    return q;
+}
+
 // x: [in, ...], w: [in, out] -> [out, ...]; `act` (only where int8_packed): w times act(x), fused into the int8
-// kernel's quantization of x. On our int8 kernel an f32 bias is added as the product is stored.
+// kernel's quantization of x; `norm`: w times norm(x) (see InputNorm). On our int8 kernel an f32 bias is added as
+// the product is stored.
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, MatmulHook mm = {},
-                            InputAct act = InputAct::none) {
+                            InputAct act = InputAct::none, const InputNorm & norm = {}) {
     const PackedWeight * packed = mm.packed ? mm.packed->find(w) : nullptr;
     if (act != InputAct::none && !packed)
         throw std::logic_error(std::string("linear: GELU fused into a product not ours: ") + w->name);
+    const RowNorm fused = packed ? fusable_norm(norm, *packed) : RowNorm{};
+    if (!fused.w) x = normed(ctx, x, norm);
     const bool blas = !packed && mm.blas && blas_supports(w) && !(mm.int8 && block_quantized(w->type));
     ggml_tensor * fused_bias = packed && int8_fusable_bias(b, *packed) ? b : nullptr;
-    x = packed ? int8_linear(ctx, x, *packed, fused_bias, act)
+    x = packed ? int8_product(ctx, quantized(ctx, x, *packed, act, fused, norm, ""), x, *packed, fused_bias)
         : blas ? blas_linear(ctx, x, w, *mm.blas)
                : ggml_mul_mat(ctx, w, x);
     return with_bias(ctx, x, w, b, fused_bias);
 }
 
-// x times each weight (with its bias): products of one input, as attention's q, k and v. Where all of them run on
-// our int8 kernel with the same layout, x is quantized once for all (op "quantize shared <x>") instead of once
-// per product; otherwise each is linear().
+// x (or norm(x): InputNorm) times each weight (with its bias): products of one input, as attention's q, k and v.
+// Where all of them run on our int8 kernel with the same layout, x is quantized once for all (op "quantize shared
+// <x>", or "quantize shared <norm>-<il>") instead of once per product; otherwise each is linear().
 inline std::vector<ggml_tensor *> linears(ggml_context * ctx, ggml_tensor * x,
                                           const std::vector<std::pair<ggml_tensor *, ggml_tensor *>> & wb,
-                                          MatmulHook mm = {}) {
+                                          MatmulHook mm = {}, const InputNorm & norm = {}) {
     std::vector<const PackedWeight *> packed;
     for (const auto & [w, b] : wb) {
         const PackedWeight * p = mm.packed ? mm.packed->find(w) : nullptr;
@@ -92,12 +129,13 @@ inline std::vector<ggml_tensor *> linears(ggml_context * ctx, ggml_tensor * x,
         packed.push_back(p);
     }
     std::vector<ggml_tensor *> out;
+    const RowNorm fused = packed.empty() ? RowNorm{} : fusable_norm(norm, *packed[0]);
+    if (!fused.w) x = normed(ctx, x, norm);  // (once, for every product)
     if (packed.empty()) {
         for (const auto & [w, b] : wb) out.push_back(linear(ctx, x, w, b, mm));
         return out;
     }
-    ggml_tensor * q = int8_quantize(ctx, x, *packed[0]);
-    ggml_format_name(q, "quantize shared %s", x->name);
+    ggml_tensor * q = quantized(ctx, x, *packed[0], InputAct::none, fused, norm, "shared ");
     for (size_t i = 0; i < wb.size(); ++i) {
         const auto & [w, b] = wb[i];
         ggml_tensor * fused_bias = int8_fusable_bias(b, *packed[i]) ? b : nullptr;

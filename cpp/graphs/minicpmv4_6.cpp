@@ -69,13 +69,14 @@ ggml_tensor * Minicpmv46Graph::build() {
         // insert merger: tokens in 2x2 windows (window-major), attention within each window
         const int64_t n_win = (gh / 2) * (gw / 2) * B;
         ggml_tensor * xw = ggml_reshape_3d(ctx, blocks_2x2(ctx, x, D, gw, gh, B), D, 4, n_win);  // [D, 4, windows]
-        ggml_tensor * cur = cb(layer_norm(ctx, xw, model.wm_ln_w, model.wm_ln_b, hp.eps), "wm_ln1", -1);
-        const auto qkv = linears(
-            ctx, cur, {{model.wm_q_w, model.wm_q_b}, {model.wm_k_w, model.wm_k_b}, {model.wm_v_w, model.wm_v_b}}, mm);
+        const InputNorm wm_ln1{model.wm_ln_w, model.wm_ln_b, &hp.eps, "wm_ln1"};
+        const auto qkv =
+            linears(ctx, xw, {{model.wm_q_w, model.wm_q_b}, {model.wm_k_w, model.wm_k_b}, {model.wm_v_w, model.wm_v_b}},
+                    mm, wm_ln1);
         ggml_tensor * q = ggml_reshape_4d(ctx, qkv[0], d_head, hp.n_head, 4, n_win);
         ggml_tensor * k = ggml_reshape_4d(ctx, qkv[1], d_head, hp.n_head, 4, n_win);
         ggml_tensor * v = ggml_reshape_4d(ctx, qkv[2], d_head, hp.n_head, 4, n_win);
-        cur = attend(ctx, q, k, v, kv_type(model.wm_q_w), -1, mm);  // [D, 4, windows]: the windows are the batch
+        ggml_tensor * cur = attend(ctx, q, k, v, kv_type(model.wm_q_w), -1, mm);  // [D, 4, windows]: the batch
         cur = cb(linear(ctx, cur, model.wm_o_w, model.wm_o_b, mm), "wm_attn_out", -1);
         cur = cb(ggml_add(ctx, xw, cur), "wm_attn_residual", -1);  // the residual is the unnormalised x
 
@@ -87,8 +88,9 @@ ggml_tensor * Minicpmv46Graph::build() {
         }
         mean = cb(ggml_scale(ctx, mean, 0.25f), "wm_mean", -1);  // [D, windows]
         ggml_tensor * flat = ggml_reshape_2d(ctx, cur, 4 * D, n_win);
-        flat = cb(layer_norm(ctx, flat, model.wm_ds_ln_w, model.wm_ds_ln_b, hp.eps), "wm_ds_ln", -1);
-        flat = cb(linear(ctx, flat, model.wm_ds_up_w, model.wm_ds_up_b, mm), "wm_ds_up", -1);  // [4F, windows]
+        const InputNorm wm_ds_ln{model.wm_ds_ln_w, model.wm_ds_ln_b, &hp.eps, "wm_ds_ln"};
+        flat = cb(linear(ctx, flat, model.wm_ds_up_w, model.wm_ds_up_b, mm, InputAct::none, wm_ds_ln), "wm_ds_up",
+                  -1);  // [4F, windows]
         flat = cb(gelu(ctx, flat, Gelu::tanh, exact_gelu(model.wm_ds_up_w)), "wm_ds_gelu", -1);
         flat = cb(linear(ctx, flat, model.wm_ds_down_w, model.wm_ds_down_b, mm), "wm_ds_down", -1);  // [D, windows]
         gh /= 2;
@@ -100,8 +102,8 @@ ggml_tensor * Minicpmv46Graph::build() {
     // final merger: 2x2 blocks of the current grid -> LayerNorm(4D) -> linear -> GELU (erf) -> linear
     const int64_t n_tok = (gh / 2) * (gw / 2);
     ggml_tensor * cur = ggml_reshape_3d(ctx, blocks_2x2(ctx, x, D, gw, gh, B), 4 * D, n_tok, B);
-    cur = cb(layer_norm(ctx, cur, model.mg_ln_w, model.mg_ln_b, kMergerEps), "mg_ln", -1);
-    cur = cb(linear(ctx, cur, model.mg_up_w, model.mg_up_b, mm), "mg_up", -1);
+    const InputNorm mg_ln{model.mg_ln_w, model.mg_ln_b, &kMergerEps, "mg_ln"};
+    cur = cb(linear(ctx, cur, model.mg_up_w, model.mg_up_b, mm, InputAct::none, mg_ln), "mg_up", -1);
     cur = cb(gelu(ctx, cur, Gelu::erf, true), "mg_gelu", -1);
     return cb(linear(ctx, cur, model.mg_down_w, model.mg_down_b, mm), "mg_down", -1);  // [E, n_tok, B]
 }

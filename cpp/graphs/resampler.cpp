@@ -85,8 +85,8 @@ ggml_tensor * ResamplerGraph::build(ggml_tensor * x) {
     const ggml_type kv_type = model.attn_q_w->type == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
     ggml_tensor * cur = attend(ctx, q, k, v, kv_type, -1, mm);  // [E, Q, B]
     cur = cb(linear(ctx, cur, model.attn_o_w, model.attn_o_b, mm), "rs_attn_out", -1);
-    cur = cb(layer_norm(ctx, cur, model.ln_post_w, model.ln_post_b, hp.eps), "rs_ln_post", -1);
-    return cb(linear(ctx, cur, model.proj_w, nullptr, mm), "rs_proj", -1);  // [E, Q, B]
+    const InputNorm ln_post{model.ln_post_w, model.ln_post_b, &hp.eps, "rs_ln_post"};
+    return cb(linear(ctx, cur, model.proj_w, nullptr, mm, InputAct::none, ln_post), "rs_proj", -1);  // [E, Q, B]
 }
 
 void ResamplerGraph::set_inputs(const std::vector<int> & temporal_ids) const {

@@ -210,9 +210,9 @@ ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggm
 }
 
 ggml_tensor * attention_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
-                               int il, MatmulHook mm) {
+                               int il, MatmulHook mm, const InputNorm & norm) {
     const int64_t N = x->ne[1], B = x->ne[2], d_head = hp.n_embd / hp.n_head;
-    const auto qkv = linears(ctx, x, {{L.q_w, L.q_b}, {L.k_w, L.k_b}, {L.v_w, L.v_b}}, mm);  // (one quantization)
+    const auto qkv = linears(ctx, x, {{L.q_w, L.q_b}, {L.k_w, L.k_b}, {L.v_w, L.v_b}}, mm, norm);  // (one quantization)
     ggml_tensor * q = ggml_reshape_4d(ctx, qkv[0], d_head, hp.n_head, N, B);
     ggml_tensor * k = ggml_reshape_4d(ctx, qkv[1], d_head, hp.n_head, N, B);
     ggml_tensor * v = ggml_reshape_4d(ctx, qkv[2], d_head, hp.n_head, N, B);
@@ -222,8 +222,8 @@ ggml_tensor * attention_branch(ggml_context * ctx, ggml_tensor * x, const Vision
 }
 
 ggml_tensor * mlp_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
-                         bool exact_gelu, int il, MatmulHook mm) {
-    ggml_tensor * cur = cb(linear(ctx, x, L.fc1_w, L.fc1_b, mm), "ffn_up", il);  // [F, N, B]
+                         bool exact_gelu, int il, MatmulHook mm, const InputNorm & norm) {
+    ggml_tensor * cur = cb(linear(ctx, x, L.fc1_w, L.fc1_b, mm, InputAct::none, norm), "ffn_up", il);  // [F, N, B]
     // on our int8 kernel the GELU is computed as fc2's activations are quantized: no pass of its own
     const bool fused = int8_packed(mm, L.fc2_w);
     if (!fused) cur = cb(gelu(ctx, cur, hp.gelu, exact_gelu), "ffn_gelu", il);
@@ -232,10 +232,10 @@ ggml_tensor * mlp_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer 
 
 ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
                            bool exact_gelu, int il, MatmulHook mm) {
-    ggml_tensor * cur = cb(layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps), "ln1", il);  // [D, N, B]
-    x = cb(ggml_add(ctx, x, attention_branch(ctx, cur, L, hp, il, mm)), "attn_residual", il);
-    cur = cb(layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps), "ln2", il);
-    return cb(ggml_add(ctx, x, mlp_branch(ctx, cur, L, hp, exact_gelu, il, mm)), "ffn_residual", il);
+    // (the norms fused into the products' quantization where those run on our int8 kernel)
+    const InputNorm ln1{L.ln1_w, L.ln1_b, &hp.eps, "ln1", il}, ln2{L.ln2_w, L.ln2_b, &hp.eps, "ln2", il};
+    x = cb(ggml_add(ctx, x, attention_branch(ctx, x, L, hp, il, mm, ln1)), "attn_residual", il);  // [D, N, B]
+    return cb(ggml_add(ctx, x, mlp_branch(ctx, x, L, hp, exact_gelu, il, mm, ln2)), "ffn_residual", il);
 }
 
 SiglipGraph::SiglipGraph(ggml_context * ctx, const VisionModel & model, int ph, int pw, int n_batch, MatmulHook mm)

@@ -28,11 +28,12 @@ ggml_tensor * patch_embedding(ggml_context * ctx, const VisionModel & model, ggm
 
 // a ViT block's two branches, full attention over the N tokens of each piece: x [D, N, B] -> [D, N, B].
 // attention: proj(softmax(q k^T) v) of x; mlp: fc2(gelu(fc1(x))), the GELU fused into fc2's activation quantization
-// where fc2 runs on our int8 kernel (else exact where `exact_gelu`: gelu()'s note)
+// where fc2 runs on our int8 kernel (else exact where `exact_gelu`: gelu()'s note). `norm`: of norm(x) (a pre-LN
+// block's; fused into the quantization of the branch's first products where they run on our int8 kernel)
 ggml_tensor * attention_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
-                               int il, MatmulHook mm);
+                               int il, MatmulHook mm, const InputNorm & norm = {});
 ggml_tensor * mlp_branch(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,
-                         bool exact_gelu, int il, MatmulHook mm);
+                         bool exact_gelu, int il, MatmulHook mm, const InputNorm & norm = {});
 
 // one pre-LN SigLIP block (x + attention(LN1(x)), then x + mlp(LN2(x))): x [D, N, B] -> [D, N, B]
 ggml_tensor * siglip_block(ggml_context * ctx, ggml_tensor * x, const VisionLayer & L, const VisionHParams & hp,

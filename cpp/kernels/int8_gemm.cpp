@@ -201,24 +201,72 @@ VNNI_TARGET double dot_chains(int64_t iters) {
 #endif  // MINICPMV_VNNI
 
 #ifdef MINICPMV_INT8
-// dst [stride, M] int8 rows = src0 [k, M] f32 (of A(src0)), rows split over threads; userdata: the PackedWeight
-// (its isa)
-template <InputAct A> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
-    const Int8Isa isa = static_cast<const PackedWeight *>(userdata)->isa();
+// y = (x - mean) / sqrt(var + eps) * w + b over a row of k (b may be null). The sums run in 16 lanes, each over
+// the inputs j = lane mod 16, added lane by lane at the end: one order whatever the vector width, so every kernel
+// quantizes the same floats.
+void norm_row(const float * x, int64_t k, const float * w, const float * b, float eps, float * y) {
+    constexpr int kLanes = 16;
+    float part[kLanes] = {};
+    const int64_t whole = k / kLanes * kLanes;
+    for (int64_t j = 0; j < whole; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) part[l] += x[j + l];
+    }
+    for (int64_t j = whole; j < k; ++j) part[j - whole] += x[j];
+    float sum = 0.0f;
+    for (float p : part) sum += p;
+    const float mean = sum / float(k);
+    std::fill(part, part + kLanes, 0.0f);
+    for (int64_t j = 0; j < whole; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) part[l] += (x[j + l] - mean) * (x[j + l] - mean);
+    }
+    for (int64_t j = whole; j < k; ++j) part[j - whole] += (x[j] - mean) * (x[j] - mean);
+    float var = 0.0f;
+    for (float p : part) var += p;
+    const float rstd = 1.0f / std::sqrt(var / float(k) + eps);
+    for (int64_t j = 0; j < k; ++j) y[j] = (x[j] - mean) * rstd * w[j] + (b ? b[j] : 0.0f);
+}
+
+// the activation rows' layouts: the VNNI kernel's, the 256-bit kernels' (AVX2, AVX-VNNI), NEON's (SDOT, I8MM)
+enum class Rows { vnni, avx2, neon };
+
+Rows rows_of(Int8Isa isa) {
+    return isa == Int8Isa::vnni                           ? Rows::vnni
+        : isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni ? Rows::avx2
+                                                          : Rows::neon;
+}
+
+// dst [stride, M] int8 rows = src0 [k, M] f32 (of A(src0), or of A(LayerNorm(src0)) with src1, src2 its weight and
+// bias where userdata points to its eps), rows split over threads
+template <InputAct A, Rows R> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const auto * eps = static_cast<const float *>(userdata);
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
     const ActLayout lay(k);
+    std::vector<float> normed(eps ? size_t(k) : 0);
+    const float * nw = eps ? static_cast<const float *>(dst->src[1]->data) : nullptr;
+    const float * nb = eps && dst->src[2] ? static_cast<const float *>(dst->src[2]->data) : nullptr;
     for (int64_t r = ith; r < m; r += nth) {
         const float * src = static_cast<const float *>(x->data) + r * k;
+        if (eps) {
+            norm_row(src, k, nw, nb, *eps, normed.data());
+            src = normed.data();
+        }
         uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
 #ifdef MINICPMV_VNNI
-        if (isa == Int8Isa::vnni) quantize_row<A>(src, k, row, lay);
-        if (isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni) quantize_row_avx2(src, k, row, lay, A);
+        if constexpr (R == Rows::vnni) quantize_row<A>(src, k, row, lay);
+        if constexpr (R == Rows::avx2) quantize_row_avx2(src, k, row, lay, A);
 #endif
 #ifdef MINICPMV_NEON
-        if (isa == Int8Isa::neon || isa == Int8Isa::i8mm) quantize_row_neon(src, k, row, lay, A);
+        if constexpr (R == Rows::neon) quantize_row_neon(src, k, row, lay, A);
 #endif
-        (void)isa;
+    }
+}
+
+template <InputAct A> ggml_custom_op_t quantize_op_for(Int8Isa isa) {
+    switch (rows_of(isa)) {
+        case Rows::vnni: return quantize_op<A, Rows::vnni>;
+        case Rows::avx2: return quantize_op<A, Rows::avx2>;
+        default: return quantize_op<A, Rows::neon>;
     }
 }
 
@@ -428,19 +476,35 @@ bool int8_fusable_bias(const ggml_tensor * b, const PackedWeight & w) {
     return b && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b) && ggml_nelements(b) == w.n();
 }
 
-ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, InputAct act) {
+bool int8_fusable_norm(const RowNorm & norm, const PackedWeight & w) {
+    auto ok = [&](const ggml_tensor * t) {
+        return t->type == GGML_TYPE_F32 && ggml_is_contiguous(t) && ggml_nelements(t) == w.k() && t->data;
+    };
+    return norm.w && norm.eps && ok(norm.w) && (!norm.b || ok(norm.b));
+}
+
+ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, InputAct act,
+                            const RowNorm & norm) {
 #ifdef MINICPMV_INT8
     if (x->type != GGML_TYPE_F32 || x->ne[0] != w.k()) {
         throw std::invalid_argument("int8_linear: activations must be f32 with " + std::to_string(w.k()) + " rows");
     }
+    const bool normed = norm.w != nullptr;
+    if (normed && !int8_fusable_norm(norm, w)) {
+        throw std::invalid_argument("int8_linear: the LayerNorm is not f32 [" + std::to_string(w.k()) +
+                                    "] with an eps");
+    }
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
     const ActLayout lay(w.k());
-    ggml_tensor * args[1] = {x};
-    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args, 1,
-                                     act == InputAct::gelu_tanh      ? quantize_op<InputAct::gelu_tanh>
-                                         : act == InputAct::gelu_erf ? quantize_op<InputAct::gelu_erf>
-                                                                     : quantize_op<InputAct::none>,
-                                     GGML_N_TASKS_MAX, const_cast<PackedWeight *>(&w));
+    ggml_tensor * args[3] = {x, const_cast<ggml_tensor *>(norm.w), const_cast<ggml_tensor *>(norm.b)};
+    const ggml_custom_op_t op = act == InputAct::gelu_tanh ? quantize_op_for<InputAct::gelu_tanh>(w.isa())
+        : act == InputAct::gelu_erf                        ? quantize_op_for<InputAct::gelu_erf>(w.isa())
+                                                           : quantize_op_for<InputAct::none>(w.isa());
+    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args,
+                                     !normed      ? 1
+                                         : norm.b ? 3
+                                                  : 2,
+                                     op, GGML_N_TASKS_MAX, normed ? const_cast<float *>(norm.eps) : nullptr);
     ggml_format_name(q, "quantize %s", x->name);
     return q;
 #else
@@ -448,6 +512,7 @@ ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWei
     (void)x;
     (void)w;
     (void)act;
+    (void)norm;
     throw std::logic_error("int8_linear: this build has no int8 kernel");
 #endif
 }
@@ -478,9 +543,9 @@ ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tenso
 #endif
 }
 
-ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias,
-                          InputAct act) {
-    return int8_product(ctx, int8_quantize(ctx, x, w, act), x, w, bias);
+ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias, InputAct act,
+                          const RowNorm & norm) {
+    return int8_product(ctx, int8_quantize(ctx, x, w, act, norm), x, w, bias);
 }
 
 }  // namespace mcv

@@ -110,18 +110,31 @@ private:
     std::unordered_map<const ggml_tensor *, std::unique_ptr<PackedWeight>> packed_;
 };
 
+// A LayerNorm our int8 kernel computes over each row of a product's input as it quantizes it (the graph then has no
+// norm, scale or shift nodes, nor their passes over memory): (x - mean) / sqrt(var + eps) * w + b. w and b (b may be
+// null): f32 [k] in host memory; eps is read when the graph runs, so it must outlive the graph (the model's own).
+// The mean and variance are float sums in a fixed order (16 partial sums): the same bits on every kernel.
+struct RowNorm {
+    const ggml_tensor * w = nullptr;
+    const ggml_tensor * b = nullptr;
+    const float * eps = nullptr;
+};
+// whether `norm` is one int8_quantize takes for w's inputs (f32 contiguous weights of w.k() values)
+bool int8_fusable_norm(const RowNorm & norm, const PackedWeight & w);
+
 // x: [k, N, ...] f32 -> [n, N, ...] f32 = w x, as two ggml custom ops on the CPU backend: the activations are
 // quantized per 32-block (rows split over threads), then the product (panels split over threads). `w` must
 // outlive the graph; w.isa() must be available.
 // `bias` (f32 [n], int8_fusable_bias): added as each tile is stored (the sums ggml_add would give, without its pass
 // over memory); `act`: the product takes act(x), computed as the activations are quantized
-// (the graph then has no GELU node).
+// (the graph then has no GELU node); `norm` (int8_fusable_norm): the product takes act(norm(x)).
 ggml_tensor * int8_linear(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, ggml_tensor * bias = nullptr,
-                          InputAct act = InputAct::none);
+                          InputAct act = InputAct::none, const RowNorm & norm = {});
 // int8_linear's two ops apart, for products of one input (attention's q, k and v): x's rows quantized once (op
 // "quantize <x>"), then each product of them, for every weight int8_shares_quantized with `w` (the same inputs, the
 // same kernel: the same quantized layout).
-ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, InputAct act = InputAct::none);
+ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWeight & w, InputAct act = InputAct::none,
+                            const RowNorm & norm = {});
 ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tensor * x, const PackedWeight & w,
                            ggml_tensor * bias = nullptr);
 bool int8_shares_quantized(const PackedWeight & a, const PackedWeight & b);
