@@ -226,13 +226,15 @@ void norm_row(const float * x, int64_t k, const float * w, const float * b, floa
     for (int64_t j = 0; j < k; ++j) y[j] = (x[j] - mean) * rstd * w[j] + (b ? b[j] : 0.0f);
 }
 
-// the activation rows' layouts: the VNNI kernel's, the 256-bit kernels' (AVX2, AVX-VNNI), NEON's (SDOT, I8MM)
-enum class Rows { vnni, avx2, neon };
+// how the activation rows are quantized: by the VNNI kernel, AVX-VNNI's (int8 in 256-bit vectors), AVX2's (int16),
+// NEON's (SDOT, I8MM): the same integers and scales every way
+enum class Rows { vnni, avx2, i16, neon };
 
 Rows rows_of(Int8Isa isa) {
-    return isa == Int8Isa::vnni                           ? Rows::vnni
-        : isa == Int8Isa::avx2 || isa == Int8Isa::avxvnni ? Rows::avx2
-                                                          : Rows::neon;
+    return isa == Int8Isa::vnni   ? Rows::vnni
+        : isa == Int8Isa::avxvnni ? Rows::avx2
+        : isa == Int8Isa::avx2    ? Rows::i16
+                                  : Rows::neon;
 }
 
 // dst [stride, M] int8 rows = src0 [k, M] f32 (of A(src0), or of A(LayerNorm(src0)) with src1, src2 its weight and
@@ -241,7 +243,7 @@ template <InputAct A, Rows R> void quantize_op(ggml_tensor * dst, int ith, int n
     const auto * eps = static_cast<const float *>(userdata);
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
-    const ActLayout lay(k);
+    const ActLayout lay(k, R == Rows::i16 ? Int8Isa::avx2 : Int8Isa::vnni);  // (int16 rows or int8 rows)
     std::vector<float> normed(eps ? size_t(k) : 0);
     const float * nw = eps ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     const float * nb = eps && dst->src[2] ? static_cast<const float *>(dst->src[2]->data) : nullptr;
@@ -255,6 +257,7 @@ template <InputAct A, Rows R> void quantize_op(ggml_tensor * dst, int ith, int n
 #ifdef MINICPMV_VNNI
         if constexpr (R == Rows::vnni) quantize_row<A>(src, k, row, lay);
         if constexpr (R == Rows::avx2) quantize_row_avx2(src, k, row, lay, A);
+        if constexpr (R == Rows::i16) quantize_row_i16(src, k, row, lay, A);
 #endif
 #ifdef MINICPMV_NEON
         if constexpr (R == Rows::neon) quantize_row_neon(src, k, row, lay, A);
@@ -266,6 +269,7 @@ template <InputAct A> ggml_custom_op_t quantize_op_for(Int8Isa isa) {
     switch (rows_of(isa)) {
         case Rows::vnni: return quantize_op<A, Rows::vnni>;
         case Rows::avx2: return quantize_op<A, Rows::avx2>;
+        case Rows::i16: return quantize_op<A, Rows::i16>;
         default: return quantize_op<A, Rows::neon>;
     }
 }
@@ -277,7 +281,7 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const auto & w = *static_cast<const PackedWeight *>(userdata);
     const Int8Isa isa = w.isa();
     const ggml_tensor * a = dst->src[0];
-    const ActLayout lay(w.k());
+    const ActLayout lay(w.k(), isa);
     const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
     const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
     const auto * act = static_cast<const uint8_t *>(a->data);
@@ -443,9 +447,12 @@ void PackedWeight::put_block(int64_t row, int64_t block, const int8_t * q, float
     if (isa_ == Int8Isa::i8mm) {  // SMMLA's order: 4 chunks of 8 inputs, each 24 output pairs x 8 inputs
         for (int64_t j = 0; j < kBlock; ++j)
             dst[((j / 8) * (kPanel / 2) + r / 2) * 16 + (r % 2) * 8 + j % 8] = uint8_t(q[j]);
+    } else if (isa_ == Int8Isa::avx2) {  // VPMADDWD's order: per pair of inputs, 8 outputs x 2 inputs (16 bytes)
+        for (int64_t j = 0; j < kBlock; ++j)
+            dst[((j / 2) * (kPanel / 8) + r / 8) * 16 + (r % 8) * 2 + j % 2] = uint8_t(q[j]);
     } else {
         for (int64_t g = 0; g < kGroups; ++g) {
-            for (int64_t j = 0; j < 4; ++j) {  // VNNI, AVX-VNNI: w + 128 (VPDPBUSD's unsigned operand); others: w
+            for (int64_t j = 0; j < 4; ++j) {  // VNNI, AVX-VNNI: w + 128 (VPDPBUSD's unsigned operand); NEON: w
                 const int w = q[g * 4 + j] + (isa_ == Int8Isa::vnni || isa_ == Int8Isa::avxvnni ? 128 : 0);
                 dst[(g * kVectors + v) * 64 + lane * 4 + j] = uint8_t(w & 0xff);
             }
@@ -495,7 +502,7 @@ ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWei
                                     "] with an eps");
     }
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
-    const ActLayout lay(w.k());
+    const ActLayout lay(w.k(), w.isa());
     ggml_tensor * args[3] = {x, const_cast<ggml_tensor *>(norm.w), const_cast<ggml_tensor *>(norm.b)};
     const ggml_custom_op_t op = act == InputAct::gelu_tanh ? quantize_op_for<InputAct::gelu_tanh>(w.isa())
         : act == InputAct::gelu_erf                        ? quantize_op_for<InputAct::gelu_erf>(w.isa())
@@ -524,7 +531,7 @@ bool int8_shares_quantized(const PackedWeight & a, const PackedWeight & b) {
 ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tensor * x, const PackedWeight & w,
                            ggml_tensor * bias) {
 #ifdef MINICPMV_INT8
-    if (q->type != GGML_TYPE_I8 || q->ne[0] != ActLayout(w.k()).stride || q->ne[1] != ggml_nrows(x) ||
+    if (q->type != GGML_TYPE_I8 || q->ne[0] != ActLayout(w.k(), w.isa()).stride || q->ne[1] != ggml_nrows(x) ||
         x->ne[0] != w.k()) {
         throw std::invalid_argument("int8_product: the quantized rows are not " + std::string(x->name) + "'s for " +
                                     std::to_string(w.k()) + " inputs");

@@ -1,11 +1,11 @@
-// Matrix products on the CPU's integer dot-product unit (AVX512-VNNI, or AVX2's VPMADDUBSW), for block-quantized
-// vision weights.
+// Matrix products on the CPU's integer dot-product unit (AVX512-VNNI, AVX-VNNI, AVX2; NEON SDOT and I8MM), for
+// block-quantized vision weights.
 // ggml's own q8_0 matmul runs at about the f32 FMA rate on the encoder's shapes (it converts each 32-block's
 // int32 sum to float on its own); here the weights are repacked once at load into 48-row panels laid out for
 // VPDPBUSD and the products run in 4 x 48 register tiles, so each 32-block costs 8 dot-product instructions and
 // three float ones per accumulator: ~3x ggml's q8_0 rate (benchmarks/bench_encode.py prints both). The AVX2
-// kernel reads the same panels 16 outputs at a time: each 4-input group is VPSIGNB (the activation's sign onto the
-// weight, so both VPMADDUBSW operands stay within 127 and the int16 pair sums cannot saturate), VPMADDUBSW, VPMADDWD.
+// kernel reads its panels (the weights signed, per pair of inputs 8 outputs x 2) 16 outputs at a time, widens them
+// to int16 (VPMOVSXBW) and multiplies them by int16 activation pairs (VPMADDWD): one multiply per 16 products.
 // Arithmetic is q8_0's (llama.cpp's language-model path): weights in 32-blocks of int8 with one scale each,
 // activations quantized the same way per call (amax / 127, round to nearest); int32 sums within a block,
 // f32 across blocks.
@@ -25,11 +25,11 @@
 namespace mcv {
 
 // Which of our int8 kernels runs a packed matrix: AVX512-VNNI (VPDPBUSD on 512-bit vectors), AVX-VNNI (VPDPBUSD on
-// 256-bit vectors: Intel client cores without AVX-512; on AVX-512 machines through AVX512-VL), AVX2 (VPMADDUBSW +
-// VPMADDWD on 256-bit vectors, for x86 without either), NEON (SDOT, aarch64 with the dot-product extension) or I8MM
-// (SMMLA, aarch64 with the int8 matrix-multiply extension). All read the same packed integers (I8MM in its own order)
-// and give the same bits: the int32 block sums are exact on each, and the float steps are the same operations in the
-// same order.
+// 256-bit vectors: Intel client cores without AVX-512; on AVX-512 machines through AVX512-VL), AVX2 (VPMADDWD on
+// 256-bit vectors of int16 pairs, for x86 without either), NEON (SDOT, aarch64 with the dot-product extension) or I8MM
+// (SMMLA, aarch64 with the int8 matrix-multiply extension). All read the same packed integers (I8MM and AVX2 each in
+// its own order) and give the same bits: the int32 block sums are exact on each, and the float steps are the same
+// operations in the same order.
 enum class Int8Isa { none, vnni, avx2, neon, avxvnni, i8mm };
 
 // An activation our int8 kernel applies to a product's input as it quantizes it (the graph then has no node for
@@ -86,7 +86,8 @@ private:
 bool int8_gemm_available();
 
 // The dot-product unit's peak on this CPU for `isa`, G multiply-adds x 2 per second: independent chains of the
-// kernel's own instructions (VPDPBUSD; VPMADDUBSW + VPMADDWD + VPADDD) on n_threads threads (0 where `isa` is not
+// kernel's own instructions (VPDPBUSD; for AVX2 the unit's int8 rate, VPMADDUBSW + VPMADDWD + VPADDD: 32 products
+// per two multiplies, the rate VPMADDWD's 16 per one also has) on n_threads threads (0 where `isa` is not
 // available); what benchmarks/bench_encode.py sets our rate beside
 double int8_dot_peak_gops(int n_threads, Int8Isa isa = Int8Isa::vnni);
 

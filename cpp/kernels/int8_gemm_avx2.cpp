@@ -1,8 +1,10 @@
 // Our 256-bit int8 kernels for x86 without AVX-512: AVX-VNNI (at dpbusd below) and AVX2, one tile for both.
-// AVX2 (Haswell and later, Zen 1-3): the packed panels of int8_gemm.h with the weights stored signed, read 16
-// outputs (two 256-bit vectors) at a time. Each group of 4 inputs is VPSIGNB (the activation's sign onto the
-// weight, so both VPMADDUBSW operands stay within 127 and its int16 pair sums cannot saturate), VPMADDUBSW,
-// VPMADDWD; the int32 block sums are exact and the float steps are the VNNI kernel's, so the numbers are its.
+// AVX2 (Haswell and later, Zen 1-3): the weights stored signed, per pair of inputs 8 outputs x 2 (PackedWeight::
+// put_block), and the activations as int16 (quantize_row_i16: the same integers as the int8 rows). Each pair of
+// inputs is VPMOVSXBW (16 outputs' weights to int16, shared by the tile's rows) and, per row, VPMADDWD + VPADDD:
+// one multiply per 16 products, where the usual VPSIGNB + VPMADDUBSW + VPMADDWD (3 multiply-pipe instructions per
+// 32) keeps the unit at most two thirds busy. The int32 block sums are exact and the float steps are the VNNI
+// kernel's, so the numbers are its.
 // This file is built without AVX-512 (CMakeLists.txt), so the code that runs when int8="avx2" or "avxvnni" is
 // forced on an AVX-512 machine is the code a CPU without it runs: 16 vector registers, no EVEX forms (but the one
 // instruction that names it).
@@ -55,7 +57,9 @@ template <InputAct A> AVX2_TARGET inline __m256 act_256(__m256 x) {
     return x;
 }
 
-template <InputAct A>
+// the row's values as int8 with the corrections (AVX-VNNI), or as int16 clamped to int8's range (AVX2: the same
+// integers, NaN's included)
+template <InputAct A, bool kI16>
 AVX2_TARGET void quantize_row_t(const float * x, int64_t k, uint8_t * row, const ActLayout & lay) {
     auto * q = reinterpret_cast<int8_t *>(row);
     auto * d = reinterpret_cast<float *>(row + lay.scales());
@@ -79,9 +83,18 @@ AVX2_TARGET void quantize_row_t(const float * x, int64_t k, uint8_t * row, const
         const __m256 inv = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
         __m256i qi[4];
         for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // round to nearest (even)
+        d[b] = scale;
+        if constexpr (kI16) {
+            const __m256i lo = _mm256_set1_epi16(-128), hi = _mm256_set1_epi16(127);
+            for (int h = 0; h < 2; ++h) {  // (packs interleaves the 128-bit lanes; the permute puts them back)
+                const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[2 * h], qi[2 * h + 1]), 0xd8);
+                _mm256_storeu_si256(reinterpret_cast<__m256i *>(row + (j0 + 16 * h) * 2),
+                                    _mm256_min_epi16(_mm256_max_epi16(w, lo), hi));
+            }
+            continue;
+        }
         const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j0), _mm256_permutevar8x32_epi32(packed, order));
-        d[b] = scale;
         corr[b] = -128 * hsum_256(_mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3])));
     }
 }
@@ -101,36 +114,77 @@ template <bool kVex> AVX2_TARGET inline __m256i dpbusd(__m256i acc, __m256i u8, 
     return acc;
 }
 
-// How a 256-bit tile multiplies a group of 4 inputs: the AVX2 kernel's VPSIGNB + VPMADDUBSW + VPMADDWD, or
-// VPDPBUSD in AVX-VNNI's encoding (vex) or AVX512-VL's (evex)
-enum class Dot8 { avx2, vex, evex };
+// How a 256-bit tile multiplies its block: AVX2's int16 pairs (VPMADDWD), or groups of 4 inputs by VPDPBUSD in
+// AVX-VNNI's encoding (vex) or AVX512-VL's (evex)
+enum class Dot8 { i16, vex, evex };
 
-// one group of 4 inputs into the int32 sums of MR rows x 16 outputs (wg: the group's 64 bytes for them)
+// one group of 4 inputs into the int32 sums of MR rows x 16 outputs (wg: the group's 64 bytes for them; VPDPBUSD)
 template <int MR, Dot8 D>
 AVX2_TARGET inline __attribute__((always_inline)) void group(__m256i (&sum)[MR][2], const uint8_t * const (&qa)[MR],
                                                              int64_t b, int64_t g, const uint8_t * wg) {
     const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg));
     const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i *>(wg + 32));
-    __m256i abs0 = w0, abs1 = w1;
-    if constexpr (D == Dot8::avx2) {  // (signed weights: their magnitudes, shared by the rows)
-        abs0 = _mm256_sign_epi8(w0, w0);
-        abs1 = _mm256_sign_epi8(w1, w1);
-    }
     for (int i = 0; i < MR; ++i) {
         int32_t four;
         std::memcpy(&four, qa[i] + b * kBlock + g * 4, 4);
         const __m256i a = _mm256_set1_epi32(four);
-        if constexpr (D == Dot8::avx2) {
-            const __m256i ones = _mm256_set1_epi16(1);
-            const __m256i p0 = _mm256_maddubs_epi16(abs0, _mm256_sign_epi8(a, w0));
-            const __m256i p1 = _mm256_maddubs_epi16(abs1, _mm256_sign_epi8(a, w1));
-            sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(p0, ones));
-            sum[i][1] = _mm256_add_epi32(sum[i][1], _mm256_madd_epi16(p1, ones));
-        } else {
-            sum[i][0] = dpbusd<D == Dot8::vex>(sum[i][0], w0, a);
-            sum[i][1] = dpbusd<D == Dot8::vex>(sum[i][1], w1, a);
-        }
+        sum[i][0] = dpbusd<D == Dot8::vex>(sum[i][0], w0, a);
+        sum[i][1] = dpbusd<D == Dot8::vex>(sum[i][1], w1, a);
     }
+}
+
+// one pair of inputs into the int32 sums of MR rows x 16 outputs (wp: the pair's 16 outputs x 2 int8 weights;
+// the rows: int16; VPMADDWD). The full tile's step is written in assembler below: left to itself GCC loads all
+// four rows' pairs first and keeps one of the eight sums on the stack, a store and a load on its chain every
+// step (the tile then runs at 0.6 of this form's rate)
+template <int MR>
+AVX2_TARGET inline __attribute__((always_inline)) void pair(__m256i (&sum)[MR][2], const uint8_t * const (&qa)[MR],
+                                                            int64_t j, const uint8_t * wp) {
+    const __m256i w0 = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i *>(wp)));
+    const __m256i w1 = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i *>(wp + 16)));
+    for (int i = 0; i < MR; ++i) {
+        int32_t two;
+        std::memcpy(&two, qa[i] + j * 2, 4);
+        const __m256i a = _mm256_set1_epi32(two);
+        sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(w0, a));
+        sum[i][1] = _mm256_add_epi32(sum[i][1], _mm256_madd_epi16(w1, a));
+    }
+}
+
+template <>
+AVX2_TARGET inline __attribute__((always_inline)) void pair<4>(__m256i (&sum)[4][2], const uint8_t * const (&qa)[4],
+                                                               int64_t j, const uint8_t * wp) {
+    __m256i w0, w1, t, p;
+    __asm__("vpmovsxbw %[wm0], %[w0]\n\t"
+            "vpmovsxbw %[wm1], %[w1]\n\t"
+            "vpbroadcastd %[a0], %[t]\n\t"
+            "vpmaddwd %[t], %[w0], %[p]\n\t"
+            "vpaddd %[p], %[s00], %[s00]\n\t"
+            "vpmaddwd %[t], %[w1], %[p]\n\t"
+            "vpaddd %[p], %[s01], %[s01]\n\t"
+            "vpbroadcastd %[a1], %[t]\n\t"
+            "vpmaddwd %[t], %[w0], %[p]\n\t"
+            "vpaddd %[p], %[s10], %[s10]\n\t"
+            "vpmaddwd %[t], %[w1], %[p]\n\t"
+            "vpaddd %[p], %[s11], %[s11]\n\t"
+            "vpbroadcastd %[a2], %[t]\n\t"
+            "vpmaddwd %[t], %[w0], %[p]\n\t"
+            "vpaddd %[p], %[s20], %[s20]\n\t"
+            "vpmaddwd %[t], %[w1], %[p]\n\t"
+            "vpaddd %[p], %[s21], %[s21]\n\t"
+            "vpbroadcastd %[a3], %[t]\n\t"
+            "vpmaddwd %[t], %[w0], %[p]\n\t"
+            "vpaddd %[p], %[s30], %[s30]\n\t"
+            "vpmaddwd %[t], %[w1], %[p]\n\t"
+            "vpaddd %[p], %[s31], %[s31]"
+            : [s00] "+x"(sum[0][0]), [s01] "+x"(sum[0][1]), [s10] "+x"(sum[1][0]), [s11] "+x"(sum[1][1]),
+              [s20] "+x"(sum[2][0]), [s21] "+x"(sum[2][1]), [s30] "+x"(sum[3][0]), [s31] "+x"(sum[3][1]),
+              [w0] "=&x"(w0), [w1] "=&x"(w1), [t] "=&x"(t), [p] "=&x"(p)
+            : [wm0] "m"(*reinterpret_cast<const __m128i *>(wp)), [wm1] "m"(*reinterpret_cast<const __m128i *>(wp + 16)),
+              [a0] "m"(*reinterpret_cast<const int32_t *>(qa[0] + j * 2)),
+              [a1] "m"(*reinterpret_cast<const int32_t *>(qa[1] + j * 2)),
+              [a2] "m"(*reinterpret_cast<const int32_t *>(qa[2] + j * 2)),
+              [a3] "m"(*reinterpret_cast<const int32_t *>(qa[3] + j * 2)));
 }
 
 // out[i][0:16] for the panel's outputs 16c .. 16c + 15 and MR activation rows; `cols` of them are stored. The
@@ -152,11 +206,12 @@ AVX2_TARGET void tile16(const uint8_t * act, const ActLayout & lay, const uint8_
         const uint8_t * wb = panel + size_t(b) * kBlockBytes;
         __m256i sum[MR][2];
         for (int i = 0; i < MR; ++i) {  // VPDPBUSD's start at the correction for its weights + 128
-            sum[i][0] = sum[i][1] = D == Dot8::avx2 ? _mm256_setzero_si256() : _mm256_set1_epi32(ca[i][b]);
+            sum[i][0] = sum[i][1] = D == Dot8::i16 ? _mm256_setzero_si256() : _mm256_set1_epi32(ca[i][b]);
         }
-        if constexpr (D == Dot8::avx2) {  // (the unroll each form runs fastest with here)
+        if constexpr (D == Dot8::i16) {  // per pair of inputs: 6 x 16 bytes (8 outputs x 2), ours at 2c and 2c + 1
 #pragma GCC unroll 2
-            for (int64_t g = 0; g < kGroups; ++g) group<MR, D>(sum, qa, b, g, wb + (g * kVectors + c) * 64);
+            for (int64_t p = 0; p < kBlock / 2; ++p)
+                pair<MR>(sum, qa, b * kBlock + 2 * p, wb + p * kPanel * 2 + c * 32);
         } else {
 #pragma GCC unroll 8
             for (int64_t g = 0; g < kGroups; ++g) group<MR, D>(sum, qa, b, g, wb + (g * kVectors + c) * 64);
@@ -216,13 +271,19 @@ template <bool kVex> AVX2_TARGET double chains256(int64_t iters) {
 
 void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias) {
-    tile_rows_t<Dot8::avx2>(rows, act, lay, panel, out, ldo, cols, bias);
+    tile_rows_t<Dot8::i16>(rows, act, lay, panel, out, ldo, cols, bias);
 }
 
 void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act) {
-    if (act == InputAct::gelu_tanh) return quantize_row_t<InputAct::gelu_tanh>(x, k, row, lay);
-    if (act == InputAct::gelu_erf) return quantize_row_t<InputAct::gelu_erf>(x, k, row, lay);
-    quantize_row_t<InputAct::none>(x, k, row, lay);
+    if (act == InputAct::gelu_tanh) return quantize_row_t<InputAct::gelu_tanh, false>(x, k, row, lay);
+    if (act == InputAct::gelu_erf) return quantize_row_t<InputAct::gelu_erf, false>(x, k, row, lay);
+    quantize_row_t<InputAct::none, false>(x, k, row, lay);
+}
+
+void quantize_row_i16(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act) {
+    if (act == InputAct::gelu_tanh) return quantize_row_t<InputAct::gelu_tanh, true>(x, k, row, lay);
+    if (act == InputAct::gelu_erf) return quantize_row_t<InputAct::gelu_erf, true>(x, k, row, lay);
+    quantize_row_t<InputAct::none, true>(x, k, row, lay);
 }
 
 AVX2_TARGET double madd_chains(int64_t iters) {

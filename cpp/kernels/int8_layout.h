@@ -20,20 +20,24 @@ constexpr int64_t kChunkRows = 128;  // activation rows kept hot in L2 while pan
 
 inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
-// quantized activations, one row per token: k_pad int8 values, then `blocks` float scales, then `blocks` int32
-// corrections (-128 x the block's sum, for VNNI's weights stored + 128; unused elsewhere), the row padded to 64 bytes
+// quantized activations, one row per token: k_pad values (int8; int16 for the AVX2 kernel, whose VPMADDWD takes
+// int16 pairs: the same integers), then `blocks` float scales, then `blocks` int32 corrections (-128 x the block's
+// sum, for VNNI's weights stored + 128; unused elsewhere), the row padded to 64 bytes
 struct ActLayout {
-    int64_t k_pad, blocks, stride;
-    explicit ActLayout(int64_t k)
-        : k_pad(round_up(k, kBlock)), blocks(k_pad / kBlock), stride(round_up(k_pad + blocks * 8, 64)) {}
-    size_t scales() const { return size_t(k_pad); }
-    size_t corrections() const { return size_t(k_pad + blocks * 4); }
+    int64_t k_pad, blocks, width, stride;
+    ActLayout(int64_t k, Int8Isa isa)
+        : k_pad(round_up(k, kBlock)), blocks(k_pad / kBlock), width(isa == Int8Isa::avx2 ? 2 : 1),
+          stride(round_up(k_pad * width + blocks * 8, 64)) {}
+    size_t scales() const { return size_t(k_pad * width); }
+    size_t corrections() const { return size_t(k_pad * width + blocks * 4); }
 };
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_X86 1
-// x86 without AVX-512 (AVX2: VPMADDUBSW + VPMADDWD), on the weights stored signed: int8_gemm_avx2.cpp
+// x86 without AVX-512 (AVX2: VPMOVSXBW + VPMADDWD on int16 pairs), on the weights stored signed in pairs of inputs
+// (PackedWeight::put_block) and int16 activation rows (quantize_row_i16): int8_gemm_avx2.cpp
 void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act);
+void quantize_row_i16(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act);
 void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias);
 double madd_chains(int64_t iters);
