@@ -141,6 +141,13 @@ AVX2_TARGET void softmax_avx2(Tile & t) {
     }
 }
 
+// acc + the int16 pair products of a and b (VPDPWSSD) in place, from registers: with the intrinsic GCC copies the
+// sums between registers every step, keeps one on the stack and reads weights from memory once per row
+VNNI_TARGET inline __m512i dpwssd_512(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
 // scores of 4 query rows (from row r) x the block's 64 keys (VPDPWSSD: int16 pairs)
 VNNI_TARGET void scores_vnni(Tile & t, int64_t r, const uint8_t * keys, const float * ks, int64_t pairs) {
     __m512i acc[4][4];
@@ -154,7 +161,7 @@ VNNI_TARGET void scores_vnni(Tile & t, int64_t r, const uint8_t * keys, const fl
             int32_t two;
             std::memcpy(&two, t.q[r + i] + g * 2, 4);
             const __m512i a = _mm512_set1_epi32(two);
-            for (int v = 0; v < 4; ++v) acc[i][v] = _mm512_dpwssd_epi32(acc[i][v], w[v], a);
+            for (int v = 0; v < 4; ++v) acc[i][v] = dpwssd_512(acc[i][v], w[v], a);
         }
     }
     __m512 mx[4];
@@ -236,7 +243,7 @@ VNNI_TARGET void pv_vnni(Tile & t, int64_t r, const uint8_t * vals, const float 
             int32_t two;
             std::memcpy(&two, t.p[r + i] + jp * 2, 4);
             const __m512i a = _mm512_set1_epi32(two);
-            for (int c = 0; c < CV; ++c) acc[i][c] = _mm512_dpwssd_epi32(acc[i][c], a, w[c]);
+            for (int c = 0; c < CV; ++c) acc[i][c] = dpwssd_512(acc[i][c], a, w[c]);
         }
     }
     for (int c = 0; c < CV; ++c) {
