@@ -6,10 +6,10 @@
 // a row's largest value on the scores, softmax turns those absolute errors into relative errors of the weights, and
 // rows of peaked attention fall to cosine 0.94 against f32; with 16 bits every row stays above 0.9999
 // (tests/test_int8_attention.py).
-//  - k and v are packed once per head (one op, threads split the heads): k less its mean over the keys per channel
-//    (softmax does not change: every score of a query row moves by the same q . mean), int16 with one scale per
-//    key, at most 5461 for 72-wide heads so that int32 sums cannot overflow; v int16 per channel per block of 64
-//    keys (at most 4000).
+//  - k and v are packed once per head (one op, int8_attention_pack.cpp; each thread a run of whole heads): k less
+//    its mean over the keys per channel (softmax does not change: every score of a query row moves by the same
+//    q . mean), int16 with one scale per key, at most 5461 for 72-wide heads so that int32 sums cannot overflow;
+//    v int16 per channel per block of 64 keys (at most 4000).
 //  - per tile of 16 query rows (int16, one scale per row), blocks of 64 keys: int32 scores, softmax online in base
 //    2 (the running max and sum per row, earlier partial sums rescaled), the block's weights as int16 (at most
 //    8191 for the block's largest), their int32 products with v, accumulated in f32. Scores never exist beyond one
