@@ -60,110 +60,123 @@ AVX2_TARGET float quantize_i16(const float * x, int64_t n, int32_t qmax, int16_t
 
 namespace {
 
-// heads h0 .. h1 - 1 of batch entry b: their channels (h0 dh .. h1 dh) of every token, walked token by token
-AVX2_TARGET void pack_heads(ggml_tensor * dst, int64_t b, int64_t h0, int64_t h1) {
-    const ggml_tensor * k = dst->src[0];
-    const ggml_tensor * v = dst->src[1];
-    const ggml_tensor * q = dst->src[2];
-    const int64_t dh = k->ne[0], n_head = k->ne[1], n_kv = k->ne[2], dim = dh * n_head, n_q = q->ne[2];
-    const HeadLayout lay(dh, n_kv);
-    const int64_t c0 = h0 * dh, nc = (h1 - h0) * dh, nd = round_up(nc, 8);
-    // per channel of the run: the keys' sum (then mean), largest (then max |k - mean|) and smallest (then the
-    // factor), the queries' largest |q| (then 1 / factor, then the values' 1 / scale), the values' scales; y: one
-    // token's balanced keys (and the 8 floats quantize_i16 may read past the last head)
-    std::vector<float> buf(size_t(nd) * 6 + 8, 0.0f);
-    float *mean = buf.data(), *hi = mean + nd, *lo = hi + nd, *x = lo + nd, *scale = x + nd, *y = scale + nd;
-    const float * kb = static_cast<const float *>(k->data) + b * n_kv * dim + c0;
-    const float * vb = static_cast<const float *>(v->data) + b * n_kv * dim + c0;
-    const float * qb = static_cast<const float *>(q->data) + (q->ne[3] == 1 ? 0 : b * n_q * dim) + c0;
-    uint8_t * first = static_cast<uint8_t *>(dst->data) + size_t(b * n_head + h0) * lay.stride;
-    std::memset(first, 0, size_t(h1 - h0) * lay.stride);
-    const __m256i last = tail_mask(nc - (nd - 8));  // the run's last vector
+// A thread's run: heads h0 .. h1 - 1 of batch entry b, their channels (h0 dh .. h1 dh) of every token, walked
+// token by token; nc channels, read 8 at a time (nd), the last vector through `last`
+struct Run {
+    int64_t dh, heads, n_kv, n_q, dim, nc, nd;
+    HeadLayout lay;
+    const float *k, *v, *q;  // the run's first channel of token 0
+    uint8_t * out;           // the run's first head's block
+    __m256i last;
+    AVX2_TARGET Run(const ggml_tensor * dst, int64_t b, int64_t h0, int64_t h1)
+        : dh(dst->src[0]->ne[0]), heads(h1 - h0), n_kv(dst->src[0]->ne[2]), n_q(dst->src[2]->ne[2]),
+          dim(dh * dst->src[0]->ne[1]), nc(heads * dh), nd(round_up(nc, 8)), lay(dh, n_kv) {
+        const int64_t c0 = h0 * dh;
+        k = static_cast<const float *>(dst->src[0]->data) + b * n_kv * dim + c0;
+        v = static_cast<const float *>(dst->src[1]->data) + b * n_kv * dim + c0;
+        q = static_cast<const float *>(dst->src[2]->data) + (dst->src[2]->ne[3] == 1 ? 0 : b * n_q * dim) + c0;
+        out = static_cast<uint8_t *>(dst->data) + size_t(b * dst->src[0]->ne[1] + h0) * lay.stride;
+        last = tail_mask(nc - (nd - 8));
+    }
+    uint8_t * head(int64_t hh) const { return out + size_t(hh) * lay.stride; }
+};
 
-    // keys less their mean over the keys (the same shift for every score of a query row), int16 per key. One
-    // pass for the sums, the largest and the smallest per channel: max |k - mean| is the larger of max - mean and
-    // mean - min (rounding keeps the order: the same float as taking it key by key)
-    for (int64_t d = 0; d < nd; d += 8) {
+// keys less their mean over the keys (the same shift for every score of a query row), their channels balanced
+// against the queries' (pack_op), int16 per key. One pass for the sums, the largest and the smallest per channel:
+// max |k - mean| is the larger of max - mean and mean - min (rounding keeps the order: the same float as taking it
+// key by key). buf: 5 nd + 8 floats
+AVX2_TARGET void pack_keys(const Run & r, float * buf) {
+    // per channel: the sum (then the mean), the largest (then max |k - mean|), the smallest (then the factor), the
+    // queries' largest |q| (then 1 / the factor); y: one token's balanced keys (and 8 floats for quantize_i16)
+    float *mean = buf, *hi = mean + r.nd, *lo = hi + r.nd, *x = lo + r.nd, *y = x + r.nd;
+    for (int64_t d = 0; d < r.nd; d += 8) {
+        _mm256_storeu_ps(mean + d, _mm256_setzero_ps());
         _mm256_storeu_ps(hi + d, _mm256_set1_ps(-INFINITY));
         _mm256_storeu_ps(lo + d, _mm256_set1_ps(INFINITY));
+        _mm256_storeu_ps(x + d, _mm256_setzero_ps());
     }
-    for (int64_t j = 0; j < n_kv; ++j) {
-        for (int64_t d = 0; d < nd; d += 8) {
-            const __m256 e = load_run(kb + j * dim, d, nd, last);
+    for (int64_t j = 0; j < r.n_kv; ++j) {
+        for (int64_t d = 0; d < r.nd; d += 8) {
+            const __m256 e = load_run(r.k + j * r.dim, d, r.nd, r.last);
             _mm256_storeu_ps(mean + d, _mm256_add_ps(_mm256_loadu_ps(mean + d), e));
             _mm256_storeu_ps(hi + d, _mm256_max_ps(e, _mm256_loadu_ps(hi + d)));  // (NaN: skipped, as std::max)
             _mm256_storeu_ps(lo + d, _mm256_min_ps(e, _mm256_loadu_ps(lo + d)));
         }
     }
-    for (int64_t i = 0; i < n_q; ++i) {
-        for (int64_t d = 0; d < nd; d += 8)
-            _mm256_storeu_ps(x + d, max_abs(_mm256_loadu_ps(x + d), load_run(qb + i * dim, d, nd, last)));
+    for (int64_t i = 0; i < r.n_q; ++i) {
+        for (int64_t d = 0; d < r.nd; d += 8)
+            _mm256_storeu_ps(x + d, max_abs(_mm256_loadu_ps(x + d), load_run(r.q + i * r.dim, d, r.nd, r.last)));
     }
-    for (int64_t d = 0; d < nd; d += 8) {
-        const __m256 m = _mm256_div_ps(_mm256_loadu_ps(mean + d), _mm256_set1_ps(float(n_kv)));
+    for (int64_t d = 0; d < r.nd; d += 8) {
+        const __m256 m = _mm256_div_ps(_mm256_loadu_ps(mean + d), _mm256_set1_ps(float(r.n_kv)));
         _mm256_storeu_ps(mean + d, m);
         const __m256 span =
             _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(hi + d), m), _mm256_sub_ps(m, _mm256_loadu_ps(lo + d)));
         _mm256_storeu_ps(hi + d, _mm256_max_ps(span, _mm256_setzero_ps()));
     }
-    for (int64_t d = 0; d < nc; ++d) {
-        const float r = std::sqrt(hi[d] / x[d]);
-        lo[d] = std::isfinite(r) && r > 0.0f ? r : 1.0f;  // (a channel of zeros, or inf / NaN: as it is)
+    for (int64_t d = 0; d < r.nc; ++d) {
+        const float f = std::sqrt(hi[d] / x[d]);
+        lo[d] = std::isfinite(f) && f > 0.0f ? f : 1.0f;  // (a channel of zeros, or inf / NaN: as it is)
         x[d] = 1.0f / lo[d];
     }
-    for (int64_t hh = 0; hh < h1 - h0; ++hh) {
-        std::memcpy(first + size_t(hh) * lay.stride + lay.smooth, lo + hh * dh, size_t(dh) * sizeof(float));
+    for (int64_t d = r.nc; d < r.nd; ++d) x[d] = 0.0f;
+    for (int64_t hh = 0; hh < r.heads; ++hh) {
+        std::memcpy(r.head(hh) + r.lay.smooth, lo + hh * r.dh, size_t(r.dh) * sizeof(float));
     }
-    for (int64_t j = 0; j < n_kv; ++j) {
-        for (int64_t d = 0; d < nd; d += 8) {
-            const __m256 e = _mm256_sub_ps(load_run(kb + j * dim, d, nd, last), _mm256_loadu_ps(mean + d));
+    for (int64_t j = 0; j < r.n_kv; ++j) {
+        for (int64_t d = 0; d < r.nd; d += 8) {
+            const __m256 e = _mm256_sub_ps(load_run(r.k + j * r.dim, d, r.nd, r.last), _mm256_loadu_ps(mean + d));
             _mm256_storeu_ps(y + d, _mm256_mul_ps(e, _mm256_loadu_ps(x + d)));
         }
-        for (int64_t hh = 0; hh < h1 - h0; ++hh) {
-            uint8_t * out = first + size_t(hh) * lay.stride;
+        for (int64_t hh = 0; hh < r.heads; ++hh) {
+            uint8_t * out = r.head(hh);
             alignas(32) int16_t q16[kMaxHead + 8] = {};
-            reinterpret_cast<float *>(out + lay.k_scales)[j] = quantize_i16(y + hh * dh, dh, lay.qmax, q16);
-            for (int64_t g = 0; g < lay.pairs; ++g) std::memcpy(out + lay.key_byte(j, g), q16 + 2 * g, 4);
+            reinterpret_cast<float *>(out + r.lay.k_scales)[j] = quantize_i16(y + hh * r.dh, r.dh, r.lay.qmax, q16);
+            for (int64_t g = 0; g < r.lay.pairs; ++g) std::memcpy(out + r.lay.key_byte(j, g), q16 + 2 * g, 4);
         }
     }
+}
 
-    // values: int16 per channel per block of keys
-    const int64_t nv = lay.dv / 16, hd = round_up(dh, 8);
+// values: int16 per channel per block of 64 keys (scale: max |v| / kVmax), per pair of keys and 16 channels 64
+// bytes of (channel lane x 2 int16 keys). buf: 2 nd floats
+AVX2_TARGET void pack_values(const Run & r, float * buf) {
+    float *scale = buf, *x = buf + r.nd;  // per channel of the block: the scale and its inverse
+    const int64_t nv = r.lay.dv / 16, hd = round_up(r.dh, 8);
     const __m256 vlim = _mm256_set1_ps(kVmax);
-    const __m256i head_last = tail_mask(dh - (hd - 8));  // a head's last vector
+    const __m256i head_last = tail_mask(r.dh - (hd - 8));  // a head's last vector
     alignas(64) int16_t tmp[kKeys][kMaxHead];
-    for (int64_t blk = 0; blk < lay.blocks; ++blk) {
-        const int64_t j0 = blk * kKeys, nk = std::min(kKeys, n_kv - j0);
-        for (int64_t d = 0; d < nd; d += 8) _mm256_storeu_ps(scale + d, _mm256_setzero_ps());
+    for (int64_t blk = 0; blk < r.lay.blocks; ++blk) {
+        const int64_t j0 = blk * kKeys, nk = std::min(kKeys, r.n_kv - j0);
+        for (int64_t d = 0; d < r.nd; d += 8) _mm256_storeu_ps(scale + d, _mm256_setzero_ps());
         for (int64_t j = j0; j < j0 + nk; ++j) {
-            for (int64_t d = 0; d < nd; d += 8) {
-                _mm256_storeu_ps(scale + d, max_abs(_mm256_loadu_ps(scale + d), load_run(vb + j * dim, d, nd, last)));
+            for (int64_t d = 0; d < r.nd; d += 8) {
+                const __m256 e = load_run(r.v + j * r.dim, d, r.nd, r.last);
+                _mm256_storeu_ps(scale + d, max_abs(_mm256_loadu_ps(scale + d), e));
             }
         }
-        for (int64_t d = 0; d < nd; d += 8) {
+        for (int64_t d = 0; d < r.nd; d += 8) {
             const __m256 sc = _mm256_div_ps(_mm256_loadu_ps(scale + d), vlim);
             _mm256_storeu_ps(scale + d, sc);
             const __m256 nz = _mm256_cmp_ps(sc, _mm256_setzero_ps(), _CMP_NEQ_UQ);
             _mm256_storeu_ps(x + d, _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.0f), sc)));
         }
-        for (int64_t hh = 0; hh < h1 - h0; ++hh) {
+        for (int64_t hh = 0; hh < r.heads; ++hh) {
             for (int64_t j = 0; j < kKeys; ++j) {  // zeros past the block's keys and past the head's channels
                 if (j >= nk) {
-                    std::memset(tmp[j], 0, size_t(lay.dv) * sizeof(int16_t));
-                } else if (hd < lay.dv) {
-                    std::memset(tmp[j] + hd, 0, size_t(lay.dv - hd) * sizeof(int16_t));
+                    std::memset(tmp[j], 0, size_t(r.lay.dv) * sizeof(int16_t));
+                } else if (hd < r.lay.dv) {
+                    std::memset(tmp[j] + hd, 0, size_t(r.lay.dv - hd) * sizeof(int16_t));
                 }
             }
             for (int64_t j = 0; j < nk; ++j) {
                 for (int64_t d = 0; d < hd; d += 8) {
                     const __m256i m = d + 8 < hd ? _mm256_set1_epi32(-1) : head_last;
-                    const __m256 e = _mm256_maskload_ps(vb + (j0 + j) * dim + hh * dh + d, m);
-                    const __m256 xs = _mm256_maskload_ps(x + hh * dh + d, m);
+                    const __m256 e = _mm256_maskload_ps(r.v + (j0 + j) * r.dim + hh * r.dh + d, m);
+                    const __m256 xs = _mm256_maskload_ps(x + hh * r.dh + d, m);
                     _mm_store_si128(reinterpret_cast<__m128i *>(tmp[j] + d), round_i16x8(_mm256_mul_ps(e, xs), vlim));
                 }
             }
-            // per pair of keys, per 16 channels: 64 bytes of (channel lane x 2 int16 keys)
-            uint8_t * out = first + size_t(hh) * lay.stride + lay.v_off + size_t(blk) * lay.v_block;
+            uint8_t * out = r.head(hh) + r.lay.v_off + size_t(blk) * r.lay.v_block;
             for (int64_t jp = 0; jp < kKeys / 2; ++jp) {
                 for (int64_t c = 0; c < nv; ++c) {
                     const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i *>(tmp[2 * jp] + c * 16));
@@ -174,7 +187,7 @@ AVX2_TARGET void pack_heads(ggml_tensor * dst, int64_t b, int64_t h0, int64_t h1
                     _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(l, w, 0x31));
                 }
             }
-            std::memcpy(out + kKeys * lay.dv * 2, scale + hh * dh, size_t(dh) * sizeof(float));
+            std::memcpy(out + kKeys * r.lay.dv * 2, scale + hh * r.dh, size_t(r.dh) * sizeof(float));
         }
     }
 }
@@ -192,7 +205,11 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t n_head = dst->src[0]->ne[1], units = n_head * dst->src[0]->ne[3];
     for (int64_t u = units * ith / nth, u1 = units * (ith + 1) / nth; u < u1;) {
         const int64_t b = u / n_head, h0 = u % n_head, h1 = std::min(n_head, h0 + (u1 - u));
-        pack_heads(dst, b, h0, h1);
+        const Run run(dst, b, h0, h1);
+        std::memset(run.out, 0, size_t(run.heads) * run.lay.stride);
+        std::vector<float> buf(size_t(run.nd) * 5 + 8);
+        pack_keys(run, buf.data());
+        pack_values(run, buf.data());
         u += h1 - h0;
     }
 }
