@@ -171,12 +171,7 @@ VNNI_TARGET void tile(const uint8_t * act, const ActLayout & lay, const uint8_t 
 
 VNNI_TARGET void tile_rows(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                            int64_t ldo, int64_t cols, const float * bias) {
-    switch (rows) {
-        case 4: tile<4>(act, lay, panel, out, ldo, cols, bias); break;
-        case 3: tile<3>(act, lay, panel, out, ldo, cols, bias); break;
-        case 2: tile<2>(act, lay, panel, out, ldo, cols, bias); break;
-        default: tile<1>(act, lay, panel, out, ldo, cols, bias); break;
-    }
+    with_rows(rows, [&](auto mr) { tile<mr>(act, lay, panel, out, ldo, cols, bias); });
 }
 
 VNNI_TARGET double dot_chains(int64_t iters) {
@@ -226,24 +221,13 @@ void norm_row(const float * x, int64_t k, const float * w, const float * b, floa
     for (int64_t j = 0; j < k; ++j) y[j] = (x[j] - mean) * rstd * w[j] + (b ? b[j] : 0.0f);
 }
 
-// how the activation rows are quantized: by the VNNI kernel, AVX-VNNI's (int8 in 256-bit vectors), AVX2's (int16),
-// NEON's (SDOT, I8MM): the same integers and scales every way
-enum class Rows { vnni, avx2, i16, neon };
-
-Rows rows_of(Int8Isa isa) {
-    return isa == Int8Isa::vnni   ? Rows::vnni
-        : isa == Int8Isa::avxvnni ? Rows::avx2
-        : isa == Int8Isa::avx2    ? Rows::i16
-                                  : Rows::neon;
-}
-
-// dst [stride, M] int8 rows = src0 [k, M] f32 (of A(src0), or of A(LayerNorm(src0)) with src1, src2 its weight and
-// bias where userdata points to its eps), rows split over threads
-template <InputAct A, Rows R> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+// dst [stride, M] rows of kernel I = src0 [k, M] f32 (of A(src0), or of A(LayerNorm(src0)) with src1, src2 its weight
+// and bias where userdata points to its eps), rows split over threads
+template <InputAct A, Int8Isa I> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const auto * eps = static_cast<const float *>(userdata);
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
-    const ActLayout lay(k, R == Rows::i16 ? Int8Isa::avx2 : Int8Isa::vnni);  // (int16 rows or int8 rows)
+    const ActLayout lay(k, I);
     std::vector<float> normed(eps ? size_t(k) : 0);
     const float * nw = eps ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     const float * nb = eps && dst->src[2] ? static_cast<const float *>(dst->src[2]->data) : nullptr;
@@ -255,22 +239,22 @@ template <InputAct A, Rows R> void quantize_op(ggml_tensor * dst, int ith, int n
         }
         uint8_t * row = static_cast<uint8_t *>(dst->data) + r * lay.stride;
 #ifdef MINICPMV_VNNI
-        if constexpr (R == Rows::vnni) quantize_row<A>(src, k, row, lay);
-        if constexpr (R == Rows::avx2) quantize_row_avx2(src, k, row, lay, A);
-        if constexpr (R == Rows::i16) quantize_row_i16(src, k, row, lay, A);
+        if constexpr (I == Int8Isa::vnni) quantize_row<A>(src, k, row, lay);
+        if constexpr (I == Int8Isa::avx2 || I == Int8Isa::avxvnni) quantize_row_avx2(src, k, row, lay, A);
 #endif
 #ifdef MINICPMV_NEON
-        if constexpr (R == Rows::neon) quantize_row_neon(src, k, row, lay, A);
+        if constexpr (I == Int8Isa::neon || I == Int8Isa::i8mm) quantize_row_neon(src, k, row, lay, A);
 #endif
     }
 }
 
 template <InputAct A> ggml_custom_op_t quantize_op_for(Int8Isa isa) {
-    switch (rows_of(isa)) {
-        case Rows::vnni: return quantize_op<A, Rows::vnni>;
-        case Rows::avx2: return quantize_op<A, Rows::avx2>;
-        case Rows::i16: return quantize_op<A, Rows::i16>;
-        default: return quantize_op<A, Rows::neon>;
+    switch (isa) {
+        case Int8Isa::vnni: return quantize_op<A, Int8Isa::vnni>;
+        case Int8Isa::avxvnni: return quantize_op<A, Int8Isa::avxvnni>;
+        case Int8Isa::avx2: return quantize_op<A, Int8Isa::avx2>;
+        case Int8Isa::i8mm: return quantize_op<A, Int8Isa::i8mm>;
+        default: return quantize_op<A, Int8Isa::neon>;
     }
 }
 

@@ -1,9 +1,9 @@
 // Our 256-bit int8 kernels for x86 without AVX-512: AVX-VNNI (at dpbusd below) and AVX2, one tile for both.
 // AVX2 (Haswell and later, Zen 1-3): the weights stored signed, per pair of inputs 8 outputs x 2 (PackedWeight::
-// put_block), and the activations as int16 (quantize_row_i16: the same integers as the int8 rows). Each pair of
-// inputs is VPMOVSXBW (16 outputs' weights to int16, shared by the tile's rows) and, per row, VPMADDWD + VPADDD:
-// one multiply per 16 products, where the usual VPSIGNB + VPMADDUBSW + VPMADDWD (3 multiply-pipe instructions per
-// 32) keeps the unit at most two thirds busy. The int32 block sums are exact and the float steps are the VNNI
+// put_block), and the activations as int16 (quantize_row_avx2 on its layout: the same integers as the int8 rows). Each
+// pair of inputs is VPMOVSXBW (16 outputs' weights to int16, shared by the tile's rows) and, per row, VPMADDWD +
+// VPADDD: one multiply per 16 products, where the usual VPSIGNB + VPMADDUBSW + VPMADDWD (3 multiply-pipe instructions
+// per 32) keeps the unit at most two thirds busy. The int32 block sums are exact and the float steps are the VNNI
 // kernel's, so the numbers are its.
 // This file is built without AVX-512 (CMakeLists.txt), so the code that runs when int8="avx2" or "avxvnni" is
 // forced on an AVX-512 machine is the code a CPU without it runs: 16 vector registers, no EVEX forms (but the one
@@ -238,14 +238,7 @@ AVX2_TARGET void tile16(const uint8_t * act, const ActLayout & lay, const uint8_
 template <Dot8 D>
 AVX2_TARGET void tile_rows_t(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                              int64_t ldo, int64_t cols, const float * bias) {
-    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
-        switch (rows) {
-            case 4: tile16<4, D>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 3: tile16<3, D>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 2: tile16<2, D>(act, lay, panel, c, out, ldo, cols, bias); break;
-            default: tile16<1, D>(act, lay, panel, c, out, ldo, cols, bias); break;
-        }
-    }
+    each_tile16(rows, cols, [&](auto mr, int64_t c) { tile16<mr, D>(act, lay, panel, c, out, ldo, cols, bias); });
 }
 
 template <bool kVex> AVX2_TARGET double chains256(int64_t iters) {
@@ -275,15 +268,14 @@ void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const 
 }
 
 void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act) {
+    if (lay.width == 2) {  // (the AVX2 kernel's rows)
+        if (act == InputAct::gelu_tanh) return quantize_row_t<InputAct::gelu_tanh, true>(x, k, row, lay);
+        if (act == InputAct::gelu_erf) return quantize_row_t<InputAct::gelu_erf, true>(x, k, row, lay);
+        return quantize_row_t<InputAct::none, true>(x, k, row, lay);
+    }
     if (act == InputAct::gelu_tanh) return quantize_row_t<InputAct::gelu_tanh, false>(x, k, row, lay);
     if (act == InputAct::gelu_erf) return quantize_row_t<InputAct::gelu_erf, false>(x, k, row, lay);
     quantize_row_t<InputAct::none, false>(x, k, row, lay);
-}
-
-void quantize_row_i16(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act) {
-    if (act == InputAct::gelu_tanh) return quantize_row_t<InputAct::gelu_tanh, true>(x, k, row, lay);
-    if (act == InputAct::gelu_erf) return quantize_row_t<InputAct::gelu_erf, true>(x, k, row, lay);
-    quantize_row_t<InputAct::none, true>(x, k, row, lay);
 }
 
 AVX2_TARGET double madd_chains(int64_t iters) {

@@ -230,26 +230,12 @@ I8MM_TARGET void tile16_i8mm(const uint8_t * act, const ActLayout & lay, const u
 
 void tile_rows_neon(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias) {
-    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
-        switch (rows) {
-            case 4: tile16<4>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 3: tile16<3>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 2: tile16<2>(act, lay, panel, c, out, ldo, cols, bias); break;
-            default: tile16<1>(act, lay, panel, c, out, ldo, cols, bias); break;
-        }
-    }
+    each_tile16(rows, cols, [&](auto mr, int64_t c) { tile16<mr>(act, lay, panel, c, out, ldo, cols, bias); });
 }
 
 void tile_rows_i8mm(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias) {
-    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) {
-        switch (rows) {
-            case 4: tile16_i8mm<4>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 3: tile16_i8mm<3>(act, lay, panel, c, out, ldo, cols, bias); break;
-            case 2: tile16_i8mm<2>(act, lay, panel, c, out, ldo, cols, bias); break;
-            default: tile16_i8mm<1>(act, lay, panel, c, out, ldo, cols, bias); break;
-        }
-    }
+    each_tile16(rows, cols, [&](auto mr, int64_t c) { tile16_i8mm<mr>(act, lay, panel, c, out, ldo, cols, bias); });
 }
 
 I8MM_TARGET double smmla_chains(int64_t iters) {

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/int8_gemm.h"
 
@@ -20,6 +21,24 @@ constexpr int64_t kChunkRows = 128;  // activation rows kept hot in L2 while pan
 
 inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
+// f(std::integral_constant<int, MR>{}) for a tile of `rows` activation rows (1 .. kTileRows): each kernel's tile is a
+// template on its row count
+template <typename F> inline void with_rows(int rows, F && f) {
+    static_assert(kTileRows == 4, "a case per row count");
+    switch (rows) {
+        case 4: f(std::integral_constant<int, 4>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        default: f(std::integral_constant<int, 1>{}); break;
+    }
+}
+
+// f(MR, c) for each 16-output tile c of a panel's first `cols` outputs, MR as with_rows gives it (the 256-bit and
+// NEON kernels' tiles)
+template <typename F> inline void each_tile16(int rows, int64_t cols, F && f) {
+    for (int64_t c = 0; c < kVectors && c * 16 < cols; ++c) with_rows(rows, [&](auto mr) { f(mr, c); });
+}
+
 // quantized activations, one row per token: k_pad values (int8; int16 for the AVX2 kernel, whose VPMADDWD takes
 // int16 pairs: the same integers), then `blocks` float scales, then `blocks` int32 corrections (-128 x the block's
 // sum, for VNNI's weights stored + 128; unused elsewhere), the row padded to 64 bytes
@@ -35,9 +54,9 @@ struct ActLayout {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_X86 1
 // x86 without AVX-512 (AVX2: VPMOVSXBW + VPMADDWD on int16 pairs), on the weights stored signed in pairs of inputs
-// (PackedWeight::put_block) and int16 activation rows (quantize_row_i16): int8_gemm_avx2.cpp
+// (PackedWeight::put_block) and int16 activation rows: int8_gemm_avx2.cpp. quantize_row_avx2 writes the rows of
+// `lay` (int16 for the AVX2 kernel, int8 with corrections for AVX-VNNI's)
 void quantize_row_avx2(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act);
-void quantize_row_i16(const float * x, int64_t k, uint8_t * row, const ActLayout & lay, InputAct act);
 void tile_rows_avx2(int rows, const uint8_t * act, const ActLayout & lay, const uint8_t * panel, float * out,
                     int64_t ldo, int64_t cols, const float * bias);
 double madd_chains(int64_t iters);
