@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "ggml.h"
+#include "kernels/int8_layout.h"
 
 namespace mcv::attn {
 
@@ -18,7 +19,7 @@ constexpr int64_t kKeys = 64;      // keys per block: one online-softmax step, a
 constexpr int64_t kMaxHead = 256;  // widest head (the per-tile buffers are on the stack)
 constexpr float kVmax = 4000.0f;   // the values' largest int16 (with the weights' 8191: 64 products fit int32)
 
-inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+using int8::round_up;
 
 // One head's packed keys and values, at a 64-byte multiple per head:
 //  keys: per 16 keys, per pair of channels, 64 bytes (key lane x 2 int16 channels), then one float scale per key;
