@@ -332,8 +332,10 @@ AVX2_TARGET void block_avx2(Tile & t, const uint8_t * keys, const float * ks, co
 }
 
 // dst [dh * H, n_q, B] = attention of q (src0) over the packed heads (src1); src2: k, for its shape. Jobs are
-// (head, batch entry, tile of 16 query rows), taken in turn by the threads.
+// (head, batch entry, tile of 16 query rows), each thread taking the next one as it becomes free (the work counters
+// after the packed heads, as the int8 products': a slower core takes fewer).
 void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void)ith;
     const Int8Isa isa = *static_cast<const Int8Isa *>(userdata);
     const bool vnni = isa == Int8Isa::vnni;
     const Dot16 dot = isa != Int8Isa::avxvnni ? Dot16::madd : int8::avx_vnni_vex() ? Dot16::vex : Dot16::evex;
@@ -344,7 +346,9 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t batch = k->ne[3], tiles = (n_q + kRows - 1) / kRows;
     const HeadLayout lay(dh, n_kv);
     Tile t;
-    for (int64_t job = ith; job < n_head * batch * tiles; job += nth) {
+    auto * work = reinterpret_cast<int8::WorkCounters *>(static_cast<uint8_t *>(packed->data) +
+                                                         lay.stride * size_t(n_head * batch));
+    for (int64_t job; (job = work->take()) < n_head * batch * tiles;) {
         const int64_t h = job % n_head, b = (job / n_head) % batch, r0 = job / (n_head * batch) * kRows;
         const int64_t rows = std::min(kRows, n_q - r0);
         const float * q0 =
@@ -378,6 +382,7 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
             for (int64_t d = 0; d < dh; ++d) out[i * dim + d] = t.o[i][d] * inv;
         }
     }
+    work->leave(nth);
 }
 
 #endif  // MINICPMV_ATTN_X86
@@ -416,8 +421,8 @@ ggml_tensor * int8_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * 
     auto * which = const_cast<Int8Isa *>(std::find(std::begin(kIsas), std::end(kIsas), isa));  // (supported: there)
     const HeadLayout lay(k->ne[0], k->ne[2]);
     ggml_tensor * kvq[3] = {k, v, q};
-    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(lay.stride) * k->ne[1] * k->ne[3], 1, 1, 1, kvq, 3,
-                                          pack_op, GGML_N_TASKS_MAX, which);
+    ggml_tensor * packed = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(lay.stride) * k->ne[1] * k->ne[3] + 64, 1, 1, 1,
+                                          kvq, 3, pack_op, GGML_N_TASKS_MAX, which);
     ggml_set_name(packed, "attn pack");
     ggml_tensor * args[3] = {q, packed, k};
     return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[1], q->ne[2], k->ne[3], 1, args, 3, attention_op,

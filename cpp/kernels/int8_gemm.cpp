@@ -221,13 +221,15 @@ void norm_row(const float * x, int64_t k, const float * w, const float * b, floa
     for (int64_t j = 0; j < k; ++j) y[j] = (x[j] - mean) * rstd * w[j] + (b ? b[j] : 0.0f);
 }
 
-// dst [stride, M] rows of kernel I = src0 [k, M] f32 (of A(src0), or of A(LayerNorm(src0)) with src1, src2 its weight
-// and bias where userdata points to its eps), rows split over threads
+// dst [stride, M + 1] rows of kernel I = src0 [k, M] f32 (of A(src0), or of A(LayerNorm(src0)) with src1, src2 its
+// weight and bias where userdata points to its eps), rows split over threads; the last row holds the products' work
+// counters (WorkCounters), zeroed here
 template <InputAct A, Int8Isa I> void quantize_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const auto * eps = static_cast<const float *>(userdata);
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
     const ActLayout lay(k, I);
+    if (ith == 0) std::memset(static_cast<uint8_t *>(dst->data) + m * lay.stride, 0, sizeof(WorkCounters));
     std::vector<float> normed(eps ? size_t(k) : 0);
     const float * nw = eps ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     const float * nb = eps && dst->src[2] ? static_cast<const float *>(dst->src[2]->data) : nullptr;
@@ -259,22 +261,25 @@ template <InputAct A> ggml_custom_op_t quantize_op_for(Int8Isa isa) {
 }
 
 // dst [n, M] f32 = w (userdata) x the quantized rows (src0) (+ src1, an f32 bias, where given); work = (chunk of
-// rows, panel) pairs, split into
-// contiguous ranges per thread so that a thread walks the panels over one chunk while it stays in cache
+// rows, panel) pairs in chunk order, each thread taking the next one as it becomes free (WorkCounters, after the
+// rows): a slower core (a laptop's efficiency core, one shared with another program) takes fewer instead of
+// holding the others up
 void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void)ith;
     const auto & w = *static_cast<const PackedWeight *>(userdata);
     const Int8Isa isa = w.isa();
     const ggml_tensor * a = dst->src[0];
     const ActLayout lay(w.k(), isa);
-    const int64_t m = a->ne[1], panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
-    const int64_t units = chunks * panels, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+    const int64_t m = a->ne[1] - 1, panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
+    const int64_t units = chunks * panels;
     const auto * act = static_cast<const uint8_t *>(a->data);
+    auto * work = reinterpret_cast<WorkCounters *>(static_cast<uint8_t *>(a->data) + m * lay.stride);
 #ifdef MINICPMV_VNNI
     const bool vex = isa == Int8Isa::avxvnni && avx_vnni_vex();
 #endif
     const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     auto * out = static_cast<float *>(dst->data);
-    for (int64_t u = u0; u < u1; ++u) {
+    for (int64_t u; (u = work->take()) < units;) {
         const int64_t c = u / panels, p = u % panels;
         const int64_t col = p * kPanel, cols = std::min(kPanel, w.n() - col);
         const float * b = bias ? bias + col : nullptr;
@@ -294,6 +299,7 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
 #endif
         }
     }
+    work->leave(nth);
 }
 
 #endif  // MINICPMV_INT8
@@ -491,7 +497,7 @@ ggml_tensor * int8_quantize(ggml_context * ctx, ggml_tensor * x, const PackedWei
     const ggml_custom_op_t op = act == InputAct::gelu_tanh ? quantize_op_for<InputAct::gelu_tanh>(w.isa())
         : act == InputAct::gelu_erf                        ? quantize_op_for<InputAct::gelu_erf>(w.isa())
                                                            : quantize_op_for<InputAct::none>(w.isa());
-    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x), 1, 1, args,
+    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, lay.stride, ggml_nrows(x) + 1, 1, 1, args,
                                      !normed      ? 1
                                          : norm.b ? 3
                                                   : 2,
@@ -515,7 +521,7 @@ bool int8_shares_quantized(const PackedWeight & a, const PackedWeight & b) {
 ggml_tensor * int8_product(ggml_context * ctx, ggml_tensor * q, const ggml_tensor * x, const PackedWeight & w,
                            ggml_tensor * bias) {
 #ifdef MINICPMV_INT8
-    if (q->type != GGML_TYPE_I8 || q->ne[0] != ActLayout(w.k(), w.isa()).stride || q->ne[1] != ggml_nrows(x) ||
+    if (q->type != GGML_TYPE_I8 || q->ne[0] != ActLayout(w.k(), w.isa()).stride || q->ne[1] != ggml_nrows(x) + 1 ||
         x->ne[0] != w.k()) {
         throw std::invalid_argument("int8_product: the quantized rows are not " + std::string(x->name) + "'s for " +
                                     std::to_string(w.k()) + " inputs");

@@ -51,6 +51,22 @@ struct ActLayout {
     size_t corrections() const { return size_t(k_pad * width + blocks * 4); }
 };
 
+// Work shared out as the threads become free: the counters live in the op's input (the row after the quantized
+// rows; the 64 bytes after the packed heads), zeroed by the op that writes that input. Each thread of the op takes
+// units until none is left, then leaves; the last to leave sets them back for the next op on the same input (q, k
+// and v's products share their rows; ggml's barrier stands between two ops).
+struct WorkCounters {
+    int64_t next, done;
+    int64_t take() { return __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED); }  // >= the count of units: none left
+    void leave(int nth) {
+        if (__atomic_add_fetch(&done, 1, __ATOMIC_ACQ_REL) == nth) {
+            __atomic_store_n(&next, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&done, 0, __ATOMIC_RELAXED);
+        }
+    }
+};
+static_assert(sizeof(WorkCounters) <= 64, "within a row (rows are padded to 64 bytes)");
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MINICPMV_X86 1
 // x86 without AVX-512 (AVX2: VPMOVSXBW + VPMADDWD on int16 pairs), on the weights stored signed in pairs of inputs
