@@ -20,9 +20,9 @@ two cases (target <= 0.45).
 
 --rounds N (default 2): the whole set of runs (every engine and file, the peaks, the attention op, the profiles) is
 repeated N times, round after round, and each figure keeps its best: the shortest time of each engine and file, the
-highest reading of each peak, the profile run with the least time in all. This VM's speed wanders (a core runs at
-0.6x for a minute at a time), so a figure from one moment against one from another can be off by a third either
-way; the best of interleaved rounds compares each side at its own best.
+highest reading of each peak, the profile run with the least time in all. A shared VM's speed wanders (here one core
+ran at 0.6x at times), so a figure from one moment against one from another can be off by a third either way; the
+best of interleaved rounds compares each side at its own best.
 
 --version 2.0: MiniCPM-V 2.0's encoder (the real-2.0 preset: the so400m timm tower, 26 blocks, resampler 64 x 2304),
 which llama.cpp does not have: ours only, beside our 2.6 encoder on the same images in the same run, for scale.
