@@ -341,7 +341,7 @@ def main() -> None:
         for label, (_ftype, _options, unit_kind) in paths.items():
             prof = profiles[label]
             ms = prof["profile_ms"]
-            total = sum(ms.values())
+            total = total_ms(prof)
             unit, unit_peak = {"int8": ("int8 dot-product unit", dot_peak),
                                "int8-avxvnni": ("int8 unit through 256-bit VPDPBUSD", vnni256_peak),
                                "int8-avx2": ("int8 unit through AVX2", avx2_peak)}.get(unit_kind, ("f32 sgemm", peak))

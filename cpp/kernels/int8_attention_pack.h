@@ -48,7 +48,7 @@ struct HeadLayout {
 // rounded up to 8 must be readable; the floats past n count as zeros) and writes n rounded up to 8 int16 to q.
 float quantize_i16(const float * x, int64_t n, int32_t qmax, int16_t * q);
 
-// dst: every head's HeadLayout block, then 64 bytes for the attention op's WorkCounters (zeroed here); src: k, v
+// dst: every head's HeadLayout block, then the attention op's WorkCounters (zeroed here); src: k, v
 // [dh, H, n_kv, B] f32, q [dh, H, n_q, B or 1] (a ggml custom op)
 void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata);
 

@@ -57,6 +57,10 @@ struct ActLayout {
 // and v's products share their rows; ggml's barrier stands between two ops).
 struct WorkCounters {
     int64_t next, done;
+    static WorkCounters & at(void * data, size_t offset) {  // the counters `offset` bytes into the input
+        return *reinterpret_cast<WorkCounters *>(static_cast<uint8_t *>(data) + offset);
+    }
+    void clear() { next = done = 0; }  // (by the op that writes the input, before ggml's barrier)
     int64_t take() { return __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED); }  // >= the count of units: none left
     void leave(int nth) {
         if (__atomic_add_fetch(&done, 1, __ATOMIC_ACQ_REL) == nth) {
