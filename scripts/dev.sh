@@ -26,7 +26,7 @@ pip_q() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 | 
 if [ "$job" = "lint" ]; then  # the linters' versions pinned: a newer one may read the same code otherwise
   pip_q "ruff==0.17.6" "clang-format==23.1.5"
   .venv/bin/ruff check python tests benchmarks tools
-  git ls-files -z 'cpp/*.h' 'cpp/*.cpp' | xargs -0 .venv/bin/clang-format --dry-run --Werror
+  git ls-files -z 'cpp/*.h' 'cpp/*.cpp' 'benchmarks/*.cpp' | xargs -0 .venv/bin/clang-format --dry-run --Werror
   echo "lint: clean" >&2
   exit 0
 fi
