@@ -346,7 +346,7 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t batch = k->ne[3], tiles = (n_q + kRows - 1) / kRows;
     const HeadLayout lay(dh, n_kv);
     Tile t;
-    auto & work = int8::WorkCounters::at(packed->data, lay.stride * size_t(n_head * batch));
+    auto & work = int8::WorkCounters::at(packed->data, lay.counters(n_head * batch));
     for (int64_t job; (job = work.take()) < n_head * batch * tiles;) {
         const int64_t h = job % n_head, b = (job / n_head) % batch, r0 = job / (n_head * batch) * kRows;
         const int64_t rows = std::min(kRows, n_q - r0);
@@ -420,9 +420,9 @@ ggml_tensor * int8_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * 
     auto * which = const_cast<Int8Isa *>(std::find(std::begin(kIsas), std::end(kIsas), isa));  // (supported: there)
     const HeadLayout lay(k->ne[0], k->ne[2]);
     ggml_tensor * kvq[3] = {k, v, q};
-    ggml_tensor * packed = ggml_custom_4d(
-        ctx, GGML_TYPE_I8, int64_t(lay.stride * size_t(k->ne[1] * k->ne[3]) + sizeof(int8::WorkCounters)), 1, 1, 1, kvq,
-        3, pack_op, GGML_N_TASKS_MAX, which);
+    ggml_tensor * packed =
+        ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(lay.counters(k->ne[1] * k->ne[3]) + sizeof(int8::WorkCounters)), 1, 1,
+                       1, kvq, 3, pack_op, GGML_N_TASKS_MAX, which);
     ggml_set_name(packed, "attn pack");
     ggml_tensor * args[3] = {q, packed, k};
     return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[1], q->ne[2], k->ne[3], 1, args, 3, attention_op,

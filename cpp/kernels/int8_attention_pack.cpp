@@ -205,7 +205,7 @@ void pack_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t n_head = dst->src[0]->ne[1], units = n_head * dst->src[0]->ne[3];
     if (ith == 0) {  // the attention op's work counters, after the heads
         const HeadLayout lay(dst->src[0]->ne[0], dst->src[0]->ne[2]);
-        int8::WorkCounters::at(dst->data, lay.stride * size_t(units)).clear();
+        int8::WorkCounters::at(dst->data, lay.counters(units)).clear();
     }
     for (int64_t u = units * ith / nth, u1 = units * (ith + 1) / nth; u < u1;) {
         const int64_t b = u / n_head, h0 = u % n_head, h1 = std::min(n_head, h0 + (u1 - u));

@@ -41,6 +41,8 @@ struct HeadLayout {
         stride = size_t(round_up(int64_t(v_off + size_t(blocks) * v_block), 64));
     }
     size_t key_byte(int64_t j, int64_t g) const { return size_t(((j / 16) * pairs + g) * 64 + (j % 16) * 4); }
+    // where the attention op's WorkCounters sit: after `heads` packed heads (pack_op zeroes them)
+    size_t counters(int64_t heads) const { return stride * size_t(heads); }
 };
 
 // x as int16 (x ~ s q, |q| <= qmax; s returned): 12 to 13 bits for q . k where the int8 products' 7 are too few, as

@@ -229,7 +229,7 @@ template <InputAct A, Int8Isa I> void quantize_op(ggml_tensor * dst, int ith, in
     const ggml_tensor * x = dst->src[0];
     const int64_t k = x->ne[0], m = ggml_nrows(x);
     const ActLayout lay(k, I);
-    if (ith == 0) WorkCounters::at(dst->data, size_t(m) * lay.stride).clear();
+    if (ith == 0) WorkCounters::at(dst->data, lay.counters(m)).clear();
     std::vector<float> normed(eps ? size_t(k) : 0);
     const float * nw = eps ? static_cast<const float *>(dst->src[1]->data) : nullptr;
     const float * nb = eps && dst->src[2] ? static_cast<const float *>(dst->src[2]->data) : nullptr;
@@ -273,7 +273,7 @@ void gemm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t m = a->ne[1] - 1, panels = w.panels(), chunks = (m + kChunkRows - 1) / kChunkRows;
     const int64_t units = chunks * panels;
     const auto * act = static_cast<const uint8_t *>(a->data);
-    WorkCounters & work = WorkCounters::at(a->data, size_t(m) * lay.stride);
+    WorkCounters & work = WorkCounters::at(a->data, lay.counters(m));
 #ifdef MINICPMV_VNNI
     const bool vex = isa == Int8Isa::avxvnni && avx_vnni_vex();
 #endif

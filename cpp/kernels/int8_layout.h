@@ -49,12 +49,14 @@ struct ActLayout {
           stride(round_up(k_pad * width + blocks * 8, 64)) {}
     size_t scales() const { return size_t(k_pad * width); }
     size_t corrections() const { return size_t(k_pad * width + blocks * 4); }
+    // where the products' WorkCounters sit: the row after `rows` quantized rows (the quantize op zeroes them)
+    size_t counters(int64_t rows) const { return size_t(rows) * stride; }
 };
 
-// Work shared out as the threads become free: the counters live in the op's input (the row after the quantized
-// rows; the 64 bytes after the packed heads), zeroed by the op that writes that input. Each thread of the op takes
-// units until none is left, then leaves; the last to leave sets them back for the next op on the same input (q, k
-// and v's products share their rows; ggml's barrier stands between two ops).
+// Work shared out as the threads become free: the counters live in the op's input (ActLayout::counters: the row
+// after the quantized rows; attn::HeadLayout::counters: right after the packed heads), zeroed by the op that writes
+// that input. Each thread of the op takes units until none is left, then leaves; the last to leave sets them back
+// for the next op on the same input (q, k and v's products share their rows; ggml's barrier stands between two ops).
 struct WorkCounters {
     int64_t next, done;
     static WorkCounters & at(void * data, size_t offset) {  // the counters `offset` bytes into the input
